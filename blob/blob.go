@@ -1,0 +1,146 @@
+// Package blob defines the ranged object store that skrfs reads encrypted
+// objects from, its sentinel errors, and small helpers shared by every
+// implementation (local directory, in-memory, Azure Blob Storage).
+//
+// A Store is read-only from skrfs's point of view: the filesystem stats an
+// object once, pins the version it saw (the ETag), and then reads ranges of
+// exactly that version. A store must never return a mix of two versions: a
+// read of a version that is no longer current fails with ErrChanged.
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Implementations wrap them with %w so that callers can
+// classify failures with errors.Is; the filesystem maps them to errno in one
+// place (fs/errno.go).
+var (
+	// ErrNotFound: the object or container does not exist.
+	ErrNotFound = errors.New("blob: not found")
+	// ErrChanged: the object was replaced or modified since it was stat'ed
+	// (its ETag no longer matches the pinned Ref).
+	ErrChanged = errors.New("blob: changed since stat")
+	// ErrPermission: the store refused access (HTTP 401/403, EACCES).
+	ErrPermission = errors.New("blob: permission denied")
+	// ErrOutOfRange: a read started beyond the end of the object.
+	ErrOutOfRange = errors.New("blob: offset out of range")
+	// ErrInvalidName: a name that the store cannot address (empty, absolute,
+	// containing "..", NUL, or a backslash).
+	ErrInvalidName = errors.New("blob: invalid object name")
+)
+
+// Info describes one object, or, in a hierarchical listing, one common prefix
+// (a virtual directory).
+type Info struct {
+	// Name is the full object name within the store, '/'-separated, never
+	// starting with '/'. For a prefix it ends with the delimiter.
+	Name string
+	// Size is the object's size in bytes (0 for a prefix).
+	Size int64
+	// ETag identifies this version of the object. It is opaque; two versions
+	// of one object never share an ETag.
+	ETag string
+	// ModTime is the last modification time (zero if unknown).
+	ModTime time.Time
+	// Metadata holds user metadata when the store has it. Keys are compared
+	// case-insensitively (Azure canonicalises them); use MetadataValue.
+	// Nil when the store has none or the listing did not ask for it.
+	Metadata map[string]string
+	// IsPrefix is true for a common prefix returned by a hierarchical listing.
+	IsPrefix bool
+}
+
+// Ref pins one version of one object.
+type Ref struct {
+	Name string
+	ETag string
+}
+
+// Ref returns the reference that pins the version described by i.
+func (i Info) Ref() Ref { return Ref{Name: i.Name, ETag: i.ETag} }
+
+// ListOptions select what List returns.
+type ListOptions struct {
+	// Prefix restricts the listing to names that start with it ("" = all).
+	Prefix string
+	// Delimiter, when non-empty (normally "/"), makes the listing
+	// hierarchical: names that contain the delimiter after the prefix are
+	// rolled up into one Info with IsPrefix set, as Azure's List Blobs does.
+	Delimiter string
+	// WithMetadata asks for user metadata in the returned Infos.
+	WithMetadata bool
+}
+
+// Store is a read-only object store with version-pinned ranged reads.
+//
+// Every implementation passes the conformance suite in blob/blobtest.
+type Store interface {
+	// Stat returns the current size and version of the object name.
+	// A missing object gives an error wrapping ErrNotFound.
+	Stat(ctx context.Context, name string) (Info, error)
+
+	// ReadAt reads len(p) bytes at offset off of the version pinned by ref,
+	// with the io.ReaderAt contract: it returns n < len(p) only together
+	// with a non-nil error, which is io.EOF when the object ends before
+	// off+len(p). An offset beyond the end gives ErrOutOfRange (an offset
+	// equal to the size gives 0, io.EOF). If the object is no longer the
+	// pinned version the error wraps ErrChanged and no bytes are returned.
+	ReadAt(ctx context.Context, ref Ref, p []byte, off int64) (int, error)
+
+	// List calls fn for every object (and, with a delimiter, every common
+	// prefix) that matches opts, in lexical order of Name. An error from fn
+	// stops the listing and is returned.
+	List(ctx context.Context, opts ListOptions, fn func(Info) error) error
+}
+
+// MetadataValue returns the value of the metadata key k, compared
+// case-insensitively, and whether it was present.
+func MetadataValue(md map[string]string, k string) (string, bool) {
+	if v, ok := md[k]; ok {
+		return v, true
+	}
+	for mk, v := range md {
+		if strings.EqualFold(mk, k) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// CheckName validates an object name: non-empty, relative, '/'-separated,
+// without empty, "." or ".." segments, NUL or backslash. Every store rejects
+// such names with ErrInvalidName so that no name can escape a store's root.
+func CheckName(name string) error {
+	if name == "" || strings.HasPrefix(name, "/") || strings.ContainsAny(name, "\\\x00") {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: %q", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+// ReaderAt adapts a store and a pinned ref to io.ReaderAt for one request.
+// The returned value captures ctx, so it must not outlive the request that
+// created it.
+func ReaderAt(ctx context.Context, s Store, ref Ref) io.ReaderAt {
+	return readerAt{ctx: ctx, s: s, ref: ref}
+}
+
+type readerAt struct {
+	ctx context.Context
+	s   Store
+	ref Ref
+}
+
+func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
+	return r.s.ReadAt(r.ctx, r.ref, p, off)
+}

@@ -1,0 +1,270 @@
+// Package localdir implements blob.Store over a local directory tree: the
+// embedded default of `skrfs demo`, and the store for ciphertext kept on a
+// local or network filesystem.
+//
+// Object names are '/'-separated paths relative to the root. Only regular
+// files are objects; symbolic links, devices and sockets are ignored, so a
+// link cannot make the store read outside its root.
+//
+// Versions: the ETag of a file is derived from its inode, size, modification
+// and change times. Replacing a file (rename over it) changes the inode;
+// rewriting it in place changes the times. A read checks the ETag before and
+// after reading, so a file modified during a read gives blob.ErrChanged
+// rather than a mix of old and new bytes. One case cannot be seen: an
+// in-place rewrite that keeps the size and lands within the same timestamp
+// tick as the previous write. Producers should replace objects by rename
+// (as Put does), which changes the inode.
+package localdir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/skrfs/skrfs/blob"
+)
+
+// Store is a blob.Store backed by a directory.
+type Store struct {
+	root string
+}
+
+var _ blob.Store = (*Store)(nil)
+
+// New returns a store rooted at dir, which must exist and be a directory.
+func New(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("localdir: %s is not a directory", abs)
+	}
+	return &Store{root: abs}, nil
+}
+
+// Root returns the absolute path of the store's root directory.
+func (s *Store) Root() string { return s.root }
+
+// Path returns the local path of the object name, after validating the name.
+func (s *Store) Path(name string) (string, error) {
+	if err := blob.CheckName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.root, filepath.FromSlash(name)), nil
+}
+
+// Stat implements blob.Store.
+func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
+	if err := ctx.Err(); err != nil {
+		return blob.Info{}, err
+	}
+	p, err := s.Path(name)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	st, err := os.Lstat(p)
+	if err != nil {
+		return blob.Info{}, mapErr(err)
+	}
+	if !st.Mode().IsRegular() {
+		return blob.Info{}, fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, name)
+	}
+	return info(name, st), nil
+}
+
+func info(name string, st fs.FileInfo) blob.Info {
+	return blob.Info{Name: name, Size: st.Size(), ETag: etag(st), ModTime: st.ModTime()}
+}
+
+// etag derives a version identifier from the file's identity and times.
+func etag(st fs.FileInfo) string {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Sprintf("\"%x-%x\"", st.Size(), st.ModTime().UnixNano())
+	}
+	return fmt.Sprintf("\"%x-%x-%x-%x.%x\"", sys.Ino, sys.Size,
+		time.Unix(sys.Mtim.Unix()).UnixNano(), sys.Ctim.Sec, sys.Ctim.Nsec)
+}
+
+// ReadAt implements blob.Store.
+func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset %d", blob.ErrOutOfRange, off)
+	}
+	path, err := s.Path(ref.Name)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	defer f.Close()
+	if err := checkVersion(f, ref); err != nil {
+		return 0, err
+	}
+	st, _ := f.Stat()
+	if off > st.Size() {
+		return 0, fmt.Errorf("%w: offset %d beyond size %d of %s", blob.ErrOutOfRange, off, st.Size(), ref.Name)
+	}
+	n, rerr := f.ReadAt(p, off)
+	if rerr != nil && rerr != io.EOF {
+		return 0, mapErr(rerr)
+	}
+	// A concurrent in-place rewrite may have changed bytes under us.
+	if err := checkVersion(f, ref); err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+func checkVersion(f *os.File, ref blob.Ref) error {
+	st, err := f.Stat()
+	if err != nil {
+		return mapErr(err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, ref.Name)
+	}
+	if got := etag(st); got != ref.ETag {
+		return fmt.Errorf("%w: %s has ETag %s, pinned %s", blob.ErrChanged, ref.Name, got, ref.ETag)
+	}
+	return nil
+}
+
+// List implements blob.Store. It walks only the directory that contains the
+// prefix, so listing a small subtree of a large root is cheap.
+func (s *Store) List(ctx context.Context, opts blob.ListOptions, fn func(blob.Info) error) error {
+	dir := ""
+	if i := strings.LastIndex(opts.Prefix, "/"); i >= 0 {
+		dir = opts.Prefix[:i]
+	}
+	start := s.root
+	if dir != "" {
+		p, err := s.Path(dir)
+		if err != nil {
+			return err
+		}
+		start = p
+	}
+	var infos []blob.Info
+	prefixes := map[string]bool{}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == start && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return mapErr(err)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		rel, _ := filepath.Rel(s.root, p)
+		name := filepath.ToSlash(rel)
+		if d.IsDir() {
+			// Prune directories that cannot contain a match.
+			if p != start && !strings.HasPrefix(name+"/", opts.Prefix) && !strings.HasPrefix(opts.Prefix, name+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !strings.HasPrefix(name, opts.Prefix) || strings.HasPrefix(d.Name(), tmpPrefix) {
+			return nil
+		}
+		if opts.Delimiter != "" {
+			rest := name[len(opts.Prefix):]
+			if i := strings.Index(rest, opts.Delimiter); i >= 0 {
+				prefixes[opts.Prefix+rest[:i+len(opts.Delimiter)]] = true
+				return nil
+			}
+		}
+		st, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed during the walk
+			}
+			return mapErr(err)
+		}
+		infos = append(infos, info(name, st))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for p := range prefixes {
+		infos = append(infos, blob.Info{Name: p, IsPrefix: true})
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	for _, i := range infos {
+		if err := fn(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tmpPrefix starts the names of Put's temporary files, which List skips.
+const tmpPrefix = ".skrfs-tmp-"
+
+// Put writes data as object name atomically (temporary file + rename), so a
+// concurrent reader sees either the old or the new version. It creates
+// parent directories as needed.
+func (s *Store) Put(name string, data []byte) error {
+	p, err := s.Path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), tmpPrefix+"*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), p)
+}
+
+// Delete removes object name.
+func (s *Store) Delete(name string) error {
+	p, err := s.Path(name)
+	if err != nil {
+		return err
+	}
+	return mapErr(os.Remove(p))
+}
+
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%w: %v", blob.ErrNotFound, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: %v", blob.ErrPermission, err)
+	}
+	return err
+}
