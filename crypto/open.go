@@ -1,0 +1,177 @@
+package crypto
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
+	"io"
+)
+
+// Decryptor opens the chunks of one object whose header MAC, name and size
+// have been verified. It is safe for concurrent use.
+type Decryptor struct {
+	h          *Header
+	k          keys
+	cipherSize int64
+	plainSize  int64
+	chunks     int64
+}
+
+// NewDecryptor unwraps the object's data key with kek, verifies the header
+// MAC, checks that the object was sealed for name and that cipherSize (the
+// object's total size) is possible. Pass h.Name as name only when the caller
+// has no expectation of its own (as `skrfs decrypt` without --name).
+func NewDecryptor(h *Header, kek any, name string, cipherSize int64) (*Decryptor, error) {
+	plain, err := h.PlainSize(cipherSize)
+	if err != nil {
+		return nil, err
+	}
+	dek, err := unwrapDEK(h, kek)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(dek)
+	aead, macKey, err := deriveKeys(dek, h.ObjectID)
+	if err != nil {
+		return nil, err
+	}
+	ok := hmac.Equal(headerMAC(macKey, h.raw), h.MAC[:])
+	clear(macKey)
+	if !ok {
+		return nil, ErrHeaderAuth
+	}
+	if h.Name != name {
+		return nil, fmt.Errorf("%w: sealed for %q, expected %q", ErrNameMismatch, h.Name, name)
+	}
+	return &Decryptor{h: h, k: keys{aead: aead, ad: sha256.Sum256(h.raw)},
+		cipherSize: cipherSize, plainSize: plain, chunks: NumChunks(plain, h.ChunkSize)}, nil
+}
+
+// Header returns the (now authenticated) header.
+func (d *Decryptor) Header() *Header { return d.h }
+
+// PlainSize returns the plaintext size.
+func (d *Decryptor) PlainSize() int64 { return d.plainSize }
+
+// NumChunks returns the number of chunks.
+func (d *Decryptor) NumChunks() int64 { return d.chunks }
+
+// ChunkSpan returns the chunks [first, last] that hold plaintext bytes
+// [off, off+n), clipped to the plaintext size. ok is false when the range
+// is empty after clipping.
+func (d *Decryptor) ChunkSpan(off, n int64) (first, last int64, ok bool) {
+	end := min(off+n, d.plainSize)
+	if off < 0 || n <= 0 || off >= end {
+		return 0, 0, false
+	}
+	c := int64(d.h.ChunkSize)
+	return off / c, (end - 1) / c, true
+}
+
+// CipherRange returns the byte range of the object that holds the sealed
+// chunks [first, last].
+func (d *Decryptor) CipherRange(first, last int64) (off, n int64) {
+	t := int64(d.h.ChunkSize) + TagSize
+	off = int64(d.h.Len()) + first*t
+	end := min(int64(d.h.Len())+(last+1)*t, d.cipherSize)
+	return off, end - off
+}
+
+// DecryptChunks authenticates and decrypts the consecutive sealed chunks in
+// src, the first of which is chunk first, and appends their plaintext to
+// dst. dst must not overlap src. On failure nothing is appended and the
+// error is a *ChunkError naming the chunk.
+func (d *Decryptor) DecryptChunks(dst, src []byte, first int64) ([]byte, error) {
+	t := d.h.ChunkSize + TagSize
+	start := len(dst)
+	for i := first; len(src) > 0; i++ {
+		n := min(t, len(src))
+		var err error
+		dst, err = d.openChunk(dst, i, src[:n])
+		if err != nil {
+			clear(dst[start:])
+			return dst[:start], err
+		}
+		src = src[n:]
+	}
+	return dst, nil
+}
+
+func (d *Decryptor) openChunk(dst []byte, i int64, ct []byte) ([]byte, error) {
+	if i >= d.chunks {
+		return dst, &ChunkError{Index: i, Err: fmt.Errorf("%w: beyond the last chunk %d", ErrChunkAuth, d.chunks-1)}
+	}
+	final := i == d.chunks-1
+	n := nonce(i, final)
+	out, err := d.k.aead.Open(dst, n[:], ct, d.k.ad[:])
+	if err == nil {
+		return out, nil
+	}
+	// Tell truncation and extension from other damage: does the chunk
+	// verify with the opposite final flag? Its plaintext is discarded.
+	alt := nonce(i, !final)
+	scratch, aerr := d.k.aead.Open(nil, alt[:], ct, d.k.ad[:])
+	clear(scratch)
+	switch {
+	case aerr == nil && final:
+		return dst, &ChunkError{Index: i, Err: ErrTruncated}
+	case aerr == nil:
+		return dst, &ChunkError{Index: i, Err: ErrExtended}
+	}
+	return dst, &ChunkError{Index: i, Err: ErrChunkAuth}
+}
+
+// ReaderAt returns an io.ReaderAt over the plaintext, reading ciphertext
+// from src (the whole object, header included). Each call reads and
+// authenticates exactly the chunks that cover the requested range.
+func (d *Decryptor) ReaderAt(src io.ReaderAt) io.ReaderAt { return &reader{d: d, src: src} }
+
+type reader struct {
+	d   *Decryptor
+	src io.ReaderAt
+}
+
+func (r *reader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("skrfs object: negative offset %d", off)
+	}
+	if off >= r.d.plainSize {
+		return 0, io.EOF
+	}
+	first, last, _ := r.d.ChunkSpan(off, int64(len(p)))
+	coff, cn := r.d.CipherRange(first, last)
+	ct := make([]byte, cn)
+	if _, err := r.src.ReadAt(ct, coff); err != nil && !(err == io.EOF && len(ct) == int(cn)) {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	pt, err := r.d.DecryptChunks(make([]byte, 0, len(ct)), ct, first)
+	if err != nil {
+		return 0, err
+	}
+	n := copy(p, pt[off-first*int64(r.d.h.ChunkSize):])
+	clear(pt)
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Open authenticates and decrypts a complete object held in memory.
+func Open(obj []byte, kek any, name string) ([]byte, error) {
+	h, err := ParseHeader(obj)
+	if err != nil {
+		return nil, err
+	}
+	d, err := NewDecryptor(h, kek, name, int64(len(obj)))
+	if err != nil {
+		return nil, err
+	}
+	pt, err := d.DecryptChunks(make([]byte, 0, d.plainSize), obj[h.Len():], 0)
+	if err != nil {
+		return nil, err
+	}
+	return pt, nil
+}

@@ -1,0 +1,170 @@
+package crypto
+
+import (
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/hkdf"
+	"crypto/rsa"
+	"crypto/sha256"
+	"fmt"
+	"io"
+
+	"github.com/skrfs/skrfs/internal/keywrap"
+)
+
+// Key-encryption keys are ordinary Go key values (docs/format.md section 3):
+//
+//	sealing (public part suffices)   opening (private key needed)
+//	*rsa.PublicKey, *rsa.PrivateKey  *rsa.PrivateKey       RSA-OAEP-256, 2048-4096 bit
+//	[]byte of 32 bytes               []byte of 32 bytes    A256KW
+//	*ecdsa.PublicKey/PrivateKey,     *ecdsa.PrivateKey,    ECDH-ES-P256/P384+A256KW
+//	*ecdh.PublicKey/PrivateKey       *ecdh.PrivateKey
+
+const ecdhInfo = "skrfs/v1 ecdh-es a256kw"
+
+// wrapDEK wraps dek for kek and returns the algorithm used.
+func wrapDEK(rnd io.Reader, kek any, dek []byte) (WrapAlg, []byte, error) {
+	switch k := kek.(type) {
+	case *rsa.PrivateKey:
+		return wrapDEK(rnd, &k.PublicKey, dek)
+	case *rsa.PublicKey:
+		if err := checkRSASize(k.N.BitLen()); err != nil {
+			return 0, nil, err
+		}
+		w, err := rsa.EncryptOAEP(sha256.New(), rnd, k, dek, nil)
+		return WrapRSAOAEP256, w, err
+	case []byte:
+		if len(k) != 32 {
+			return 0, nil, fmt.Errorf("%w: oct key of %d bytes, want 32 (AES-256)", ErrKeyType, len(k))
+		}
+		w, err := keywrap.Wrap(k, dek)
+		return WrapA256KW, w, err
+	case *ecdsa.PrivateKey:
+		return wrapDEK(rnd, &k.PublicKey, dek)
+	case *ecdsa.PublicKey:
+		pub, err := k.ECDH()
+		if err != nil {
+			return 0, nil, fmt.Errorf("%w: %v", ErrKeyType, err)
+		}
+		return wrapDEK(rnd, pub, dek)
+	case *ecdh.PrivateKey:
+		return wrapDEK(rnd, k.PublicKey(), dek)
+	case *ecdh.PublicKey:
+		alg, err := ecdhAlg(k.Curve())
+		if err != nil {
+			return 0, nil, err
+		}
+		eph, err := k.Curve().GenerateKey(rnd)
+		if err != nil {
+			return 0, nil, err
+		}
+		kek2, err := ecdhKEK(eph, k, eph.PublicKey().Bytes(), k.Bytes())
+		if err != nil {
+			return 0, nil, err
+		}
+		defer clear(kek2)
+		w, err := keywrap.Wrap(kek2, dek)
+		if err != nil {
+			return 0, nil, err
+		}
+		return alg, append(eph.PublicKey().Bytes(), w...), nil
+	case nil:
+		return 0, nil, fmt.Errorf("%w: no key", ErrKeyType)
+	}
+	return 0, nil, fmt.Errorf("%w: %T", ErrKeyType, kek)
+}
+
+// unwrapDEK recovers the data-encryption key of h with kek.
+func unwrapDEK(h *Header, kek any) ([]byte, error) {
+	var dek []byte
+	var err error
+	switch k := kek.(type) {
+	case *rsa.PrivateKey:
+		if h.Wrap != WrapRSAOAEP256 {
+			return nil, mismatch(h.Wrap, "an RSA key")
+		}
+		if len(h.WrappedDEK) != k.Size() {
+			return nil, fmt.Errorf("%w: wrapped key of %d bytes for a %d-bit RSA key", ErrWrongKey, len(h.WrappedDEK), k.N.BitLen())
+		}
+		dek, err = rsa.DecryptOAEP(sha256.New(), nil, k, h.WrappedDEK, nil)
+	case []byte:
+		if h.Wrap != WrapA256KW {
+			return nil, mismatch(h.Wrap, "an oct key")
+		}
+		if len(k) != 32 {
+			return nil, fmt.Errorf("%w: oct key of %d bytes, want 32 (AES-256)", ErrKeyType, len(k))
+		}
+		dek, err = keywrap.Unwrap(k, h.WrappedDEK)
+	case *ecdsa.PrivateKey:
+		priv, cerr := k.ECDH()
+		if cerr != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKeyType, cerr)
+		}
+		return unwrapDEK(h, priv)
+	case *ecdh.PrivateKey:
+		alg, aerr := ecdhAlg(k.Curve())
+		if aerr != nil {
+			return nil, aerr
+		}
+		if h.Wrap != alg {
+			return nil, mismatch(h.Wrap, "a key on curve "+fmt.Sprint(k.Curve()))
+		}
+		epkLen := len(h.WrappedDEK) - (DEKSize + 8)
+		epk, perr := k.Curve().NewPublicKey(h.WrappedDEK[:epkLen])
+		if perr != nil {
+			return nil, fmt.Errorf("%w: ephemeral public key: %v", ErrWrongKey, perr)
+		}
+		kek2, kerr := ecdhKEK(k, epk, epk.Bytes(), k.PublicKey().Bytes())
+		if kerr != nil {
+			return nil, fmt.Errorf("%w: %v", ErrWrongKey, kerr)
+		}
+		defer clear(kek2)
+		dek, err = keywrap.Unwrap(kek2, h.WrappedDEK[epkLen:])
+	case nil:
+		return nil, fmt.Errorf("%w: no key", ErrKeyType)
+	default:
+		return nil, fmt.Errorf("%w: %T cannot open objects (a private key is needed)", ErrKeyType, kek)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrWrongKey, err)
+	}
+	if len(dek) != DEKSize {
+		clear(dek)
+		return nil, fmt.Errorf("%w: unwrapped %d bytes, want %d", ErrWrongKey, len(dek), DEKSize)
+	}
+	return dek, nil
+}
+
+func mismatch(alg WrapAlg, have string) error {
+	return fmt.Errorf("%w: object is wrapped with %v, have %s", ErrKeyType, alg, have)
+}
+
+func checkRSASize(bits int) error {
+	if bits < 2048 || bits > 4096 {
+		return fmt.Errorf("%w: RSA key of %d bits, want 2048 to 4096", ErrKeyType, bits)
+	}
+	return nil
+}
+
+func ecdhAlg(c ecdh.Curve) (WrapAlg, error) {
+	switch c {
+	case ecdh.P256():
+		return WrapECDHESP256KW, nil
+	case ecdh.P384():
+		return WrapECDHESP384KW, nil
+	}
+	return 0, fmt.Errorf("%w: curve %v (want P-256 or P-384)", ErrKeyType, c)
+}
+
+// ecdhKEK derives the A256KW key from the ECDH shared secret of priv and
+// pub (docs/format.md section 3). The salt is always EPK || recipient
+// public key, whichever side computes it.
+func ecdhKEK(priv *ecdh.PrivateKey, pub *ecdh.PublicKey, epk, recipient []byte) ([]byte, error) {
+	z, err := priv.ECDH(pub)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(z)
+	salt := append(append([]byte(nil), epk...), recipient...)
+	return hkdf.Key(sha256.New, z, salt, ecdhInfo, 32)
+}
