@@ -175,3 +175,43 @@ func Open(obj []byte, kek any, name string) ([]byte, error) {
 	}
 	return pt, nil
 }
+
+// streamBatch is how much ciphertext Stream reads per call.
+const streamBatch = 1 << 20
+
+// Stream authenticates and decrypts the whole object from src (the object,
+// header included) and writes the plaintext to w in order, with memory
+// bounded by about 2 MiB. It stops at the first chunk that fails, so w may
+// have received the plaintext of the chunks before it: callers that must
+// not expose partial plaintext write to a temporary destination.
+func (d *Decryptor) Stream(w io.Writer, src io.ReaderAt) (int64, error) {
+	per := max(1, streamBatch/(d.h.ChunkSize+TagSize))
+	var ct, pt []byte
+	defer func() { clear(pt[:cap(pt)]) }()
+	var written int64
+	for first := int64(0); first < d.chunks; first += int64(per) {
+		last := min(first+int64(per), d.chunks) - 1
+		off, n := d.CipherRange(first, last)
+		if int64(cap(ct)) < n {
+			ct = make([]byte, n)
+		}
+		ct = ct[:n]
+		if k, err := src.ReadAt(ct, off); int64(k) != n {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return written, err
+		}
+		var err error
+		pt, err = d.DecryptChunks(pt[:0], ct, first)
+		if err != nil {
+			return written, err
+		}
+		k, err := w.Write(pt)
+		written += int64(k)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}

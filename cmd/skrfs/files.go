@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/skrfs/skrfs/keyrelease"
+)
+
+// loadKey reads and parses a key file, wiping the file bytes afterwards.
+func loadKey(path string) (*keyrelease.Key, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	defer clear(data)
+	k, err := keyrelease.ParseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// atomicWrite writes to a temporary file next to path and renames it over
+// path only when fill succeeds, so a failure never leaves a partial or
+// truncated path behind. path "-" writes to standard output directly.
+func atomicWrite(path string, mode os.FileMode, fill func(io.Writer) error) error {
+	if path == "-" {
+		return fill(os.Stdout)
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".skrfs-tmp-*")
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(mode); err != nil {
+		return err
+	}
+	if err := fill(tmp); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
