@@ -96,12 +96,17 @@ func rawAEAD() cipher.AEAD {
 	return aead
 }
 
+// rawSealed seals pt chunk by chunk into one contiguous buffer, as the
+// object body is laid out, and returns the sealed chunks as subslices.
 func rawSealed(pt []byte, chunk int) [][]byte {
 	aead := rawAEAD()
 	var nonce [12]byte
+	buf := make([]byte, 0, len(pt)+(len(pt)/chunk+1)*TagSize)
 	var out [][]byte
 	for off := 0; off < len(pt); off += chunk {
-		out = append(out, aead.Seal(nil, nonce[:], pt[off:min(off+chunk, len(pt))], nil))
+		start := len(buf)
+		buf = aead.Seal(buf, nonce[:], pt[off:min(off+chunk, len(pt))], nil)
+		out = append(out, buf[start:])
 	}
 	return out
 }

@@ -147,6 +147,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n := 0
 	for len(p) > 0 {
+		// Fast path: whole chunks straight from p when more data follows.
+		for len(w.buf) == 0 && len(p) > w.chunk {
+			if err := w.seal(p[:w.chunk], false); err != nil {
+				return n, err
+			}
+			p, n = p[w.chunk:], n+w.chunk
+		}
 		if len(w.buf) == w.chunk {
 			if err := w.flush(false); err != nil {
 				return n, err
@@ -196,11 +203,17 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
+// flush seals the buffered plaintext as the next chunk.
 func (w *Writer) flush(final bool) error {
-	n := nonce(w.index, final)
-	w.out = w.k.aead.Seal(w.out[:0], n[:], w.buf, w.k.ad[:])
+	err := w.seal(w.buf, final)
 	clear(w.buf)
 	w.buf = w.buf[:0]
+	return err
+}
+
+func (w *Writer) seal(pt []byte, final bool) error {
+	n := nonce(w.index, final)
+	w.out = w.k.aead.Seal(w.out[:0], n[:], pt, w.k.ad[:])
 	w.index++
 	if _, err := w.dst.Write(w.out); err != nil {
 		w.err = err
