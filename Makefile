@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME   ?= 8s
 PYTHON     := /usr/bin/python3
 
-.PHONY: all build test unit integration fuzz pyvectors demo bench lint fmt deps deps-apt deps-azurite clean
+.PHONY: all build test unit integration fuzz pyvectors demo bench lint fmt deps deps-apt deps-azurite azurite clean
 
 all: build
 
@@ -84,8 +84,10 @@ deps-apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-deps-azurite:
-	@if [ -x scripts/install-azurite.sh ]; then scripts/install-azurite.sh; fi
+deps-azurite: deps-apt
+	@scripts/install-azurite.sh
+
+azurite: deps-azurite
 
 clean:
 	rm -rf bin
