@@ -317,6 +317,8 @@ func TestSealRejects(t *testing.T) {
 		{"huge chunk", k.oct, SealOptions{ChunkSize: MaxChunkSize + 1}, "out of range"},
 		{"control char in name", k.oct, SealOptions{Name: "a\nb"}, "control character"},
 		{"bad UTF-8 name", k.oct, SealOptions{Name: "\xff"}, "not valid UTF-8"},
+		{"C1 control in name", k.oct, SealOptions{Name: "a\u0085b"}, "U+0085"},
+		{"bidi override in name", k.oct, SealOptions{Name: "gpj.\u202etxt"}, "U+202E"},
 		{"long name", k.oct, SealOptions{Name: string(bytes.Repeat([]byte("n"), MaxNameLen+1))}, "name longer"},
 	} {
 		if _, err := Seal([]byte("x"), tc.key, tc.opts); err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
@@ -408,7 +410,9 @@ func TestTamperMatrix(t *testing.T) {
 		{"wrong RSA key", obj, k.rsa3072, ErrWrongKey, -1},
 		{"oct key for RSA object", obj, k.oct, ErrKeyType, -1},
 		{"public key cannot open", obj, &k.rsa2048.PublicKey, ErrKeyType, -1},
-		{"empty", nil, k.rsa2048, ErrMalformedHeader, -1},
+		{"empty", nil, k.rsa2048, ErrBadMagic, -1},
+		{"three bytes", []byte("SKR"), k.rsa2048, ErrBadMagic, -1},
+		{"preamble only", obj[:10], k.rsa2048, ErrMalformedHeader, -1},
 		{"zero header", make([]byte, len(obj)), k.rsa2048, ErrBadMagic, -1},
 	}
 	for _, tc := range tests {

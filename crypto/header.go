@@ -27,6 +27,9 @@ const (
 	// fixedHeaderSize is the header size with empty key ref, name and DEK:
 	// preamble + object ID + algorithm + three 2-byte lengths + MAC.
 	fixedHeaderSize = PreambleSize + ObjectIDSize + 1 + 2 + 2 + 2 + MACSize
+	// MinHeaderSize is the smallest valid header: no key reference, no
+	// name, and the shortest wrapped key (A256KW, 40 bytes).
+	MinHeaderSize = fixedHeaderSize + DEKSize + 8
 )
 
 var magic = [5]byte{'S', 'K', 'R', 'F', 'S'}
@@ -104,23 +107,26 @@ type Preamble struct {
 }
 
 // ParsePreamble validates the first PreambleSize bytes of an object.
+//
+// The checks run in the order of docs/format.md section 2.3, so that a short
+// or foreign file is reported as "not an skrfs object" first.
 func ParsePreamble(b []byte) (Preamble, error) {
-	if len(b) < PreambleSize {
-		return Preamble{}, fmt.Errorf("%w: %d bytes, want at least %d", ErrMalformedHeader, len(b), PreambleSize)
-	}
-	if !bytes.Equal(b[:5], magic[:]) {
+	if len(b) < len(magic) || !bytes.Equal(b[:len(magic)], magic[:]) {
 		return Preamble{}, ErrBadMagic
 	}
-	if b[5] != Version {
+	if len(b) > 5 && b[5] != Version {
 		return Preamble{}, fmt.Errorf("%w: want=%d have=%d", ErrUnsupportedVersion, Version, b[5])
+	}
+	if len(b) < PreambleSize {
+		return Preamble{}, fmt.Errorf("%w: %d bytes, want at least %d", ErrMalformedHeader, len(b), PreambleSize)
 	}
 	if b[6] != 0 || b[7] != 0 {
 		return Preamble{}, fmt.Errorf("%w: reserved bytes %02x%02x are not zero", ErrMalformedHeader, b[6], b[7])
 	}
 	h := binary.BigEndian.Uint32(b[8:12])
 	c := binary.BigEndian.Uint32(b[12:16])
-	if h < fixedHeaderSize || h > MaxHeaderSize {
-		return Preamble{}, fmt.Errorf("%w: header length %d out of range [%d, %d]", ErrMalformedHeader, h, fixedHeaderSize, MaxHeaderSize)
+	if h < MinHeaderSize || h > MaxHeaderSize {
+		return Preamble{}, fmt.Errorf("%w: header length %d out of range [%d, %d]", ErrMalformedHeader, h, MinHeaderSize, MaxHeaderSize)
 	}
 	if c < MinChunkSize || c > MaxChunkSize {
 		return Preamble{}, fmt.Errorf("%w: chunk size %d out of range [%d, %d]", ErrMalformedHeader, c, MinChunkSize, MaxChunkSize)
@@ -188,17 +194,25 @@ func field(r []byte, max int, what string) (val, rest []byte, err error) {
 	return r[2 : 2+n], r[2+n:], nil
 }
 
-// checkText rejects invalid UTF-8 and control characters in header strings.
+// checkText rejects invalid UTF-8 and the characters of docs/format.md
+// section 2.2 in header strings: C0 and C1 controls, DEL, line and
+// paragraph separators, and bidirectional formatting characters, so that a
+// name printed by `skrfs inspect` or `ls` cannot disguise itself.
 func checkText(what, s string) error {
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("%w: %s is not valid UTF-8", ErrMalformedHeader, what)
 	}
 	for _, c := range s {
-		if c < 0x20 || c == 0x7f {
+		if forbiddenRune(c) {
 			return fmt.Errorf("%w: %s contains control character %U", ErrMalformedHeader, what, c)
 		}
 	}
 	return nil
+}
+
+func forbiddenRune(c rune) bool {
+	return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0x2028 || c == 0x2029 ||
+		c == 0x200e || c == 0x200f || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069)
 }
 
 // encodeHeader builds the header bytes with a zero MAC; the caller fills the

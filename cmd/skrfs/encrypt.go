@@ -50,9 +50,11 @@ required) and OUT may be - for standard output. OUT is written atomically.`,
 				keyRef = key.Ref.String()
 			}
 			if keyRef != "" {
-				if _, err := keyrelease.ParseKeyRef(keyRef); err != nil {
+				ref, err := keyrelease.ParseKeyRef(keyRef)
+				if err != nil {
 					return usageError{fmt.Errorf("--key-ref: %w", err)}
 				}
+				keyRef = ref.String() // canonical form (docs/format.md 2.2)
 			}
 			var src io.Reader = os.Stdin
 			if in != "-" {
