@@ -295,6 +295,9 @@ func TestHeaderSizes(t *testing.T) {
 		if h, _ := ParseHeader(obj); h.Len() != tc.want {
 			t.Errorf("%T: header %d bytes, want %d", tc.key, h.Len(), tc.want)
 		}
+		if n, err := HeaderLen(tc.key, ref, "hello.txt"); n != tc.want || err != nil {
+			t.Errorf("HeaderLen(%T) = %d, %v; want %d", tc.key, n, err, tc.want)
+		}
 	}
 }
 

@@ -250,3 +250,13 @@ func encodeHeader(chunkSize int, id [ObjectIDSize]byte, alg WrapAlg, keyRef, nam
 	b = append(b, make([]byte, MACSize)...)
 	return b, nil
 }
+
+// HeaderLen returns the header length of objects sealed for kek with this
+// key reference and name (docs/format.md section 2.2: H = 71 + R + N + W).
+func HeaderLen(kek any, keyRef, name string) (int, error) {
+	w, err := WrappedKeyLen(kek)
+	if err != nil {
+		return 0, err
+	}
+	return fixedHeaderSize + len(keyRef) + len(name) + w, nil
+}

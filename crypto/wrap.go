@@ -168,3 +168,37 @@ func ecdhKEK(priv *ecdh.PrivateKey, pub *ecdh.PublicKey, epk, recipient []byte) 
 	salt := append(append([]byte(nil), epk...), recipient...)
 	return hkdf.Key(sha256.New, z, salt, ecdhInfo, 32)
 }
+
+// WrappedKeyLen returns the length of the wrapped DEK that kek produces.
+func WrappedKeyLen(kek any) (int, error) {
+	switch k := kek.(type) {
+	case *rsa.PrivateKey:
+		return WrappedKeyLen(&k.PublicKey)
+	case *rsa.PublicKey:
+		if err := checkRSASize(k.N.BitLen()); err != nil {
+			return 0, err
+		}
+		return k.Size(), nil
+	case []byte:
+		if len(k) != 32 {
+			return 0, fmt.Errorf("%w: oct key of %d bytes, want 32 (AES-256)", ErrKeyType, len(k))
+		}
+		return DEKSize + 8, nil
+	case *ecdsa.PrivateKey:
+		return WrappedKeyLen(&k.PublicKey)
+	case *ecdsa.PublicKey:
+		pub, err := k.ECDH()
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrKeyType, err)
+		}
+		return WrappedKeyLen(pub)
+	case *ecdh.PrivateKey:
+		return WrappedKeyLen(k.PublicKey())
+	case *ecdh.PublicKey:
+		if _, err := ecdhAlg(k.Curve()); err != nil {
+			return 0, err
+		}
+		return len(k.Bytes()) + DEKSize + 8, nil
+	}
+	return 0, fmt.Errorf("%w: %T", ErrKeyType, kek)
+}

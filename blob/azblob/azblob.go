@@ -389,7 +389,7 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	return blob.Info{
 		Name:     name,
 		Size:     *p.ContentLength,
-		ETag:     string(*p.ETag),
+		ETag:     quoteETag(string(*p.ETag)),
 		ModTime:  deref(p.LastModified),
 		Metadata: metadata(p.Metadata),
 	}, nil
@@ -600,7 +600,7 @@ func (s *Store) itemInfo(item *container.BlobItem, withMetadata bool) (blob.Info
 	info := blob.Info{
 		Name:    name,
 		Size:    deref(item.Properties.ContentLength),
-		ETag:    string(deref(item.Properties.ETag)),
+		ETag:    quoteETag(string(deref(item.Properties.ETag))),
 		ModTime: deref(item.Properties.LastModified),
 	}
 	if withMetadata {
@@ -753,3 +753,14 @@ func (e responseError) Error() string {
 }
 
 func (e responseError) Unwrap() error { return e.re }
+
+// quoteETag returns the ETag in its quoted HTTP form. Blob properties
+// headers carry "0x8D…" with quotes, but List Blobs returns the same ETag
+// without them; every Info must carry one form so that a Ref from List and
+// a Ref from Stat pin the same version.
+func quoteETag(e string) string {
+	if e == "" || strings.HasPrefix(e, `"`) || strings.HasPrefix(e, `W/"`) {
+		return e
+	}
+	return `"` + e + `"`
+}

@@ -247,6 +247,14 @@ func testListFlat(t *testing.T, f Fixture) {
 		if i.Size != sizes[i.Name] || i.ETag == "" || i.IsPrefix {
 			t.Fatalf("List() entry %+v: want size %d, an ETag, not a prefix", i, sizes[i.Name])
 		}
+		// A Ref from a listing pins the same version as one from Stat.
+		st, err := f.Store.Stat(context.Background(), i.Name)
+		if err != nil || st.ETag != i.ETag {
+			t.Fatalf("Stat(%q) = %+v, %v; List gave ETag %q", i.Name, st, err, i.ETag)
+		}
+		if _, err := f.Store.ReadAt(context.Background(), i.Ref(), make([]byte, 1), 0); err != nil && err != io.EOF {
+			t.Fatalf("ReadAt with the Ref from List(%q): %v", i.Name, err)
+		}
 	}
 	for prefix, want := range map[string]string{
 		"a":    "a.txt a/b a/c/d a/c/e ab",

@@ -17,6 +17,7 @@
 package localdir
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/blob"
 )
@@ -82,11 +85,43 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	if !st.Mode().IsRegular() {
 		return blob.Info{}, fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, name)
 	}
-	return info(name, st), nil
+	i := info(name, st)
+	i.Metadata = readMetadata(p)
+	return i, nil
 }
 
 func info(name string, st fs.FileInfo) blob.Info {
 	return blob.Info{Name: name, Size: st.Size(), ETag: etag(st), ModTime: st.ModTime()}
+}
+
+// xattrPrefix namespaces user metadata kept in extended attributes.
+const xattrPrefix = "user.skrfs.md."
+
+// readMetadata returns the user metadata kept in p's extended attributes,
+// or nil when there is none or the filesystem has no user xattrs.
+func readMetadata(p string) map[string]string {
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil || n <= 0 {
+		return nil
+	}
+	var md map[string]string
+	for _, attr := range strings.Split(string(buf[:n]), "\x00") {
+		k, ok := strings.CutPrefix(attr, xattrPrefix)
+		if !ok {
+			continue
+		}
+		val := make([]byte, 1024)
+		m, err := unix.Lgetxattr(p, attr, val)
+		if err != nil {
+			continue
+		}
+		if md == nil {
+			md = map[string]string{}
+		}
+		md[k] = string(val[:m])
+	}
+	return md
 }
 
 // etag derives a version identifier from the file's identity and times.
@@ -226,6 +261,13 @@ const tmpPrefix = ".skrfs-tmp-"
 // concurrent reader sees either the old or the new version. It creates
 // parent directories as needed.
 func (s *Store) Put(name string, data []byte) error {
+	return s.Upload(context.Background(), name, bytes.NewReader(data), nil)
+}
+
+// Upload writes the contents of r as object name atomically, with user
+// metadata kept in extended attributes (user.skrfs.md.<key>) where the
+// filesystem supports them; elsewhere the metadata is dropped.
+func (s *Store) Upload(ctx context.Context, name string, r io.Reader, metadata map[string]string) error {
 	p, err := s.Path(name)
 	if err != nil {
 		return err
@@ -238,14 +280,36 @@ func (s *Store) Put(name string, data []byte) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
+	if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
 		tmp.Close()
 		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	for k, v := range metadata {
+		if err := unix.Fsetxattr(int(tmp.Fd()), xattrPrefix+strings.ToLower(k), []byte(v), 0); err != nil {
+			break // no user xattrs here: metadata is a hint only
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
 	return os.Rename(tmp.Name(), p)
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // Delete removes object name.

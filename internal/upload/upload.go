@@ -1,0 +1,267 @@
+// Package upload encrypts local files into the skrfs object format and
+// uploads them to a store, in parallel with bounded memory, idempotently:
+// an object whose metadata records the same plaintext digest, key reference
+// and format is skipped.
+package upload
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
+)
+
+// Metadata keys written with every object. Values are unauthenticated
+// hints: readers trust only the object header and its MAC.
+const (
+	MetaSHA256    = "skrfs_sha256"     // hex SHA-256 of the plaintext
+	MetaKeyRef    = "skrfs_keyref"     // the header's key reference
+	MetaHeaderLen = "skrfs_header_len" // H, so listings can compute sizes
+	MetaChunkSize = "skrfs_chunk_size" // C
+	MetaVersion   = "skrfs_version"    // format version
+)
+
+// Destination is where objects go: blob.Store for the skip check, plus an
+// upload. Stat must return metadata.
+type Destination interface {
+	Stat(ctx context.Context, name string) (blob.Info, error)
+	Upload(ctx context.Context, name string, r io.Reader, metadata map[string]string) error
+}
+
+// Options configure a run.
+type Options struct {
+	// KEK seals the objects (a public key suffices for RSA and EC).
+	KEK any
+	// KeyRef is written into every header.
+	KeyRef string
+	// ChunkSize of new objects; 0 = crypto.DefaultChunkSize.
+	ChunkSize int
+	// Suffix is appended to object names in the store (not to the sealed
+	// logical name), e.g. ".skrfs"; "" = none.
+	Suffix string
+	// Parallel is the number of files uploaded at once; 0 = 4.
+	Parallel int
+	// Force uploads even when an identical object exists.
+	Force bool
+	// Progress, when non-nil, is called after every file.
+	Progress func(Progress)
+	Logger   zerolog.Logger
+}
+
+// Progress is a snapshot of a run.
+type Progress struct {
+	Files, Done, Uploaded, Skipped, Failed int
+	Bytes, BytesDone                       int64
+}
+
+// Result summarises a run; Errors holds one entry per failed file.
+type Result struct {
+	Progress
+	Errors []error
+}
+
+// File is one local file and the logical name it is sealed for.
+type File struct {
+	Path string
+	Name string // '/'-separated, relative
+	Size int64
+}
+
+// Collect expands sources into files: a file is named by its base name; a
+// directory's regular files are named by their path relative to the
+// directory. Symbolic links and special files are skipped. Names are
+// validated with blob.CheckName and must be unique.
+func Collect(sources []string) ([]File, error) {
+	var files []File
+	seen := map[string]string{}
+	add := func(p, name string, size int64) error {
+		if err := blob.CheckName(name); err != nil {
+			return err
+		}
+		if prev, ok := seen[name]; ok {
+			return fmt.Errorf("upload: %s and %s both map to object name %q", prev, p, name)
+		}
+		seen[name] = p
+		files = append(files, File{Path: p, Name: name, Size: size})
+		return nil
+	}
+	for _, src := range sources {
+		st, err := os.Stat(src)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			if !st.Mode().IsRegular() {
+				return nil, fmt.Errorf("upload: %s is not a regular file", src)
+			}
+			if err := add(src, filepath.Base(src), st.Size()); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(src, p)
+			return add(p, filepath.ToSlash(rel), info.Size())
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	return files, nil
+}
+
+// Run uploads files to dst. It returns an error only for problems that stop
+// the whole run; per-file failures are in Result.Errors.
+func Run(ctx context.Context, dst Destination, files []File, opts Options) Result {
+	par := opts.Parallel
+	if par <= 0 {
+		par = 4
+	}
+	var res Result
+	res.Files = len(files)
+	for _, f := range files {
+		res.Bytes += f.Size
+	}
+	var mu sync.Mutex
+	var bytesDone atomic.Int64
+	work := make(chan File)
+	var wg sync.WaitGroup
+	for i := 0; i < par; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				skipped, err := one(ctx, dst, f, opts)
+				bytesDone.Add(f.Size)
+				mu.Lock()
+				res.Done++
+				switch {
+				case err != nil:
+					res.Failed++
+					res.Errors = append(res.Errors, fmt.Errorf("%s: %w", f.Path, err))
+					opts.Logger.Warn().Err(err).Str("file", f.Path).Msg("upload failed")
+				case skipped:
+					res.Skipped++
+				default:
+					res.Uploaded++
+				}
+				res.BytesDone = bytesDone.Load()
+				if opts.Progress != nil {
+					opts.Progress(res.Progress)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, f := range files {
+		select {
+		case work <- f:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	return res
+}
+
+// one uploads a single file, or skips it when the store already holds an
+// object with the same plaintext digest, key reference and chunk size.
+func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bool, err error) {
+	sum, err := digest(f.Path)
+	if err != nil {
+		return false, err
+	}
+	chunk := opts.ChunkSize
+	if chunk == 0 {
+		chunk = crypto.DefaultChunkSize
+	}
+	objName := f.Name + opts.Suffix
+	if !opts.Force {
+		if info, err := dst.Stat(ctx, objName); err == nil && upToDate(info.Metadata, sum, opts.KeyRef, chunk) {
+			opts.Logger.Debug().Str("object", objName).Msg("unchanged, skipped")
+			return true, nil
+		} else if err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return false, err
+		}
+	}
+	in, err := os.Open(f.Path)
+	if err != nil {
+		return false, err
+	}
+	defer in.Close()
+	hlen, err := crypto.HeaderLen(opts.KEK, opts.KeyRef, f.Name)
+	if err != nil {
+		return false, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		sw, err := crypto.NewWriter(pw, opts.KEK, crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk})
+		if err == nil {
+			h := sha256.New()
+			_, err = io.Copy(sw, io.TeeReader(in, h))
+			if err == nil {
+				err = sw.Close()
+			}
+			// The file changed between hashing and sealing: the digest in
+			// the metadata would lie, so fail this object.
+			if err == nil && hex.EncodeToString(h.Sum(nil)) != sum {
+				err = fmt.Errorf("upload: %s changed while it was being uploaded", f.Path)
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	md := map[string]string{
+		MetaSHA256:    sum,
+		MetaKeyRef:    opts.KeyRef,
+		MetaChunkSize: strconv.Itoa(chunk),
+		MetaVersion:   strconv.Itoa(crypto.Version),
+		MetaHeaderLen: strconv.Itoa(hlen),
+	}
+	err = dst.Upload(ctx, objName, pr, md)
+	pr.CloseWithError(err)
+	return false, err
+}
+
+func upToDate(md map[string]string, sum, keyRef string, chunk int) bool {
+	get := func(k string) string { v, _ := blob.MetadataValue(md, k); return v }
+	return get(MetaSHA256) == sum && get(MetaKeyRef) == keyRef &&
+		get(MetaChunkSize) == strconv.Itoa(chunk) && get(MetaVersion) == strconv.Itoa(crypto.Version)
+}
+
+func digest(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
