@@ -1,0 +1,435 @@
+// Package config loads and validates the skrfs configuration file
+// (docs/config.md): which keys may be released and how they appear under
+// keys/, which datasets are served, how to attest, and which identity talks
+// to Key Vault and storage. Validation errors name the field and the reason.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/skrfs/skrfs/keyrelease"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Config is the whole file.
+type Config struct {
+	// Attestation selects the evidence provider and the MAA instance.
+	Attestation Attestation `yaml:"attestation"`
+	// Identity selects how Microsoft Entra tokens are obtained for Key
+	// Vault (and storage, when a dataset uses identity).
+	Identity Identity `yaml:"identity"`
+	// TLS adds trusted roots (for the devstack or a TLS-inspecting proxy).
+	TLS TLS `yaml:"tls"`
+	// Keys lists the only keys that may ever be released.
+	Keys []Key `yaml:"keys"`
+	// Datasets lists the encrypted trees served as plaintext.
+	Datasets []Dataset `yaml:"datasets"`
+	// Mount holds ownership and permission settings of the mount.
+	Mount Mount `yaml:"mount"`
+	// Cache tunes the key cache.
+	Cache Cache `yaml:"cache"`
+
+	dir string // directory of the file, for relative paths
+}
+
+// Attestation providers.
+const (
+	ProviderAuto = "auto" // detect SEV-SNP hardware (configfs-tsm, /dev/sev-guest)
+	ProviderSNP  = "snp"  // require SEV-SNP hardware
+	ProviderFake = "fake" // the devstack's fake SEV-SNP device: development only
+)
+
+// Attestation configures evidence and MAA.
+type Attestation struct {
+	// Provider is auto (default), snp, or fake.
+	Provider string `yaml:"provider"`
+	// MAA is the attestation instance URL, e.g.
+	// https://sharedeus.eus.attest.azure.net. Required.
+	MAA string `yaml:"maa"`
+	// SecurityContextDir overrides $UVM_SECURITY_CONTEXT_DIR (ACI).
+	SecurityContextDir string `yaml:"security_context_dir"`
+	// Fake describes the fake TEE; allowed and required only with provider fake.
+	Fake *FakeTEE `yaml:"fake"`
+}
+
+// FakeTEE is the identity of the devstack's fake SEV-SNP device.
+type FakeTEE struct {
+	// Measurement is the launch measurement, 96 hex digits.
+	Measurement string `yaml:"measurement"`
+	// HostData is the 32-byte HOST_DATA in hex; or set HostDataPolicy.
+	HostData string `yaml:"host_data"`
+	// HostDataPolicy is a file whose SHA-256 becomes HOST_DATA, as ACI does
+	// with the confidential computing enforcement policy.
+	HostDataPolicy string `yaml:"host_data_policy"`
+	// Debug sets the guest policy's debug bit.
+	Debug bool `yaml:"debug"`
+}
+
+// Identity kinds.
+const (
+	IdentityDefault  = "default"  // azidentity.DefaultAzureCredential
+	IdentityManaged  = "managed"  // IMDS managed identity
+	IdentityWorkload = "workload" // AKS workload identity (federated token file)
+	IdentityToken    = "token"    // a static bearer token from a file
+)
+
+// Identity configures Entra tokens.
+type Identity struct {
+	// Kind is default (default), managed, workload, or token.
+	Kind string `yaml:"kind"`
+	// ClientID selects a user-assigned managed identity, or the workload
+	// identity's application (default $AZURE_CLIENT_ID).
+	ClientID string `yaml:"client_id"`
+	// TenantID for workload identity (default $AZURE_TENANT_ID).
+	TenantID string `yaml:"tenant_id"`
+	// TokenFile holds a bearer token (kind token) or the federated token
+	// (kind workload; default $AZURE_FEDERATED_TOKEN_FILE).
+	TokenFile string `yaml:"token_file"`
+	// AuthorityHost for workload identity (default $AZURE_AUTHORITY_HOST).
+	AuthorityHost string `yaml:"authority_host"`
+	// IMDSEndpoint replaces http://169.254.169.254 (devstack only).
+	IMDSEndpoint string `yaml:"imds_endpoint"`
+}
+
+// TLS configures extra trust.
+type TLS struct {
+	// CAFiles are PEM files of extra trusted roots, added to the system pool.
+	CAFiles []string `yaml:"ca_files"`
+}
+
+// Key is one releasable key and its files under keys/.
+type Key struct {
+	// Name is the file name under keys/ (and the base of the views).
+	Name string `yaml:"name"`
+	// Ref is the Key Vault key identifier https://<vault>/keys/<name>[/<version>].
+	Ref string `yaml:"ref"`
+	// Views lists the files shown for the key; default: the key itself
+	// (PEM for RSA/EC, raw bytes for oct), <name>.jwk and, for RSA/EC,
+	// <name>.pub.pem.
+	Views []View `yaml:"views"`
+}
+
+// View formats.
+const (
+	FormatDefault = "default" // PKCS#8 PEM for RSA/EC, raw bytes for oct
+	FormatJWK     = "jwk"
+	FormatPubPEM  = "pub.pem"
+)
+
+// View is one file showing a key.
+type View struct {
+	// Format is default, jwk or pub.pem.
+	Format string `yaml:"format"`
+	// File is the file name under keys/ (default <name>, <name>.jwk, <name>.pub.pem).
+	File string `yaml:"file"`
+	// Mode is the file mode in octal, default "0400".
+	Mode string `yaml:"mode"`
+}
+
+// Dataset is one encrypted tree.
+type Dataset struct {
+	// Name is the directory name at the mount root.
+	Name string `yaml:"name"`
+	// Local is a local directory of objects.
+	Local string `yaml:"local"`
+	// Azure is a container or prefix URL, optionally with a SAS.
+	Azure string `yaml:"azure"`
+	// Suffix is stripped from object names, e.g. ".skrfs".
+	Suffix string `yaml:"suffix"`
+	// Keys names the entries of Keys whose objects this dataset may hold;
+	// an object naming any other key is refused. Default: all keys.
+	Keys []string `yaml:"keys"`
+}
+
+// Mount configures the filesystem.
+type Mount struct {
+	UID        *int   `yaml:"uid"`
+	GID        *int   `yaml:"gid"`
+	FileMode   string `yaml:"file_mode"` // default "0400"
+	DirMode    string `yaml:"dir_mode"`  // default "0500"
+	AllowOther bool   `yaml:"allow_other"`
+}
+
+// Cache tunes released-key caching.
+type Cache struct {
+	// TTL is how long a released key is kept before it is released again
+	// (default 1h).
+	TTL Duration `yaml:"ttl"`
+	// MaxStale is how long a key may be served after refreshes fail
+	// (default 0: fail closed at expiry).
+	MaxStale Duration `yaml:"max_stale"`
+}
+
+// Duration is a time.Duration written as "90s", "1h".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 90s or 1h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	abs, _ := filepath.Abs(path)
+	c.dir = filepath.Dir(abs)
+	return c, nil
+}
+
+// Parse decodes and validates configuration bytes. Unknown fields are errors.
+func Parse(b []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	c.defaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Path resolves p relative to the configuration file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// KeyByName returns the key entry called name.
+func (c *Config) KeyByName(name string) (*Key, bool) {
+	for i := range c.Keys {
+		if c.Keys[i].Name == name {
+			return &c.Keys[i], true
+		}
+	}
+	return nil, false
+}
+
+func (c *Config) defaults() {
+	if c.Attestation.Provider == "" {
+		c.Attestation.Provider = ProviderAuto
+	}
+	if c.Identity.Kind == "" {
+		c.Identity.Kind = IdentityDefault
+	}
+	if c.Mount.FileMode == "" {
+		c.Mount.FileMode = "0400"
+	}
+	if c.Mount.DirMode == "" {
+		c.Mount.DirMode = "0500"
+	}
+	if c.Cache.TTL == 0 {
+		c.Cache.TTL = Duration(time.Hour)
+	}
+	for i := range c.Keys {
+		k := &c.Keys[i]
+		if len(k.Views) == 0 {
+			k.Views = []View{{Format: FormatDefault}, {Format: FormatJWK}, {Format: FormatPubPEM}}
+		}
+		for j := range k.Views {
+			v := &k.Views[j]
+			if v.Format == "" {
+				v.Format = FormatDefault
+			}
+			if v.File == "" {
+				v.File = k.Name
+				if v.Format != FormatDefault {
+					v.File += "." + v.Format
+				}
+			}
+			if v.Mode == "" {
+				v.Mode = c.Mount.FileMode
+			}
+		}
+	}
+}
+
+var fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+}
+
+func (c *Config) validate() error {
+	a := c.Attestation
+	switch a.Provider {
+	case ProviderAuto, ProviderSNP:
+		if a.Fake != nil {
+			return invalid("attestation.fake", "only allowed with provider: fake")
+		}
+	case ProviderFake:
+		if a.Fake == nil {
+			return invalid("attestation.fake", "required with provider: fake")
+		}
+		if err := checkHex("attestation.fake.measurement", a.Fake.Measurement, 48, true); err != nil {
+			return err
+		}
+		if a.Fake.HostData != "" && a.Fake.HostDataPolicy != "" {
+			return invalid("attestation.fake.host_data", "set host_data or host_data_policy, not both")
+		}
+		if err := checkHex("attestation.fake.host_data", a.Fake.HostData, 32, true); err != nil {
+			return err
+		}
+	default:
+		return invalid("attestation.provider", "%q is not one of auto, snp, fake", a.Provider)
+	}
+	if len(c.Keys) > 0 {
+		if err := checkHTTPS("attestation.maa", a.MAA, true); err != nil {
+			return err
+		}
+	}
+	switch c.Identity.Kind {
+	case IdentityDefault, IdentityManaged, IdentityWorkload:
+	case IdentityToken:
+		if c.Identity.TokenFile == "" {
+			return invalid("identity.token_file", "required with kind: token")
+		}
+	default:
+		return invalid("identity.kind", "%q is not one of default, managed, workload, token", c.Identity.Kind)
+	}
+	if err := checkHTTPS("identity.authority_host", c.Identity.AuthorityHost, false); err != nil {
+		return err
+	}
+	if c.Identity.IMDSEndpoint != "" {
+		if u, err := url.Parse(c.Identity.IMDSEndpoint); err != nil || u.Host == "" {
+			return invalid("identity.imds_endpoint", "%q is not a URL", c.Identity.IMDSEndpoint)
+		}
+	}
+	files := map[string]string{}
+	names := map[string]bool{}
+	for i, k := range c.Keys {
+		f := fmt.Sprintf("keys[%d]", i)
+		if !fileNameRE.MatchString(k.Name) {
+			return invalid(f+".name", "%q must be a file name (letters, digits, '.', '_', '-')", k.Name)
+		}
+		if names[k.Name] {
+			return invalid(f+".name", "%q is used twice", k.Name)
+		}
+		names[k.Name] = true
+		if _, err := keyrelease.ParseKeyRef(k.Ref); err != nil {
+			return invalid(f+".ref", "%v", err)
+		}
+		for j, v := range k.Views {
+			vf := fmt.Sprintf("%s.views[%d]", f, j)
+			switch v.Format {
+			case FormatDefault, FormatJWK, FormatPubPEM:
+			default:
+				return invalid(vf+".format", "%q is not one of default, jwk, pub.pem", v.Format)
+			}
+			if !fileNameRE.MatchString(v.File) {
+				return invalid(vf+".file", "%q must be a file name", v.File)
+			}
+			if prev, ok := files[v.File]; ok {
+				return invalid(vf+".file", "%q is also %s", v.File, prev)
+			}
+			files[v.File] = vf
+			if _, err := ParseMode(v.Mode); err != nil {
+				return invalid(vf+".mode", "%v", err)
+			}
+		}
+	}
+	if len(c.Keys) == 0 && len(c.Datasets) > 0 {
+		return invalid("keys", "datasets need at least one key")
+	}
+	dsNames := map[string]bool{"keys": true}
+	for i, d := range c.Datasets {
+		f := fmt.Sprintf("datasets[%d]", i)
+		if !fileNameRE.MatchString(d.Name) {
+			return invalid(f+".name", "%q must be a file name", d.Name)
+		}
+		if dsNames[d.Name] {
+			return invalid(f+".name", "%q is used twice (or is the reserved name keys)", d.Name)
+		}
+		dsNames[d.Name] = true
+		if (d.Local == "") == (d.Azure == "") {
+			return invalid(f, "set exactly one of local and azure")
+		}
+		if d.Azure != "" {
+			if u, err := url.Parse(d.Azure); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return invalid(f+".azure", "%q is not a container URL", d.Azure)
+			}
+		}
+		for j, kn := range d.Keys {
+			if !names[kn] {
+				return invalid(fmt.Sprintf("%s.keys[%d]", f, j), "%q is not the name of a configured key", kn)
+			}
+		}
+	}
+	for _, m := range []struct{ field, v string }{{"mount.file_mode", c.Mount.FileMode}, {"mount.dir_mode", c.Mount.DirMode}} {
+		if _, err := ParseMode(m.v); err != nil {
+			return invalid(m.field, "%v", err)
+		}
+	}
+	if c.Cache.TTL < Duration(time.Second) {
+		return invalid("cache.ttl", "%v is shorter than 1s", time.Duration(c.Cache.TTL))
+	}
+	if c.Cache.MaxStale < 0 {
+		return invalid("cache.max_stale", "negative")
+	}
+	return nil
+}
+
+// ParseMode parses an octal permission string such as "0400".
+func ParseMode(s string) (os.FileMode, error) {
+	v, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || v > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal permission such as 0400", s)
+	}
+	return os.FileMode(v), nil
+}
+
+func checkHex(field, s string, n int, optional bool) error {
+	if s == "" && optional {
+		return nil
+	}
+	if len(s) != 2*n || strings.Trim(strings.ToLower(s), "0123456789abcdef") != "" {
+		return invalid(field, "want %d hex digits", 2*n)
+	}
+	return nil
+}
+
+func checkHTTPS(field, s string, required bool) error {
+	if s == "" {
+		if required {
+			return invalid(field, "required")
+		}
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return invalid(field, "%q is not an https URL", s)
+	}
+	return nil
+}

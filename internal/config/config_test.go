@@ -1,0 +1,86 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `
+attestation:
+  provider: fake
+  maa: https://127.0.0.1:8443
+  fake:
+    measurement: "` + "aa" + `"
+keys:
+  - name: demo-rsa
+    ref: https://127.0.0.1:8444/keys/demo-rsa
+  - name: demo-oct
+    ref: https://127.0.0.1:8444/keys/demo-oct
+    views:
+      - {format: default, file: data.key, mode: "0440"}
+datasets:
+  - name: data
+    local: store/data
+    keys: [demo-rsa, demo-oct]
+cache:
+  ttl: 30m
+`
+
+func validYAML() string {
+	return strings.Replace(valid, `"aa"`, `"`+strings.Repeat("ab", 48)+`"`, 1)
+}
+
+func TestParseValid(t *testing.T) {
+	c, err := Parse([]byte(validYAML()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(c.Cache.TTL) != 30*time.Minute || c.Identity.Kind != IdentityDefault || c.Mount.FileMode != "0400" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	k, _ := c.KeyByName("demo-rsa")
+	if len(k.Views) != 3 || k.Views[1].File != "demo-rsa.jwk" || k.Views[2].File != "demo-rsa.pub.pem" || k.Views[0].Mode != "0400" {
+		t.Fatalf("default views: %+v", k.Views)
+	}
+	if o, _ := c.KeyByName("demo-oct"); len(o.Views) != 1 || o.Views[0].File != "data.key" {
+		t.Fatalf("explicit views: %+v", o.Views)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	base := validYAML()
+	tests := []struct {
+		name, from, to, wantErr string
+	}{
+		{"unknown field", "cache:", "cahce:", "field cahce not found"},
+		{"bad provider", "provider: fake", "provider: tpm", "attestation.provider: \"tpm\" is not one of"},
+		{"fake without fake block", "provider: fake", "provider: auto", "attestation.fake: only allowed with provider: fake"},
+		{"short measurement", strings.Repeat("ab", 48), "abcd", "attestation.fake.measurement: want 96 hex digits"},
+		{"http maa", "maa: https://", "maa: http://", "attestation.maa: \"http://127.0.0.1:8443\" is not an https URL"},
+		{"bad key ref", "ref: https://127.0.0.1:8444/keys/demo-rsa", "ref: https://v/secrets/x", "keys[0].ref:"},
+		{"duplicate key", "name: demo-oct", "name: demo-rsa", "keys[1].name: \"demo-rsa\" is used twice"},
+		{"bad key name", "name: demo-rsa", "name: ../x", "keys[0].name"},
+		{"view clash", "file: data.key", "file: demo-rsa.jwk", "keys[1].views[0].file: \"demo-rsa.jwk\" is also keys[0].views[1]"},
+		{"bad view format", "format: default, file", "format: der, file", "keys[1].views[0].format"},
+		{"bad mode", `mode: "0440"`, `mode: "rw"`, "keys[1].views[0].mode"},
+		{"dataset named keys", "name: data", "name: keys", "datasets[0].name"},
+		{"dataset without store", "local: store/data", "suffix: .x", "datasets[0]: set exactly one of local and azure"},
+		{"dataset unknown key", "keys: [demo-rsa, demo-oct]", "keys: [demo-rsa, nope]", "datasets[0].keys[1]: \"nope\" is not the name"},
+		{"bad ttl", "ttl: 30m", "ttl: soon", "is not a duration"},
+		{"tiny ttl", "ttl: 30m", "ttl: 1ms", "cache.ttl"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := strings.Replace(base, tc.from, tc.to, 1)
+			if in == base {
+				t.Fatalf("replacement %q not found", tc.from)
+			}
+			_, err := Parse([]byte(in))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse = %v, want ErrInvalid containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
