@@ -217,3 +217,26 @@ func parseJWK(data []byte) (*Key, error) {
 	}
 	return k, nil
 }
+
+// Clone returns a deep copy of k that the caller owns and must Wipe. The
+// key cache hands out clones so that evicting (and wiping) its own copy
+// never pulls key material from under a reader.
+func (k *Key) Clone() *Key {
+	c := &Key{Ref: k.Ref, Type: k.Type, Public: k.Public}
+	if k.Oct != nil {
+		c.Oct = bytes.Clone(k.Oct)
+	}
+	switch p := k.Private.(type) {
+	case *rsa.PrivateKey:
+		q := &rsa.PrivateKey{PublicKey: p.PublicKey, D: new(big.Int).Set(p.D)}
+		for _, pr := range p.Primes {
+			q.Primes = append(q.Primes, new(big.Int).Set(pr))
+		}
+		q.Precompute()
+		c.Private, c.Public = q, &q.PublicKey
+	case *ecdsa.PrivateKey:
+		q := &ecdsa.PrivateKey{PublicKey: p.PublicKey, D: new(big.Int).Set(p.D)}
+		c.Private, c.Public = q, &q.PublicKey
+	}
+	return c
+}

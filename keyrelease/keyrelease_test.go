@@ -174,3 +174,38 @@ func TestWipe(t *testing.T) {
 		t.Fatal("oct key not wiped")
 	}
 }
+
+func TestCloneIsIndependent(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, orig := range []*Key{
+		must(FromCrypto(rsaKey)), must(FromCrypto(ecKey)), must(ParseKey(bytes.Repeat([]byte{5}, 32))),
+	} {
+		c := orig.Clone()
+		orig.Wipe()
+		if !c.IsPrivate() {
+			t.Fatalf("%s clone lost its private part", c.Type)
+		}
+		switch p := c.Private.(type) {
+		case *rsa.PrivateKey:
+			if p.D.Sign() == 0 || p.Validate() != nil {
+				t.Fatal("RSA clone was wiped with the original")
+			}
+		case *ecdsa.PrivateKey:
+			if p.D.Sign() == 0 {
+				t.Fatal("EC clone was wiped with the original")
+			}
+		default:
+			if bytes.Equal(c.Oct, make([]byte, 32)) {
+				t.Fatal("oct clone was wiped with the original")
+			}
+		}
+	}
+}
+
+func must(k *Key, err error) *Key {
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
