@@ -209,3 +209,32 @@ func must(k *Key, err error) *Key {
 	}
 	return k
 }
+
+func TestMarshalViews(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	for _, k := range []*Key{must(FromCrypto(rsaKey)), must(ParseKey(bytes.Repeat([]byte{5}, 32)))} {
+		k.Ref = KeyRef{Vault: "v.vault.azure.net", Name: "k"}
+		for _, f := range []string{FormatDefault, FormatJWK, FormatPubPEM} {
+			b, err := k.Marshal(f)
+			if k.Type == KeyTypeOct && f == FormatPubPEM {
+				if !errors.Is(err, ErrNoPublicKey) {
+					t.Fatalf("oct pub.pem: %v", err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s %s: %v", k.Type, f, err)
+			}
+			back, err := ParseKey(b)
+			if err != nil {
+				t.Fatalf("%s %s does not parse back: %v", k.Type, f, err)
+			}
+			if back.Type != k.Type || back.IsPrivate() != (f != FormatPubPEM) {
+				t.Fatalf("%s %s parsed back as %s private=%v", k.Type, f, back.Type, back.IsPrivate())
+			}
+			if f == FormatJWK && back.Ref != k.Ref {
+				t.Fatalf("JWK kid lost: %v", back.Ref)
+			}
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package fs
+
+import (
+	"container/list"
+	"sync"
+)
+
+// chunkCache is a byte-bounded LRU of decrypted chunks shared by all open
+// objects. Evicted and cleared chunks are zeroed: plaintext lives only here
+// and in the kernel's page cache.
+type chunkCache struct {
+	mu    sync.Mutex
+	max   int64
+	size  int64
+	lru   *list.List // front = most recent; values are *chunkEntry
+	items map[chunkKey]*list.Element
+}
+
+type chunkKey struct {
+	obj   uint64 // objectState.id
+	index int64
+}
+
+type chunkEntry struct {
+	key  chunkKey
+	data []byte
+}
+
+func newChunkCache(max int64) *chunkCache {
+	return &chunkCache{max: max, lru: list.New(), items: map[chunkKey]*list.Element{}}
+}
+
+// get copies chunk k's plaintext from offset off into dst and reports
+// whether it was cached. Copying under the lock means an eviction can never
+// zero bytes while they are being read.
+func (c *chunkCache) get(k chunkKey, dst []byte, off int) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[k]
+	if !ok {
+		return 0, false
+	}
+	c.lru.MoveToFront(e)
+	return copy(dst, e.Value.(*chunkEntry).data[off:]), true
+}
+
+func (c *chunkCache) has(k chunkKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[k]
+	return ok
+}
+
+// put inserts a chunk; the cache takes ownership of data.
+func (c *chunkCache) put(k chunkKey, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		old := e.Value.(*chunkEntry)
+		c.size -= int64(len(old.data))
+		clear(old.data)
+		old.data = data
+		c.size += int64(len(data))
+		c.lru.MoveToFront(e)
+	} else {
+		c.items[k] = c.lru.PushFront(&chunkEntry{key: k, data: data})
+		c.size += int64(len(data))
+	}
+	for c.size > c.max && c.lru.Len() > 1 {
+		c.removeLocked(c.lru.Back())
+	}
+}
+
+func (c *chunkCache) removeLocked(e *list.Element) {
+	ce := e.Value.(*chunkEntry)
+	clear(ce.data)
+	c.size -= int64(len(ce.data))
+	delete(c.items, ce.key)
+	c.lru.Remove(e)
+}
+
+// dropObject removes every chunk of one object.
+func (c *chunkCache) dropObject(obj uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.lru.Front(); e != nil; {
+		next := e.Next()
+		if e.Value.(*chunkEntry).key.obj == obj {
+			c.removeLocked(e)
+		}
+		e = next
+	}
+}
+
+// clear zeroes and drops everything.
+func (c *chunkCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.lru.Front(); e != nil; e = e.Next() {
+		clear(e.Value.(*chunkEntry).data)
+	}
+	c.lru.Init()
+	c.items = map[chunkKey]*list.Element{}
+	c.size = 0
+}
+
+// bytes returns the cached plaintext size.
+func (c *chunkCache) bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.size
+}

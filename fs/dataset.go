@@ -1,0 +1,128 @@
+package fs
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/skrfs/skrfs/blob"
+)
+
+// dirNode is a directory of a dataset: a prefix of its store, listed with
+// the "/" delimiter. Listings are cached for Options.ListTTL.
+type dirNode struct {
+	fusefs.Inode
+	root   *Root
+	ds     *DatasetSpec
+	prefix string // "" or "a/b/"
+
+	mu      sync.Mutex
+	listed  time.Time
+	entries map[string]dirEntry
+	order   []string
+}
+
+type dirEntry struct {
+	isDir bool
+	info  blob.Info // objects only
+}
+
+var (
+	_ = (fusefs.NodeGetattrer)((*dirNode)(nil))
+	_ = (fusefs.NodeLookuper)((*dirNode)(nil))
+	_ = (fusefs.NodeReaddirer)((*dirNode)(nil))
+)
+
+func (d *dirNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.root.dirAttr(&out.Attr)
+	return 0
+}
+
+// list returns the directory's entries, from cache when fresh.
+func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.entries != nil && time.Since(d.listed) < d.root.opts.ListTTL {
+		return d.entries, d.order, nil
+	}
+	entries := map[string]dirEntry{}
+	var order []string
+	err := d.ds.Store.List(ctx, blob.ListOptions{Prefix: d.prefix, Delimiter: "/", WithMetadata: true}, func(i blob.Info) error {
+		rest := strings.TrimPrefix(i.Name, d.prefix)
+		if i.IsPrefix {
+			name := strings.TrimSuffix(rest, "/")
+			if name != "" && !strings.Contains(name, "/") {
+				entries[name] = dirEntry{isDir: true}
+				order = append(order, name)
+			}
+			return nil
+		}
+		name, ok := strings.CutSuffix(rest, d.ds.Suffix)
+		if !ok || name == "" || strings.Contains(name, "/") {
+			return nil // not an object of this dataset
+		}
+		if _, dup := entries[name]; !dup {
+			order = append(order, name)
+		}
+		entries[name] = dirEntry{info: i}
+		return nil
+	})
+	if err != nil {
+		d.root.log().Warn().Err(err).Str("dataset", d.ds.Name).Str("prefix", d.prefix).Msg("listing failed")
+		return nil, nil, err
+	}
+	d.entries, d.order, d.listed = entries, order, time.Now()
+	return entries, order, nil
+}
+
+// Lookup finds a child without releasing any key: an object's size comes
+// from its upload metadata or from its cleartext header.
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	entries, _, err := d.list(ctx)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	e, ok := entries[name]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	path := d.prefix + name
+	if e.isDir {
+		child := &dirNode{root: d.root, ds: d.ds, prefix: path + "/"}
+		d.root.dirAttr(&out.Attr)
+		return d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode(d.ds.Name, path+"/")}), 0
+	}
+	child := &objectNode{root: d.root, ds: d.ds, name: path, objName: path + d.ds.Suffix}
+	ch := d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, path)})
+	// NewInode may return an existing inode for this path: update that one.
+	obj := ch.Operations().(*objectNode)
+	if err := obj.setInfo(ctx, e.info); err != nil {
+		return nil, toErrno(err)
+	}
+	obj.fillAttr(&out.Attr)
+	return ch, 0
+}
+
+func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	entries, order, err := d.list(ctx)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	out := make([]fuse.DirEntry, 0, len(order))
+	for _, name := range order {
+		e := entries[name]
+		mode := uint32(syscall.S_IFREG)
+		ino := inode(d.ds.Name, d.prefix+name)
+		if e.isDir {
+			mode = syscall.S_IFDIR
+			ino = inode(d.ds.Name, d.prefix+name+"/")
+		}
+		out = append(out, fuse.DirEntry{Name: name, Mode: mode, Ino: ino})
+	}
+	return fusefs.NewListDirStream(out), 0
+}

@@ -1,0 +1,306 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skrfs/skrfs/blob/memblob"
+	"github.com/skrfs/skrfs/crypto"
+	"github.com/skrfs/skrfs/keyrelease"
+)
+
+// countingReleaser wraps a Static releaser, counts calls and can deny.
+type countingReleaser struct {
+	inner *keyrelease.Static
+	calls atomic.Int64
+	deny  map[string]bool
+}
+
+func (c *countingReleaser) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	c.calls.Add(1)
+	if c.deny[ref.Name] {
+		return nil, fmt.Errorf("%w: claim x-ms-sevsnpvm-hostdata", keyrelease.ErrDenied)
+	}
+	return c.inner.Release(ctx, ref)
+}
+
+type world struct {
+	t      *testing.T
+	mnt    string
+	store  *memblob.Store
+	rel    *countingReleaser
+	root   *Root
+	rsaKey *keyrelease.Key
+	oct    *keyrelease.Key
+	plain  map[string][]byte
+}
+
+var (
+	refRSA    = keyrelease.KeyRef{Vault: "v.vault.azure.net", Name: "demo-rsa"}
+	refOct    = keyrelease.KeyRef{Vault: "v.vault.azure.net", Name: "demo-oct"}
+	refDenied = keyrelease.KeyRef{Vault: "v.vault.azure.net", Name: "denied"}
+	refOther  = keyrelease.KeyRef{Vault: "evil.vault.azure.net", Name: "demo-rsa"}
+)
+
+func pseudo(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	mrand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 7}).Read(b)
+	return b
+}
+
+func (w *world) put(name string, pt []byte, kek any, ref keyrelease.KeyRef, sealedFor string) {
+	w.t.Helper()
+	obj, err := crypto.Seal(pt, kek, crypto.SealOptions{Name: sealedFor, KeyRef: ref.String(), ChunkSize: 4096})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.store.Put(name, obj); err != nil {
+		w.t.Fatal(err)
+	}
+	w.plain[name] = pt
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the filesystem tests mount FUSE and need root (make test runs as root)")
+	}
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rsaKey, _ := keyrelease.FromCrypto(rk)
+	rsaKey.Ref = refRSA
+	oct, _ := keyrelease.ParseKey(pseudo(1, 32))
+	oct.Ref = refOct
+	denied, _ := keyrelease.ParseKey(pseudo(2, 32))
+	denied.Ref = refDenied
+	w := &world{t: t, store: memblob.New(), rsaKey: rsaKey, oct: oct, plain: map[string][]byte{},
+		rel: &countingReleaser{inner: keyrelease.NewStatic(rsaKey.Clone(), oct.Clone(), denied), deny: map[string]bool{"denied": true}}}
+	w.put("hello.txt", []byte("hello, skrfs\n"), &rk.PublicKey, refRSA, "hello.txt")
+	w.put("empty", nil, oct.Oct, refOct, "empty")
+	w.put("big.bin", pseudo(3, 3<<20+123), oct.Oct, refOct, "big.bin")
+	w.put("dir/sub/nested.txt", []byte("nested file\n"), oct.Oct, refOct, "dir/sub/nested.txt")
+	w.put("swapped.txt", []byte("I was sealed for another name"), oct.Oct, refOct, "other.txt")
+	w.put("foreign-key.txt", []byte("names a key nobody configured"), oct.Oct, refOther, "foreign-key.txt")
+	w.put("denied.txt", []byte("needs the denied key"), denied.Oct, refDenied, "denied.txt")
+	tampered, _ := crypto.Seal(pseudo(4, 5*4096), oct.Oct, crypto.SealOptions{Name: "tampered.bin", KeyRef: refOct.String(), ChunkSize: 4096})
+	tampered[len(tampered)/2] ^= 1 // inside chunk 2
+	w.store.Put("tampered.bin", tampered)
+	trunc, _ := crypto.Seal(pseudo(5, 5*4096), oct.Oct, crypto.SealOptions{Name: "truncated.bin", KeyRef: refOct.String(), ChunkSize: 4096})
+	h, _ := crypto.ParseHeader(trunc)
+	w.store.Put("truncated.bin", trunc[:h.Len()+3*(4096+16)])
+	w.store.Put("not-an-object", []byte("plain text that is not sealed"))
+
+	views := func(name string) []ViewSpec {
+		return []ViewSpec{{File: name, Format: keyrelease.FormatDefault, Mode: 0o400},
+			{File: name + ".jwk", Format: keyrelease.FormatJWK, Mode: 0o400},
+			{File: name + ".pub.pem", Format: keyrelease.FormatPubPEM, Mode: 0o440}}
+	}
+	root, err := NewRoot(Options{
+		Releaser: w.rel,
+		Keys: []KeySpec{{Name: "demo-rsa", Ref: refRSA, Views: views("demo-rsa")},
+			{Name: "demo-oct", Ref: refOct, Views: views("demo-oct")},
+			{Name: "denied", Ref: refDenied, Views: views("denied")}},
+		Datasets:   []DatasetSpec{{Name: "data", Store: w.store, Keys: []keyrelease.KeyRef{refRSA, refOct, refDenied}}},
+		CacheBytes: 1 << 20, // small, to exercise eviction
+		RangeSize:  64 << 10,
+		Logger:     zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.root = root
+	w.mnt = t.TempDir()
+	srv, err := Mount(w.mnt, root, MountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		root.Wipe()
+	})
+	return w
+}
+
+func (w *world) path(p string) string { return filepath.Join(w.mnt, filepath.FromSlash(p)) }
+
+func errnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	errors.As(err, &e)
+	return e
+}
+
+func TestListingNeedsNoRelease(t *testing.T) {
+	w := newWorld(t)
+	ents, err := os.ReadDir(w.path("keys"))
+	if err != nil || len(ents) != 9 {
+		t.Fatalf("keys/: %v, %d entries", err, len(ents))
+	}
+	for name, pt := range map[string][]byte{"hello.txt": w.plain["hello.txt"], "empty": nil, "big.bin": w.plain["big.bin"], "dir/sub/nested.txt": w.plain["dir/sub/nested.txt"]} {
+		st, err := os.Stat(w.path("data/" + name))
+		if err != nil || st.Size() != int64(len(pt)) || st.Mode().Perm() != 0o400 {
+			t.Fatalf("stat %s: %v, size %d mode %v; want size %d mode 0400", name, err, st.Size(), st.Mode(), len(pt))
+		}
+	}
+	names, _ := os.ReadDir(w.path("data"))
+	if len(names) != 10 {
+		t.Fatalf("data/ has %d entries", len(names))
+	}
+	if st, err := os.Stat(w.path("data/dir/sub")); err != nil || !st.IsDir() {
+		t.Fatalf("nested directory: %v", err)
+	}
+	if n := w.rel.calls.Load(); n != 0 {
+		t.Fatalf("listing and stat released %d keys; want 0", n)
+	}
+}
+
+func TestKeyFiles(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		file string
+		want func(k *keyrelease.Key) bool
+	}{
+		{"keys/demo-rsa", func(k *keyrelease.Key) bool { return k.Type == keyrelease.KeyTypeRSA && k.IsPrivate() }},
+		{"keys/demo-rsa.jwk", func(k *keyrelease.Key) bool { return k.Type == keyrelease.KeyTypeRSA && k.Ref == refRSA }},
+		{"keys/demo-rsa.pub.pem", func(k *keyrelease.Key) bool { return k.Type == keyrelease.KeyTypeRSA && !k.IsPrivate() }},
+		{"keys/demo-oct", func(k *keyrelease.Key) bool { return bytes.Equal(k.Oct, w.oct.Oct) }},
+		{"keys/demo-oct.jwk", func(k *keyrelease.Key) bool { return bytes.Equal(k.Oct, w.oct.Oct) }},
+	} {
+		b, err := os.ReadFile(w.path(tc.file))
+		if err != nil {
+			t.Fatalf("read %s: %v", tc.file, err)
+		}
+		k, err := keyrelease.ParseKey(b)
+		if err != nil || !tc.want(k) {
+			t.Fatalf("%s: parsed %v, %v", tc.file, k, err)
+		}
+		if st, _ := os.Stat(w.path(tc.file)); st.Size() != int64(len(b)) {
+			t.Fatalf("%s: stat size %d after open, want %d", tc.file, st.Size(), len(b))
+		}
+	}
+	if _, err := os.ReadFile(w.path("keys/demo-oct.pub.pem")); errnoOf(err) != syscall.EINVAL {
+		t.Fatalf("oct pub.pem: %v, want EINVAL", err)
+	}
+	if _, err := os.ReadFile(w.path("keys/denied")); errnoOf(err) != syscall.EACCES {
+		t.Fatalf("denied key: %v, want EACCES", err)
+	}
+	if _, err := os.OpenFile(w.path("keys/demo-oct"), os.O_WRONLY, 0); errnoOf(err) != syscall.EROFS {
+		t.Fatalf("open for write: %v, want EROFS", err)
+	}
+}
+
+func TestReadObjects(t *testing.T) {
+	w := newWorld(t)
+	for _, name := range []string{"hello.txt", "empty", "big.bin", "dir/sub/nested.txt"} {
+		got, err := os.ReadFile(w.path("data/" + name))
+		if err != nil || !bytes.Equal(got, w.plain[name]) {
+			t.Fatalf("read %s: %v (equal %v)", name, err, bytes.Equal(got, w.plain[name]))
+		}
+	}
+	// Random reads through one descriptor, and many concurrent readers.
+	f, err := os.Open(w.path("data/big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	big := w.plain["big.bin"]
+	r := mrand.New(mrand.NewPCG(1, 1))
+	for i := 0; i < 200; i++ {
+		off := r.Int64N(int64(len(big)))
+		p := make([]byte, r.IntN(20000)+1)
+		n, err := f.ReadAt(p, off)
+		if (err != nil && err != io.EOF) || !bytes.Equal(p[:n], big[off:off+int64(n)]) || n == 0 {
+			t.Fatalf("ReadAt(%d, %d) = %d, %v", off, len(p), n, err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			name := []string{"big.bin", "hello.txt", "dir/sub/nested.txt"}[g%3]
+			got, err := os.ReadFile(w.path("data/" + name))
+			if err != nil || !bytes.Equal(got, w.plain[name]) {
+				errs <- fmt.Errorf("reader %d of %s: %v", g, name, err)
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name string
+		want syscall.Errno
+	}{
+		{"swapped.txt", syscall.EIO},          // sealed for another name
+		{"foreign-key.txt", syscall.EACCES},   // header names an unconfigured vault
+		{"denied.txt", syscall.EACCES},        // release denied
+		{"truncated.bin", syscall.EIO},        // final chunk proves the size
+		{"not-an-object", syscall.EIO},        // no skrfs header
+	} {
+		_, err := os.ReadFile(w.path("data/" + tc.name))
+		if errnoOf(err) != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// A tampered chunk fails exactly the reads that touch it.
+	f, err := os.Open(w.path("data/tampered.bin"))
+	if err != nil {
+		t.Fatalf("open tampered: %v", err)
+	}
+	defer f.Close()
+	p := make([]byte, 4096)
+	if _, err := f.ReadAt(p, 0); err != nil {
+		t.Fatalf("read of an intact chunk: %v", err)
+	}
+	if _, err := f.ReadAt(p, 2*4096); errnoOf(err) != syscall.EIO {
+		t.Fatalf("read of the tampered chunk: %v, want EIO", err)
+	}
+	if _, err := os.OpenFile(w.path("data/hello.txt"), os.O_RDWR, 0); errnoOf(err) != syscall.EROFS {
+		t.Fatalf("open for write: %v, want EROFS", err)
+	}
+}
+
+func TestReplacedObject(t *testing.T) {
+	w := newWorld(t)
+	f, err := os.Open(w.path("data/big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := make([]byte, 4096)
+	if _, err := f.ReadAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.put("big.bin", []byte("version two"), w.oct.Oct, refOct, "big.bin")
+	// The open handle never mixes versions: uncached chunks of the old
+	// version are gone.
+	if _, err := f.ReadAt(p, 2<<20); errnoOf(err) != syscall.ESTALE {
+		t.Fatalf("read of the replaced version: %v, want ESTALE", err)
+	}
+	got, err := os.ReadFile(w.path("data/big.bin"))
+	if err != nil || string(got) != "version two" {
+		t.Fatalf("new open: %q, %v", got, err)
+	}
+}

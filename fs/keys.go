@@ -1,0 +1,89 @@
+package fs
+
+import (
+	"context"
+	"sync/atomic"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// keyFile is one view of a key under keys/. Its size is 0 until the key has
+// been released once (stat must not attest); an open handle reports the
+// real size.
+type keyFile struct {
+	fusefs.Inode
+	root *Root
+	key  KeySpec
+	view ViewSpec
+	size atomic.Int64
+}
+
+var (
+	_ = (fusefs.NodeGetattrer)((*keyFile)(nil))
+	_ = (fusefs.NodeOpener)((*keyFile)(nil))
+)
+
+func (f *keyFile) attr(a *fuse.Attr, size int64) {
+	a.Mode = syscall.S_IFREG | f.view.Mode
+	a.Size = uint64(size)
+	a.Uid, a.Gid = f.root.opts.UID, f.root.opts.GID
+	a.Nlink = 1
+}
+
+// Getattr never releases anything. After an open the size is the real one,
+// so fstat on an open file is right.
+func (f *keyFile) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.attr(&out.Attr, f.size.Load())
+	out.SetTimeout(0)
+	return 0
+}
+
+// Open releases the key (through the Releaser, normally a cache that shares
+// one release among concurrent openers) and renders the view into a
+// per-open buffer, served with direct I/O so the kernel caches nothing.
+func (f *keyFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.root.opts.OpTimeout)
+	defer cancel()
+	k, err := f.root.opts.Releaser.Release(rctx, f.key.Ref)
+	if err != nil {
+		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("ref", f.key.Ref.String()).Msg("key release failed")
+		return nil, 0, toErrno(err)
+	}
+	data, err := k.Marshal(f.view.Format)
+	k.Wipe()
+	if err != nil {
+		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("view", f.view.File).Msg("cannot render key view")
+		return nil, 0, toErrno(err)
+	}
+	f.size.Store(int64(len(data)))
+	return &keyHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// keyHandle holds one rendering of a key; Release wipes it.
+type keyHandle struct {
+	data []byte
+}
+
+var (
+	_ = (fusefs.FileReader)((*keyHandle)(nil))
+	_ = (fusefs.FileReleaser)((*keyHandle)(nil))
+)
+
+func (h *keyHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	n := copy(dest, h.data[off:])
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *keyHandle) Release(ctx context.Context) syscall.Errno {
+	clear(h.data)
+	h.data = nil
+	return 0
+}

@@ -1,0 +1,268 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
+	"github.com/skrfs/skrfs/keyrelease"
+)
+
+// objectNode is one object of a dataset shown as a plaintext file.
+type objectNode struct {
+	fusefs.Inode
+	root    *Root
+	ds      *DatasetSpec
+	name    string // logical name: the path in the dataset, sealed into the header
+	objName string // name in the store (name + suffix)
+
+	mu        sync.Mutex
+	info      blob.Info // the version last seen by a listing, stat or open
+	plainSize int64
+	sizeErr   error
+	openedTag string // ETag of the last open, for FOPEN_KEEP_CACHE
+}
+
+var (
+	_ = (fusefs.NodeGetattrer)((*objectNode)(nil))
+	_ = (fusefs.NodeOpener)((*objectNode)(nil))
+)
+
+// setInfo records a version and computes its plaintext size without any
+// key: from the upload metadata when present (no storage read), else from
+// the cleartext preamble.
+func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
+	n.mu.Lock()
+	same := n.info.ETag == info.ETag && n.info.ETag != ""
+	n.mu.Unlock()
+	if same {
+		return nil
+	}
+	size, err := plainSize(ctx, n.ds.Store, info)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.info, n.plainSize, n.sizeErr = info, size, err
+	if err != nil {
+		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("not a valid skrfs object; shown with size 0")
+	}
+	return nil
+}
+
+func plainSize(ctx context.Context, st blob.Store, info blob.Info) (int64, error) {
+	h, hok := blob.MetadataValue(info.Metadata, "skrfs_header_len")
+	c, cok := blob.MetadataValue(info.Metadata, "skrfs_chunk_size")
+	if hok && cok {
+		hl, err1 := strconv.Atoi(h)
+		cs, err2 := strconv.Atoi(c)
+		if err1 == nil && err2 == nil {
+			if size, err := crypto.PlainSize(info.Size, hl, cs); err == nil {
+				return size, nil
+			}
+		}
+	}
+	var pre [crypto.PreambleSize]byte
+	if k, err := st.ReadAt(ctx, info.Ref(), pre[:], 0); err != nil && !(err == io.EOF && k > 0) {
+		if err == io.EOF {
+			err = crypto.ErrBadMagic
+		}
+		return 0, err
+	}
+	p, err := crypto.ParsePreamble(pre[:])
+	if err != nil {
+		return 0, err
+	}
+	return crypto.PlainSize(info.Size, p.HeaderLen, p.ChunkSize)
+}
+
+func (n *objectNode) fillAttr(a *fuse.Attr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	a.Mode = syscall.S_IFREG | n.root.opts.FileMode
+	a.Size = uint64(n.plainSize)
+	a.Blocks = (a.Size + 511) / 512
+	a.Uid, a.Gid = n.root.opts.UID, n.root.opts.GID
+	a.Nlink = 1
+	if !n.info.ModTime.IsZero() {
+		a.SetTimes(nil, &n.info.ModTime, &n.info.ModTime)
+	}
+}
+
+// Getattr reports the last known version; with an open handle, that
+// handle's version.
+func (n *objectNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*objectHandle); ok {
+		n.fillAttr(&out.Attr)
+		out.Size = uint64(h.o.d.PlainSize())
+		return 0
+	}
+	n.fillAttr(&out.Attr)
+	return 0
+}
+
+// Open pins the current version, checks that its header names a key this
+// dataset may use, releases that key (shared with concurrent openers by the
+// Releaser), verifies the header and the final chunk, and returns a handle.
+func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	info, err := n.ds.Store.Stat(ctx, n.objName)
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	if err := n.setInfo(ctx, info); err != nil {
+		return nil, 0, toErrno(err)
+	}
+	v := objectVersion{dataset: n.ds.Name, name: n.name, etag: info.ETag}
+	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, id, info) })
+	if err != nil {
+		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("open refused")
+		return nil, 0, toErrno(err)
+	}
+	n.mu.Lock()
+	var fl uint32
+	if n.openedTag == info.ETag {
+		fl = fuse.FOPEN_KEEP_CACHE // same version as before: the page cache is valid
+	}
+	n.openedTag = info.ETag
+	n.mu.Unlock()
+	return &objectHandle{node: n, v: v, o: o}, fl, 0
+}
+
+// openVersion does the key-dependent part of an open, once per version.
+func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info) (*objectState, error) {
+	h, err := readHeader(ctx, n.ds.Store, info)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := n.allowedRef(h.KeyRef)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.root.opts.OpTimeout)
+	defer cancel()
+	k, err := n.root.opts.Releaser.Release(rctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	d, err := crypto.NewDecryptor(h, k.KEK(), n.name, info.Size)
+	k.Wipe()
+	if err != nil {
+		return nil, err
+	}
+	o := &objectState{id: id, name: n.ds.Name + "/" + n.name, ref: info.Ref(), store: n.ds.Store, d: d,
+		fs: n.root, sem: make(chan struct{}, n.root.opts.Parallel), inflight: map[int64]*flight{}}
+	// Authenticate the final chunk now: it proves the size, so a truncated
+	// object fails at open instead of looking shorter.
+	if err := o.ensure(ctx, d.NumChunks()-1, d.NumChunks()-1); err != nil {
+		n.root.cache.dropObject(id)
+		return nil, err
+	}
+	return o, nil
+}
+
+// allowedRef parses the header's key reference and returns the reference
+// to release if the dataset may use that key. A configured reference
+// without a version accepts any version; the header's version is kept so
+// the key that sealed the object is the one released.
+func (n *objectNode) allowedRef(s string) (keyrelease.KeyRef, error) {
+	hdr, err := keyrelease.ParseKeyRef(s)
+	if err != nil {
+		return keyrelease.KeyRef{}, fmt.Errorf("%w: header key reference %q: %v", errObjectKeyNotAllowed, s, err)
+	}
+	for _, allowed := range n.ds.Keys {
+		if allowed.Matches(hdr) {
+			r := allowed
+			if r.Version == "" {
+				r.Version = hdr.Version
+			}
+			return r, nil
+		}
+	}
+	return keyrelease.KeyRef{}, fmt.Errorf("%w: %s", errObjectKeyNotAllowed, hdr)
+}
+
+func readHeader(ctx context.Context, st blob.Store, info blob.Info) (*crypto.Header, error) {
+	buf := make([]byte, min(info.Size, 4096))
+	if _, err := st.ReadAt(ctx, info.Ref(), buf, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	p, err := crypto.ParsePreamble(buf)
+	if err != nil {
+		return nil, err
+	}
+	if p.HeaderLen > len(buf) && int64(p.HeaderLen) <= info.Size {
+		buf = make([]byte, p.HeaderLen)
+		if _, err := st.ReadAt(ctx, info.Ref(), buf, 0); err != nil && err != io.EOF {
+			return nil, err
+		}
+	}
+	return crypto.ParseHeader(buf)
+}
+
+// objectHandle is one open file of an object version.
+type objectHandle struct {
+	node *objectNode
+	v    objectVersion
+	o    *objectState
+
+	mu      sync.Mutex
+	nextOff int64 // where a sequential reader would read next
+	window  int64 // current read-ahead window in bytes
+}
+
+var (
+	_ = (fusefs.FileReader)((*objectHandle)(nil))
+	_ = (fusefs.FileReleaser)((*objectHandle)(nil))
+	_ = (fusefs.FileGetattrer)((*objectHandle)(nil))
+)
+
+func (h *objectHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return h.node.Getattr(ctx, h, out)
+}
+
+// Read serves plaintext. Sequential readers get an adaptive read-ahead
+// window that doubles up to Options.MaxReadAhead; random readers fetch only
+// the chunks they touch.
+func (h *objectHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.o.read(ctx, dest, off)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	h.readAhead(off, int64(n))
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *objectHandle) readAhead(off, n int64) {
+	if n == 0 {
+		return
+	}
+	opts := h.node.root.opts
+	h.mu.Lock()
+	if off == h.nextOff && off > 0 {
+		h.window = min(max(2*h.window, opts.RangeSize), opts.MaxReadAhead)
+	} else {
+		h.window = 0
+	}
+	h.nextOff = off + n
+	end, window := h.nextOff, h.window
+	h.mu.Unlock()
+	if window == 0 {
+		return
+	}
+	c := int64(h.o.d.Header().ChunkSize)
+	h.o.prefetch(end/c, (end+window-1)/c)
+}
+
+func (h *objectHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.root.releaseObject(h.v, h.o)
+	return 0
+}

@@ -1,0 +1,210 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
+)
+
+// objectState is one opened version of one object, shared by every open
+// handle of that version: its verified decryptor, the pinned storage ref,
+// and the chunk loads in flight (so two readers never fetch one chunk twice).
+type objectState struct {
+	id    uint64
+	name  string // logical name, for logs
+	ref   blob.Ref
+	store blob.Store
+	d     *crypto.Decryptor
+	fs    *Root
+	sem   chan struct{} // bounds storage reads in flight
+	refs  int           // open handles; guarded by Root.mu
+
+	mu       sync.Mutex
+	inflight map[int64]*flight // chunk index -> load covering it
+}
+
+// flight is one coalesced storage read of chunks [first, last].
+type flight struct {
+	first, last int64
+	done        chan struct{}
+	err         error
+}
+
+func (o *objectState) key(i int64) chunkKey { return chunkKey{obj: o.id, index: i} }
+
+// read fills dst with plaintext from offset off and returns the byte count
+// (short only at end of file).
+func (o *objectState) read(ctx context.Context, dst []byte, off int64) (int, error) {
+	first, last, ok := o.d.ChunkSpan(off, int64(len(dst)))
+	if !ok {
+		return 0, nil
+	}
+	if err := o.ensure(ctx, first, last); err != nil {
+		return 0, err
+	}
+	c := int64(o.d.Header().ChunkSize)
+	n := 0
+	for i := first; i <= last; i++ {
+		start := 0
+		if i == first {
+			start = int(off - first*c)
+		}
+		k, ok := o.fs.cache.get(o.key(i), dst[n:], start)
+		if !ok {
+			// Evicted between load and copy (cache smaller than the read):
+			// load this chunk alone and retry once.
+			if err := o.ensure(ctx, i, i); err != nil {
+				return n, err
+			}
+			if k, ok = o.fs.cache.get(o.key(i), dst[n:], start); !ok {
+				return n, fmt.Errorf("chunk cache too small for one read of %s", o.name)
+			}
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// ensure makes chunks [first, last] present in the cache, starting loads
+// for the missing ones (coalesced into runs of at most RangeSize) and
+// waiting for those in flight. Loads run detached from ctx, so an
+// interrupted reader does not abort a load another reader waits for.
+func (o *objectState) ensure(ctx context.Context, first, last int64) error {
+	for attempt := 0; ; attempt++ {
+		retry := false
+		for _, f := range o.start(first, last, true) {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			switch {
+			case f.err == errPrefetchSkipped && attempt < 3:
+				retry = true // a prefetch we joined was dropped: load it ourselves
+			case f.err != nil:
+				return f.err
+			}
+		}
+		if !retry {
+			return nil
+		}
+	}
+}
+
+// prefetch starts loads of the missing chunks in [first, last] without
+// waiting for them, and without queueing beyond the parallelism bound.
+func (o *objectState) prefetch(first, last int64) {
+	last = min(last, o.d.NumChunks()-1)
+	if first > last {
+		return
+	}
+	o.start(first, last, false)
+}
+
+// start registers and launches loads for missing chunks of [first, last]
+// and returns every flight covering the range. With wait false it skips a
+// run when no load slot is free.
+func (o *objectState) start(first, last int64, wait bool) []*flight {
+	per := max(1, o.fs.opts.RangeSize/int64(o.d.Header().ChunkSize+crypto.TagSize))
+	var flights []*flight
+	seen := map[*flight]bool{}
+	var launch []*flight
+	o.mu.Lock()
+	for i := first; i <= last; {
+		if f := o.inflight[i]; f != nil {
+			if !seen[f] {
+				seen[f] = true
+				flights = append(flights, f)
+			}
+			i++
+			continue
+		}
+		if o.fs.cache.has(o.key(i)) {
+			i++
+			continue
+		}
+		// A run of missing chunks, at most per long.
+		j := i
+		for j < last && j-i+1 < per && o.inflight[j+1] == nil && !o.fs.cache.has(o.key(j+1)) {
+			j++
+		}
+		f := &flight{first: i, last: j, done: make(chan struct{})}
+		for k := i; k <= j; k++ {
+			o.inflight[k] = f
+		}
+		seen[f] = true
+		flights = append(flights, f)
+		launch = append(launch, f)
+		i = j + 1
+	}
+	o.mu.Unlock()
+	for _, f := range launch {
+		if wait {
+			o.sem <- struct{}{}
+		} else {
+			select {
+			case o.sem <- struct{}{}:
+			default:
+				o.finish(f, errPrefetchSkipped)
+				continue
+			}
+		}
+		go func() {
+			defer func() { <-o.sem }()
+			o.finish(f, o.load(f.first, f.last))
+		}()
+	}
+	return flights
+}
+
+var errPrefetchSkipped = fmt.Errorf("prefetch skipped: no free load slot")
+
+func (o *objectState) finish(f *flight, err error) {
+	o.mu.Lock()
+	for k := f.first; k <= f.last; k++ {
+		if o.inflight[k] == f {
+			delete(o.inflight, k)
+		}
+	}
+	o.mu.Unlock()
+	f.err = err
+	close(f.done)
+}
+
+// load fetches chunks [first, last] with one ranged read, authenticates and
+// decrypts them, and caches their plaintext.
+func (o *objectState) load(first, last int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), o.fs.opts.OpTimeout)
+	defer cancel()
+	off, n := o.d.CipherRange(first, last)
+	ct := make([]byte, n)
+	if k, err := o.store.ReadAt(ctx, o.ref, ct, off); int64(k) != n {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		o.fs.log().Warn().Err(err).Str("object", o.name).Int64("first_chunk", first).Int64("last_chunk", last).Msg("storage read failed")
+		return fmt.Errorf("%s: reading chunks %d-%d: %w", o.name, first, last, err)
+	}
+	c := o.d.Header().ChunkSize
+	t := c + crypto.TagSize
+	for i := first; i <= last; i++ {
+		seg := ct[(i-first)*int64(t):]
+		seg = seg[:min(len(seg), t)]
+		pt, err := o.d.DecryptChunks(make([]byte, 0, c), seg, i)
+		if err != nil {
+			o.fs.log().Warn().Err(err).Str("object", o.name).Str("etag", o.ref.ETag).Int64("chunk", i).
+				Msg("chunk failed authentication; returning EIO")
+			return fmt.Errorf("%s: %w", o.name, err)
+		}
+		o.fs.cache.put(o.key(i), pt)
+	}
+	return nil
+}
+
+func (r *Root) log() *zerolog.Logger { return &r.opts.Logger }

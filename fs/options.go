@@ -1,0 +1,97 @@
+package fs
+
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/keyrelease"
+)
+
+// Options configure a filesystem. cmd/skrfs fills them from the
+// configuration file (docs/config.md).
+type Options struct {
+	// Releaser releases keys; normally a keyrelease/cache.Cache. Required.
+	Releaser keyrelease.Releaser
+	// Keys are the files under keys/.
+	Keys []KeySpec
+	// Datasets are the directories at the root.
+	Datasets []DatasetSpec
+	// UID and GID own every file and directory.
+	UID, GID uint32
+	// FileMode and DirMode are the permission bits of dataset files and of
+	// directories (0 = 0400 and 0500).
+	FileMode, DirMode uint32
+	// CacheBytes bounds the decrypted-chunk cache shared by all files
+	// (0 = 256 MiB). Plaintext is only ever held in this memory.
+	CacheBytes int64
+	// RangeSize is the size of one coalesced storage read when prefetching
+	// (0 = 4 MiB).
+	RangeSize int64
+	// MaxReadAhead bounds the adaptive read-ahead window of a sequential
+	// reader (0 = 32 MiB).
+	MaxReadAhead int64
+	// Parallel bounds the storage reads in flight per open object (0 = 4).
+	Parallel int
+	// ListTTL is how long a directory listing is reused (0 = 10s).
+	ListTTL time.Duration
+	// OpTimeout bounds one key release or storage fetch, which run detached
+	// from the request that started them (0 = 2 min).
+	OpTimeout time.Duration
+	// Logger receives warnings (tampered chunks, refused objects) and
+	// debug events; never key material or plaintext.
+	Logger zerolog.Logger
+}
+
+// KeySpec is one releasable key and its files.
+type KeySpec struct {
+	Name  string
+	Ref   keyrelease.KeyRef
+	Views []ViewSpec
+}
+
+// ViewSpec is one file under keys/ showing a key in a format of
+// keyrelease.Key.Marshal.
+type ViewSpec struct {
+	File   string
+	Format string
+	Mode   uint32
+}
+
+// DatasetSpec is one directory of decrypted objects.
+type DatasetSpec struct {
+	Name  string
+	Store blob.Store
+	// Suffix is stripped from object names; objects without it are hidden.
+	Suffix string
+	// Keys are the only key references this dataset's objects may name.
+	Keys []keyrelease.KeyRef
+}
+
+func (o *Options) setDefaults() {
+	if o.FileMode == 0 {
+		o.FileMode = 0o400
+	}
+	if o.DirMode == 0 {
+		o.DirMode = 0o500
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 256 << 20
+	}
+	if o.RangeSize == 0 {
+		o.RangeSize = 4 << 20
+	}
+	if o.MaxReadAhead == 0 {
+		o.MaxReadAhead = 32 << 20
+	}
+	if o.Parallel == 0 {
+		o.Parallel = 4
+	}
+	if o.ListTTL == 0 {
+		o.ListTTL = 10 * time.Second
+	}
+	if o.OpTimeout == 0 {
+		o.OpTimeout = 2 * time.Minute
+	}
+}

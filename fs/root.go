@@ -1,0 +1,143 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"sync"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Root is the root directory: keys/ and one directory per dataset.
+type Root struct {
+	fusefs.Inode
+	opts  Options
+	cache *chunkCache
+
+	mu      sync.Mutex
+	nextID  uint64
+	objects map[objectVersion]*objectState
+}
+
+type objectVersion struct{ dataset, name, etag string }
+
+// The root builds its static children when mounted.
+var _ = (fusefs.NodeOnAdder)((*Root)(nil))
+var _ = (fusefs.NodeGetattrer)((*Root)(nil))
+
+// NewRoot validates opts and returns the root of a filesystem.
+func NewRoot(opts Options) (*Root, error) {
+	if opts.Releaser == nil {
+		return nil, errors.New("fs: Options.Releaser is required")
+	}
+	opts.setDefaults()
+	seen := map[string]bool{"keys": true}
+	for _, d := range opts.Datasets {
+		if d.Store == nil || d.Name == "" || seen[d.Name] {
+			return nil, errors.New("fs: each dataset needs a unique name other than keys and a store")
+		}
+		seen[d.Name] = true
+	}
+	return &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}}, nil
+}
+
+// OnAdd builds keys/ and the dataset directories.
+func (r *Root) OnAdd(ctx context.Context) {
+	keys := r.NewPersistentInode(ctx, &dirAttr{root: r}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode("keys", "")})
+	r.AddChild("keys", keys, false)
+	for _, k := range r.opts.Keys {
+		for _, v := range k.Views {
+			f := &keyFile{root: r, key: k, view: v}
+			keys.AddChild(v.File, keys.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode("keys/", v.File)}), false)
+		}
+	}
+	for i := range r.opts.Datasets {
+		ds := &r.opts.Datasets[i]
+		d := &dirNode{root: r, ds: ds}
+		r.AddChild(ds.Name, r.NewPersistentInode(ctx, d, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode(ds.Name, "")}), false)
+	}
+}
+
+// Getattr reports the root directory's attributes.
+func (r *Root) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	r.dirAttr(&out.Attr)
+	return 0
+}
+
+func (r *Root) dirAttr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | r.opts.DirMode
+	a.Uid, a.Gid = r.opts.UID, r.opts.GID
+}
+
+// Wipe zeroes every cached plaintext chunk. Call it at unmount.
+func (r *Root) Wipe() { r.cache.clear() }
+
+// CachedBytes returns how much plaintext the chunk cache holds.
+func (r *Root) CachedBytes() int64 { return r.cache.bytes() }
+
+// acquire returns the shared state of one object version, creating it with
+// mk when it is not open yet.
+func (r *Root) acquire(v objectVersion, mk func(id uint64) (*objectState, error)) (*objectState, error) {
+	r.mu.Lock()
+	if o := r.objects[v]; o != nil {
+		o.refs++
+		r.mu.Unlock()
+		return o, nil
+	}
+	r.nextID++
+	id := r.nextID
+	r.mu.Unlock()
+	o, err := mk(id)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if existing := r.objects[v]; existing != nil { // lost a race: use the winner
+		existing.refs++
+		r.cache.dropObject(id)
+		return existing, nil
+	}
+	o.refs = 1
+	r.objects[v] = o
+	return o, nil
+}
+
+// releaseObject drops a handle's reference; the last one frees the state
+// and zeroes its cached chunks (the kernel's page cache keeps serving
+// warm reads of unchanged objects).
+func (r *Root) releaseObject(v objectVersion, o *objectState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o.refs--
+	if o.refs == 0 && r.objects[v] == o {
+		delete(r.objects, v)
+		r.cache.dropObject(o.id)
+	}
+}
+
+// dirAttr is a static directory (keys/).
+type dirAttr struct {
+	fusefs.Inode
+	root *Root
+}
+
+var _ = (fusefs.NodeGetattrer)((*dirAttr)(nil))
+
+func (d *dirAttr) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.root.dirAttr(&out.Attr)
+	return 0
+}
+
+// inode returns a stable inode number for a path, so concurrent lookups of
+// one name share an inode.
+func inode(parent, name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(parent))
+	h.Write([]byte{0})
+	h.Write([]byte(name))
+	return h.Sum64() | 1<<63 // stay clear of go-fuse's automatic numbers
+}

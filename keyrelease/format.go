@@ -1,0 +1,68 @@
+package keyrelease
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+)
+
+// Key file formats (the views under keys/ in the filesystem).
+const (
+	// FormatDefault is PKCS#8 PEM for RSA and EC private keys and the raw
+	// bytes for oct keys: what TLS servers and most tools read.
+	FormatDefault = "default"
+	// FormatJWK is the JSON Web Key, private members included.
+	FormatJWK = "jwk"
+	// FormatPubPEM is the PKIX public key in PEM (RSA and EC only).
+	FormatPubPEM = "pub.pem"
+)
+
+// ErrNoPublicKey: a public view was asked of an oct key.
+var ErrNoPublicKey = errors.New("keyrelease: oct keys have no public part")
+
+// Marshal encodes the key in format. The result holds key material: the
+// caller wipes it after use.
+func (k *Key) Marshal(format string) ([]byte, error) {
+	switch format {
+	case FormatDefault:
+		if k.Oct != nil {
+			return append([]byte(nil), k.Oct...), nil
+		}
+		if k.Private == nil {
+			return nil, fmt.Errorf("%w: no private key", ErrKeyFormat)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k.Private)
+		if err != nil {
+			return nil, err
+		}
+		defer clear(der)
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	case FormatPubPEM:
+		if k.Public == nil {
+			return nil, ErrNoPublicKey
+		}
+		der, err := x509.MarshalPKIXPublicKey(k.Public)
+		if err != nil {
+			return nil, err
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+	case FormatJWK:
+		jk, err := jwk.FromRaw(k.KEK())
+		if err != nil {
+			return nil, err
+		}
+		if k.Ref != (KeyRef{}) {
+			_ = jk.Set(jwk.KeyIDKey, k.Ref.String())
+		}
+		b, err := json.Marshal(jk)
+		if err != nil {
+			return nil, err
+		}
+		return append(b, '\n'), nil
+	}
+	return nil, fmt.Errorf("%w: unknown view format %q", ErrKeyFormat, format)
+}
