@@ -253,11 +253,11 @@ func TestRefusals(t *testing.T) {
 		name string
 		want syscall.Errno
 	}{
-		{"swapped.txt", syscall.EIO},          // sealed for another name
-		{"foreign-key.txt", syscall.EACCES},   // header names an unconfigured vault
-		{"denied.txt", syscall.EACCES},        // release denied
-		{"truncated.bin", syscall.EIO},        // final chunk proves the size
-		{"not-an-object", syscall.EIO},        // no skrfs header
+		{"swapped.txt", syscall.EIO},        // sealed for another name
+		{"foreign-key.txt", syscall.EACCES}, // header names an unconfigured vault
+		{"denied.txt", syscall.EACCES},      // release denied
+		{"truncated.bin", syscall.EIO},      // final chunk proves the size
+		{"not-an-object", syscall.EIO},      // no skrfs header
 	} {
 		_, err := os.ReadFile(w.path("data/" + tc.name))
 		if errnoOf(err) != tc.want {
