@@ -1,4 +1,4 @@
-package skr
+package wrapkey
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package skr
+package wrapkey
 
 import (
 	"crypto/rsa"
@@ -20,7 +20,7 @@ const (
 )
 
 // ErrUnwrap: the wrapped key could not be unwrapped with our wrapping key.
-var ErrUnwrap = errors.New("skr: cannot unwrap the released key")
+var ErrUnwrap = errors.New("wrapkey: cannot unwrap the released key")
 
 // Unwrap reverses Key Vault's CKM_RSA_AES_KEY_WRAP family (protocol.md
 // 5.5): the first modulus-length bytes are an RSA-OAEP encryption of an
