@@ -105,12 +105,12 @@ func (r *Releaser) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrele
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for attempt := 0; attempt < 2; attempt++ {
-		reused := r.token != nil && attempt == 0
+		prev := r.token
 		wk, tok, err := r.attestLocked(ctx, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
-		reused = reused && tok == r.token
+		reused := prev != nil && tok == prev
 		r.releases.Add(1)
 		k, err := r.Vault.Release(ctx, ref, tok.Raw, wk)
 		if err == nil {
