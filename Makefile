@@ -80,13 +80,14 @@ deps: deps-apt deps-azurite
 	$(GO) mod download
 
 # Debian packages: python3-cryptography for the independent decryptor,
-# fuse3 for fusermount3 (unmount as non-root), npm for Azurite.
-APT_PACKAGES := python3-cryptography fuse3 npm
+# fuse3 for fusermount3 (unmount as non-root), npm for Azurite, and the
+# unmodified programs the filesystem tests read through the mount.
 deps-apt:
 	@missing=""; \
 	$(PYTHON) -c 'import cryptography' 2>/dev/null || missing="$$missing python3-cryptography"; \
 	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	for tool in sqlite3 openssl unzip tar; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -40,6 +40,7 @@ func (c *countingReleaser) Release(ctx context.Context, ref keyrelease.KeyRef) (
 
 type world struct {
 	t      *testing.T
+	rk     *rsa.PrivateKey
 	mnt    string
 	store  *memblob.Store
 	rel    *countingReleaser
@@ -74,7 +75,7 @@ func (w *world) put(name string, pt []byte, kek any, ref keyrelease.KeyRef, seal
 	w.plain[name] = pt
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, extra ...func(w *world)) *world {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the filesystem tests mount FUSE and need root (make test runs as root)")
@@ -86,7 +87,7 @@ func newWorld(t *testing.T) *world {
 	oct.Ref = refOct
 	denied, _ := keyrelease.ParseKey(pseudo(2, 32))
 	denied.Ref = refDenied
-	w := &world{t: t, store: memblob.New(), rsaKey: rsaKey, oct: oct, plain: map[string][]byte{},
+	w := &world{t: t, rk: rk, store: memblob.New(), rsaKey: rsaKey, oct: oct, plain: map[string][]byte{},
 		rel: &countingReleaser{inner: keyrelease.NewStatic(rsaKey.Clone(), oct.Clone(), denied), deny: map[string]bool{"denied": true}}}
 	w.put("hello.txt", []byte("hello, skrfs\n"), &rk.PublicKey, refRSA, "hello.txt")
 	w.put("empty", nil, oct.Oct, refOct, "empty")
@@ -102,6 +103,9 @@ func newWorld(t *testing.T) *world {
 	h, _ := crypto.ParseHeader(trunc)
 	w.store.Put("truncated.bin", trunc[:h.Len()+3*(4096+16)])
 	w.store.Put("not-an-object", []byte("plain text that is not sealed"))
+	for _, f := range extra {
+		f(w)
+	}
 
 	views := func(name string) []ViewSpec {
 		return []ViewSpec{{File: name, Format: keyrelease.FormatDefault, Mode: 0o400},
