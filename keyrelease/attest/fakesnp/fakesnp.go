@@ -68,6 +68,8 @@ func New(cfg Config) (*Device, error) {
 		ArkCreationTime: creation, AskCreationTime: creation, AsvkCreationTime: creation, VcekCreationTime: creation,
 		VlekCreationTime: creation, TCB: v}
 	copy(b.HWID[:], bytes.Repeat([]byte{0x5f}, abi.ChipIDSize))
+	// The VCEK certifies this chip's ID and TCB, as AMD's do.
+	b.VcekCustom.Extensions = sevtest.CustomExtensions(tcb, b.HWID[:], b.CSPID, b.ProductName)
 	s, err := b.TestOnlyCertChain()
 	if err != nil {
 		return nil, fmt.Errorf("fakesnp: %w", err)
