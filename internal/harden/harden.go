@@ -12,9 +12,9 @@ import (
 
 // Report says which protections took effect.
 type Report struct {
-	NoCoreDumps bool  // RLIMIT_CORE = 0
-	NotDumpable bool  // PR_SET_DUMPABLE = 0 (no core, no ptrace by peers, /proc/pid/mem closed)
-	MemLocked   bool  // mlockall(MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT): nothing is swapped
+	NoCoreDumps bool // RLIMIT_CORE = 0
+	NotDumpable bool // PR_SET_DUMPABLE = 0 (no core, no ptrace by peers, /proc/pid/mem closed)
+	MemLocked   bool // mlockall(MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT): nothing is swapped
 	Errs        []error
 }
 

@@ -704,4 +704,3 @@ func (s *Server) signRelease(r *http.Request, name string, kv *keyVersion, enc, 
 	sig, err := jws.Sign(payload, jws.WithKey(jwa.RS256, s.opts.Signer, jws.WithProtectedHeaders(hdr)))
 	return string(sig), err
 }
-
