@@ -42,9 +42,12 @@ func isCobraUsage(err error) bool {
 
 func exitCode(err error) int {
 	var ue usageError
+	var ee exitError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
 	case errors.As(err, &ue), isCobraUsage(err):
 		return exitUsage
 	case errors.Is(err, crypto.ErrKeyType), errors.Is(err, keyrelease.ErrKeyFormat):

@@ -38,7 +38,8 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", false, "log JSON lines instead of console text (default when stderr is not a terminal)")
-	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd())
+	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd(),
+		newMountCmd(), newRunCmd(), newDevstackCmd(), newDemoCmd())
 	return root
 }
 
@@ -62,6 +63,10 @@ func main() {
 	err := cmd.Execute()
 	if err == nil {
 		return
+	}
+	var ee exitError
+	if errors.As(err, &ee) { // skrfs run: the child's status, already reported by the child
+		os.Exit(ee.code)
 	}
 	fmt.Fprintf(os.Stderr, "skrfs: %v\n", err)
 	var ue usageError

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/skrfs/skrfs/blob/azblob"
@@ -27,6 +29,12 @@ type storeTarget interface {
 //     else anonymous access to a public container.
 //   - anything else: a local directory (created when create is true).
 func openStoreURL(ctx context.Context, target string, create bool) (storeTarget, error) {
+	return openStore(ctx, target, create, nil, nil)
+}
+
+// openStore is openStoreURL with an explicit credential for https URLs
+// (nil = DefaultAzureCredential) and transport (nil = the default).
+func openStore(ctx context.Context, target string, create bool, cred azcore.TokenCredential, tr policy.Transporter) (storeTarget, error) {
 	if !strings.HasPrefix(target, "https://") && !strings.HasPrefix(target, "http://") {
 		if create {
 			if err := os.MkdirAll(target, 0o755); err != nil {
@@ -39,7 +47,7 @@ func openStoreURL(ctx context.Context, target string, create bool) (storeTarget,
 	if err != nil {
 		return nil, usageError{fmt.Errorf("store URL: %v", err)}
 	}
-	cfg := azblob.Config{ContainerURL: target}
+	cfg := azblob.Config{ContainerURL: target, Transport: tr}
 	switch cs := os.Getenv("AZURE_STORAGE_CONNECTION_STRING"); {
 	case u.Query().Get("sig") != "":
 		// SAS in the URL.
@@ -54,12 +62,14 @@ func openStoreURL(ctx context.Context, target string, create bool) (storeTarget,
 		default:
 			return nil, usageError{fmt.Errorf("AZURE_STORAGE_CONNECTION_STRING has neither AccountKey nor SharedAccessSignature")}
 		}
+	case u.Scheme == "https" && cred != nil:
+		cfg.Credential = cred
 	case u.Scheme == "https":
-		cred, err := azidentity.NewDefaultAzureCredential(nil)
+		dc, err := azidentity.NewDefaultAzureCredential(nil)
 		if err != nil {
 			return nil, fmt.Errorf("azure credential: %w", err)
 		}
-		cfg.Credential = cred
+		cfg.Credential = dc
 	}
 	return azblob.Open(ctx, cfg)
 }

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/spf13/cobra"
+
+	"github.com/skrfs/skrfs/fs"
+	"github.com/skrfs/skrfs/internal/config"
+	"github.com/skrfs/skrfs/internal/harden"
+)
+
+func newMountCmd() *cobra.Command {
+	var cfgFile, readyFile string
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "mount --config FILE MOUNTPOINT",
+		Short: "Mount the filesystem: keys/ and the configured datasets",
+		Long: `Mount skrfs at MOUNTPOINT and serve until SIGTERM or SIGINT (or until it is
+unmounted). Listing and stat never attest; the first open of a key file, or
+of an object whose key is not cached, attests and releases the key.
+
+When mounted, skrfs logs "mounted" and, with --ready-file, creates that file
+(containing the mount point), so a sidecar's readiness probe or a script can
+wait for it. On SIGTERM/SIGINT it unmounts (lazily if busy), wipes keys and
+plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cfgFile)
+			if err != nil {
+				return err
+			}
+			m, err := startMount(cmd.Context(), cfg, args[0], debug)
+			if err != nil {
+				return err
+			}
+			if readyFile != "" {
+				if err := os.WriteFile(readyFile, []byte(m.dir+"\n"), 0o644); err != nil {
+					m.stop()
+					return err
+				}
+				defer os.Remove(readyFile)
+			}
+			sig := make(chan os.Signal, 2)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sig)
+			done := make(chan struct{})
+			go func() { m.srv.Wait(); close(done) }()
+			select {
+			case s := <-sig:
+				log.Info().Str("signal", s.String()).Msg("unmounting")
+				m.stop()
+			case <-done:
+				log.Info().Msg("unmounted externally")
+				m.stop()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
+	cmd.Flags().StringVar(&readyFile, "ready-file", "", "create this file once mounted; removed at exit")
+	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request")
+	return cmd
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, usageError{errors.New("--config is required")}
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		if errors.Is(err, config.ErrInvalid) {
+			return nil, usageError{err}
+		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// mounted is a live mount and everything to tear down with it.
+type mounted struct {
+	dir     string
+	srv     *fuse.Server
+	root    *fs.Root
+	cleanup func()
+	stopped bool
+	// detached: the mount was already removed from our namespace (run);
+	// the kernel ends the FUSE session when the last user goes away.
+	detached bool
+}
+
+// startMount hardens the process, builds the filesystem from cfg, cleans
+// up a stale mount at dir, and mounts.
+func startMount(ctx context.Context, cfg *config.Config, dir string, debug bool) (*mounted, error) {
+	if r := harden.Apply(); r.Err() != nil {
+		log.Warn().Err(r.Err()).Msg("some memory protections are unavailable")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	cleanStaleMount(abs)
+	root, cleanup, err := buildFilesystem(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := fs.Mount(abs, root, fs.MountOptions{AllowOther: cfg.Mount.AllowOther, Debug: debug})
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	log.Info().Str("mountpoint", abs).Int("keys", len(cfg.Keys)).Int("datasets", len(cfg.Datasets)).Msg("mounted")
+	return &mounted{dir: abs, srv: srv, root: root, cleanup: cleanup}, nil
+}
+
+// stop unmounts (lazily when busy), then wipes plaintext and keys.
+func (m *mounted) stop() {
+	if m.stopped {
+		return
+	}
+	m.stopped = true
+	if m.detached {
+		// Our namespace has no mount left to unmount. Ending the session
+		// from our side makes any remaining user see ENOTCONN, not stale
+		// plaintext.
+		_ = m.srv.Unmount()
+	} else if err := m.srv.Unmount(); err != nil {
+		log.Warn().Err(err).Msg("unmount failed; detaching lazily")
+		if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
+			log.Error().Err(err).Msg("lazy unmount failed")
+		}
+	}
+	m.root.Wipe()
+	m.cleanup()
+}
+
+// cleanStaleMount detaches a dead FUSE mount at dir (its daemon died, so
+// every access fails with ENOTCONN).
+func cleanStaleMount(dir string) {
+	var st syscall.Stat_t
+	err := syscall.Stat(dir, &st)
+	if !errors.Is(err, syscall.ENOTCONN) {
+		return
+	}
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+		log.Warn().Err(err).Str("mountpoint", dir).Msg("stale mount could not be removed")
+		return
+	}
+	log.Info().Str("mountpoint", dir).Msg("removed a stale mount left by an earlier crash")
+}

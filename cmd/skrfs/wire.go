@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/skrfs/skrfs/fs"
+	"github.com/skrfs/skrfs/internal/config"
+	"github.com/skrfs/skrfs/keyrelease"
+)
+
+// buildFilesystem wires the filesystem of cfg: HTTP client and identity,
+// the releaser (attestation, MAA, Key Vault, cache), the stores, and the
+// key and dataset specs. The returned cleanup wipes keys.
+func buildFilesystem(ctx context.Context, cfg *config.Config) (*fs.Root, func(), error) {
+	rt, err := newRuntime(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := fs.Options{Releaser: rt.releaser, Logger: log}
+	if cfg.Mount.UID != nil {
+		opts.UID = uint32(*cfg.Mount.UID)
+	} else {
+		opts.UID = uint32(os.Getuid())
+	}
+	if cfg.Mount.GID != nil {
+		opts.GID = uint32(*cfg.Mount.GID)
+	} else {
+		opts.GID = uint32(os.Getgid())
+	}
+	fm, _ := config.ParseMode(cfg.Mount.FileMode)
+	dm, _ := config.ParseMode(cfg.Mount.DirMode)
+	opts.FileMode, opts.DirMode = uint32(fm), uint32(dm)
+	refs := map[string]keyrelease.KeyRef{}
+	for _, k := range cfg.Keys {
+		ref, _ := keyrelease.ParseKeyRef(k.Ref) // validated by config
+		refs[k.Name] = ref
+		spec := fs.KeySpec{Name: k.Name, Ref: ref}
+		for _, v := range k.Views {
+			mode, _ := config.ParseMode(v.Mode)
+			spec.Views = append(spec.Views, fs.ViewSpec{File: v.File, Format: v.Format, Mode: uint32(mode)})
+		}
+		opts.Keys = append(opts.Keys, spec)
+	}
+	for _, d := range cfg.Datasets {
+		target := d.Azure
+		if target == "" {
+			target = cfg.Path(d.Local)
+		}
+		st, err := openStore(ctx, target, false, rt.cred, rt.http)
+		if err != nil {
+			rt.close()
+			return nil, nil, fmt.Errorf("dataset %s: %w", d.Name, err)
+		}
+		spec := fs.DatasetSpec{Name: d.Name, Store: st, Suffix: d.Suffix}
+		names := d.Keys
+		if len(names) == 0 {
+			for _, k := range cfg.Keys {
+				names = append(names, k.Name)
+			}
+		}
+		for _, n := range names {
+			spec.Keys = append(spec.Keys, refs[n])
+		}
+		opts.Datasets = append(opts.Datasets, spec)
+	}
+	root, err := fs.NewRoot(opts)
+	if err != nil {
+		rt.close()
+		return nil, nil, err
+	}
+	return root, rt.close, nil
+}

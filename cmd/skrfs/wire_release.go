@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/skrfs/skrfs/internal/azauth"
+	"github.com/skrfs/skrfs/internal/config"
+	"github.com/skrfs/skrfs/keyrelease"
+	"github.com/skrfs/skrfs/keyrelease/akv"
+	"github.com/skrfs/skrfs/keyrelease/attest"
+	"github.com/skrfs/skrfs/keyrelease/attest/fakesnp"
+	"github.com/skrfs/skrfs/keyrelease/cache"
+	"github.com/skrfs/skrfs/keyrelease/maa"
+	"github.com/skrfs/skrfs/keyrelease/skr"
+)
+
+// runtime holds the wired key-release stack of a configuration.
+type runtime struct {
+	releaser keyrelease.Releaser
+	skr      *skr.Releaser
+	cache    *cache.Cache
+	cred     azcore.TokenCredential
+	http     *http.Client
+	close    func()
+}
+
+// evidenceProvider is what attest.SNP and attest.Fake have in common.
+type evidenceProvider interface {
+	Evidence(ctx context.Context, reportData [64]byte) (*attest.Evidence, error)
+}
+
+// evidenceSource adapts an attest provider to the releaser.
+type evidenceSource struct{ p evidenceProvider }
+
+func (e evidenceSource) Evidence(ctx context.Context, rd [64]byte) (maa.Evidence, error) {
+	ev, err := e.p.Evidence(ctx, rd)
+	if err != nil {
+		return maa.Evidence{}, err
+	}
+	return maa.Evidence{Report: ev.Report, CertChainPEM: ev.CertChainPEM(), Endorsements: ev.Endorsements}, nil
+}
+
+func newEvidence(cfg *config.Config, hc *http.Client) (evidenceProvider, error) {
+	a := cfg.Attestation
+	switch a.Provider {
+	case config.ProviderFake:
+		tee := fakesnp.Config{}
+		if a.Fake.Measurement != "" {
+			b, _ := hex.DecodeString(a.Fake.Measurement)
+			copy(tee.Measurement[:], b)
+		}
+		switch {
+		case a.Fake.HostData != "":
+			b, _ := hex.DecodeString(a.Fake.HostData)
+			copy(tee.HostData[:], b)
+		case a.Fake.HostDataPolicy != "":
+			pol, err := os.ReadFile(cfg.Path(a.Fake.HostDataPolicy))
+			if err != nil {
+				return nil, fmt.Errorf("attestation.fake.host_data_policy: %w", err)
+			}
+			tee.HostData = fakesnp.HostDataFromPolicy(pol)
+		}
+		tee.Debug = a.Fake.Debug
+		d, err := fakesnp.New(tee)
+		if err != nil {
+			return nil, err
+		}
+		log.Warn().Msg("attestation uses the FAKE SEV-SNP device (attestation.provider: fake): development only")
+		return &attest.Fake{Device: d}, nil
+	default:
+		return attest.Detect(attest.Options{SecurityContextDir: cfg.Path(a.SecurityContextDir), HTTPClient: hc, Logger: log})
+	}
+}
+
+// newRuntime wires HTTP trust, identity and the releaser (evidence -> MAA
+// -> Key Vault, behind the cache).
+func newRuntime(ctx context.Context, cfg *config.Config) (*runtime, error) {
+	var cas []string
+	for _, f := range cfg.TLS.CAFiles {
+		cas = append(cas, cfg.Path(f))
+	}
+	hc, pool, err := azauth.HTTPClient(cas)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := azauth.Credential(cfg.Identity, hc)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	rt := &runtime{cred: cred, http: hc, close: func() {}}
+	if len(cfg.Keys) == 0 {
+		rt.releaser = keyrelease.NewStatic()
+		return rt, nil
+	}
+	ev, err := newEvidence(cfg, hc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", keyrelease.ErrAttestation, err)
+	}
+	rt.skr = &skr.Releaser{Evidence: evidenceSource{ev}, MAA: &maa.Client{BaseURL: cfg.Attestation.MAA, HTTPClient: hc},
+		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: pool}, Logger: log}
+	rt.cache = cache.New(rt.skr, cache.Options{TTL: time.Duration(cfg.Cache.TTL), MaxStale: time.Duration(cfg.Cache.MaxStale), Logger: log})
+	rt.releaser = &allowList{inner: rt.cache, cfg: cfg}
+	rt.close = func() {
+		rt.cache.Close()
+		rt.skr.Close()
+	}
+	return rt, nil
+}
+
+// allowList refuses keys that are not configured: whoever controls storage
+// cannot make skrfs release a key of their choosing.
+type allowList struct {
+	inner keyrelease.Releaser
+	cfg   *config.Config
+}
+
+func (a *allowList) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	for _, k := range a.cfg.Keys {
+		if r, err := keyrelease.ParseKeyRef(k.Ref); err == nil && r.Matches(ref) {
+			return a.inner.Release(ctx, ref)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", keyrelease.ErrNotAllowed, ref)
+}
