@@ -47,15 +47,10 @@ pyvectors: deps-apt
 	$(PYTHON) integration/pydecrypt/skrfs_object.py check-vectors crypto/testdata/v1
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
-demo: build
-	@echo "make demo: not yet. The filesystem (issue 5/8) has not landed; today skrfs"
-	@echo "can seal and open single objects:"
-	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	 head -c 32 /dev/urandom > $$tmp/oct.key && \
-	 echo "hello from skrfs" > $$tmp/hello.txt && \
-	 $(BIN) encrypt --key $$tmp/oct.key --key-ref https://demo.vault.azure.net/keys/demo-oct $$tmp/hello.txt $$tmp/hello.txt.skrfs && \
-	 $(BIN) inspect $$tmp/hello.txt.skrfs && \
-	 $(BIN) decrypt --key $$tmp/oct.key --name hello.txt $$tmp/hello.txt.skrfs -
+## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
+## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C.
+demo: build deps-apt
+	$(BIN) demo skrfs-demo
 
 ## bench: benchmarks; figures are ratios against a baseline measured in the
 ## same run (median of 3 runs, with min and max). SKRFS_BENCH_SIZE sets the

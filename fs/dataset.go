@@ -104,6 +104,12 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err := obj.setInfo(ctx, e.info); err != nil {
 		return nil, toErrno(err)
 	}
+	if obj.stale() {
+		// The cached listing is older than the object: stat it afresh.
+		if info, err := d.ds.Store.Stat(ctx, obj.objName); err == nil {
+			obj.setInfo(ctx, info)
+		}
+	}
 	obj.fillAttr(&out.Attr)
 	return ch, 0
 }

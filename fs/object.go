@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -54,6 +55,14 @@ func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("not a valid skrfs object; shown with size 0")
 	}
 	return nil
+}
+
+// stale reports whether the last size computation found the object changed
+// since the listing that described it.
+func (n *objectNode) stale() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return errors.Is(n.sizeErr, blob.ErrChanged) || errors.Is(n.sizeErr, blob.ErrNotFound)
 }
 
 func plainSize(ctx context.Context, st blob.Store, info blob.Info) (int64, error) {
@@ -118,6 +127,9 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
+	n.mu.Lock()
+	oldSize := n.plainSize
+	n.mu.Unlock()
 	if err := n.setInfo(ctx, info); err != nil {
 		return nil, 0, toErrno(err)
 	}
@@ -134,6 +146,12 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	}
 	n.openedTag = info.ETag
 	n.mu.Unlock()
+	if o.d.PlainSize() != oldSize {
+		// The kernel may still hold the old size: have it drop its cached
+		// attributes (asynchronously: notifications must not be sent from
+		// inside the operation on the same inode).
+		go n.NotifyContent(-1, 0)
+	}
 	return &objectHandle{node: n, v: v, o: o}, fl, 0
 }
 

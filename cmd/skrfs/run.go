@@ -54,6 +54,10 @@ point in $SKRFS_MOUNTPOINT (default: a new directory under $TMPDIR, or
 				// the child's copy as the only one.
 				child.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 			}
+			// Catch signals before the child exists, so none is lost.
+			sig := make(chan os.Signal, 2)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sig)
 			if err := child.Start(); err != nil {
 				return err
 			}
@@ -66,9 +70,6 @@ point in $SKRFS_MOUNTPOINT (default: a new directory under $TMPDIR, or
 			} else {
 				log.Warn().Msg("not root: the mount is visible to other processes of this user while CMD runs")
 			}
-			sig := make(chan os.Signal, 2)
-			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-			defer signal.Stop(sig)
 			go func() {
 				for s := range sig {
 					child.Process.Signal(s)
