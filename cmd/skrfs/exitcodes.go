@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/skrfs/skrfs/crypto"
@@ -27,6 +28,9 @@ const (
 	// exitAttestation: attestation failed.
 	exitAttestation = 21
 )
+
+// errAttestationFailed marks evidence that failed verification.
+var errAttestationFailed = fmt.Errorf("%w: evidence rejected", keyrelease.ErrAttestation)
 
 // usageError marks errors in how skrfs was invoked.
 type usageError struct{ error }

@@ -138,16 +138,11 @@ func fetchPublicKey(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key
 }
 
 func getVaultKey(ctx context.Context, ref keyrelease.KeyRef, cred azcore.TokenCredential, opts *azkeys.ClientOptions) (*keyrelease.Key, error) {
-	if opts == nil {
-		opts = &azkeys.ClientOptions{}
+	var co *azcore.ClientOptions
+	if opts != nil {
+		co = &opts.ClientOptions
 	}
-	// Outside Azure's own vault domains (the devstack, say) the challenge
-	// resource cannot match the host.
-	host := strings.Split(ref.Vault, ":")[0]
-	if !strings.HasSuffix(host, ".vault.azure.net") && !strings.HasSuffix(host, ".managedhsm.azure.net") {
-		opts.DisableChallengeResourceVerification = true
-	}
-	c, err := azkeys.NewClient("https://"+ref.Vault, cred, opts)
+	c, err := vaultClient(ref, cred, co)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skrfs/skrfs/keyrelease/evidence"
+)
+
+func newAttestCmd() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "attest [--config FILE]",
+		Short: "Attest now and print the token's claims as JSON",
+		Long: `Produce SEV-SNP evidence for a fresh wrapping key, send it to the configured
+MAA instance, verify the token, and print its claims as JSON. Nothing is
+released.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cfgFile)
+			if err != nil {
+				return err
+			}
+			rt, err := newRuntime(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer rt.close()
+			if rt.skr == nil {
+				return usageError{fmt.Errorf("%s configures no keys, so no attestation service", cfgFile)}
+			}
+			tok, err := rt.skr.Attest(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), tok.Claims)
+		},
+	}
+	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
+	cmd.AddCommand(newAttestVerifyCmd())
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newAttestVerifyCmd() *cobra.Command {
+	var reportFile, certsFile, policyFile, runtimeFile, at string
+	cmd := &cobra.Command{
+		Use:   "verify --report FILE --certs FILE [--policy FILE] [--runtime-data FILE]",
+		Short: "Verify given SEV-SNP evidence offline and print its claims",
+		Long: `Verify a raw 1184-byte SEV-SNP report against its AMD certificates offline,
+as MAA does: the report signature by the VCEK, the VCEK -> ASK -> ARK chain to
+AMD's genuine roots (product taken from the report), and the TCB. Prints the
+MAA-style claims as JSON and exits non-zero on any failure.
+
+--certs is THIM's JSON, an ACI host-amd-cert-base64 file, or "VCEK||ASK||ARK"
+PEM. --policy is a CCE policy (Rego, or its base64 as in an ARM template):
+HOST_DATA must be its SHA-256. --runtime-data: REPORT_DATA must be the
+SHA-256 of this file's bytes followed by zeros.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reportFile == "" || certsFile == "" {
+				return usageError{fmt.Errorf("--report and --certs are required")}
+			}
+			report, err := os.ReadFile(reportFile)
+			if err != nil {
+				return err
+			}
+			certs, err := os.ReadFile(certsFile)
+			if err != nil {
+				return err
+			}
+			chain, err := parseCerts(certs)
+			if err != nil {
+				return fmt.Errorf("%s: %w", certsFile, err)
+			}
+			opts := evidence.Options{}
+			if at != "" {
+				if opts.Now, err = time.Parse(time.RFC3339, at); err != nil {
+					return usageError{fmt.Errorf("--at: %v", err)}
+				}
+			}
+			if runtimeFile != "" {
+				if opts.RuntimeData, err = os.ReadFile(runtimeFile); err != nil {
+					return err
+				}
+			}
+			claims, err := evidence.Verify(report, chain, opts)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errAttestationFailed, err)
+			}
+			if policyFile != "" {
+				pol, err := os.ReadFile(policyFile)
+				if err != nil {
+					return err
+				}
+				want := hex.EncodeToString(hostData(pol))
+				if claims["x-ms-sevsnpvm-hostdata"] != want {
+					printJSON(cmd.OutOrStdout(), claims)
+					return fmt.Errorf("%w: host_data %v is not SHA-256 of the policy (%s)", errAttestationFailed, claims["x-ms-sevsnpvm-hostdata"], want)
+				}
+			}
+			return printJSON(cmd.OutOrStdout(), claims)
+		},
+	}
+	cmd.Flags().StringVar(&reportFile, "report", "", "raw SEV-SNP attestation report (1184 bytes)")
+	cmd.Flags().StringVar(&certsFile, "certs", "", "AMD certificates: THIM JSON, host-amd-cert-base64, or PEM chain")
+	cmd.Flags().StringVar(&policyFile, "policy", "", "CCE policy whose SHA-256 HOST_DATA must be")
+	cmd.Flags().StringVar(&runtimeFile, "runtime-data", "", "runtime data bound into REPORT_DATA")
+	cmd.Flags().StringVar(&at, "at", "", "check certificates at this RFC 3339 time instead of now")
+	return cmd
+}
+
+// parseCerts accepts THIM JSON, its base64 (ACI's host-amd-cert-base64),
+// or a PEM chain.
+func parseCerts(b []byte) (*evidence.Chain, error) {
+	s := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(s, "{") && !strings.HasPrefix(s, "-----") {
+		if dec, err := base64.StdEncoding.DecodeString(s); err == nil {
+			s = strings.TrimSpace(string(dec))
+		}
+	}
+	if strings.HasPrefix(s, "{") {
+		c, _, err := evidence.ParseTHIM([]byte(s))
+		return c, err
+	}
+	return evidence.ParseChainPEM([]byte(s))
+}
+
+// hostData is SHA-256 of a CCE policy, given as Rego or as its base64.
+func hostData(pol []byte) []byte {
+	s := strings.TrimSpace(string(pol))
+	if dec, err := base64.StdEncoding.DecodeString(s); err == nil && len(dec) > 0 && !strings.HasPrefix(s, "package") {
+		pol = dec
+	}
+	h := sha256.Sum256(pol)
+	return h[:]
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/spf13/cobra"
+
+	"github.com/skrfs/skrfs/internal/config"
+	"github.com/skrfs/skrfs/keyrelease"
+	"github.com/skrfs/skrfs/keyrelease/policy"
+)
+
+func newKeyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "key", Short: "Create and release Secure Key Release keys"}
+	cmd.AddCommand(newKeyCreateCmd(), newKeyReleaseCmd())
+	return cmd
+}
+
+// aciPolicy is the recommended release policy for an ACI confidential
+// container group (protocol.md section 6, with the vmpl check of the
+// reference sidecar's PR #167).
+func aciPolicy(authority, hostData string) []byte {
+	return []byte(`{"version":"1.0.0","anyOf":[{"authority":"` + strings.TrimSuffix(authority, "/") + `","allOf":[` +
+		`{"claim":"x-ms-attestation-type","equals":"sevsnpvm"},` +
+		`{"claim":"x-ms-sevsnpvm-hostdata","equals":"` + hostData + `"},` +
+		`{"claim":"x-ms-compliance-status","equals":"azure-compliant-uvm"},` +
+		`{"claim":"x-ms-sevsnpvm-is-debuggable","equals":"false"},` +
+		`{"claim":"x-ms-sevsnpvm-vmpl","equals":"0"}]}]}`)
+}
+
+func newKeyCreateCmd() *cobra.Command {
+	var vault, name, kty, policyFile, ccePolicy, authority, curve string
+	var size int
+	cmd := &cobra.Command{
+		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL]",
+		Short: "Create an exportable key with a release policy",
+		Long: `Create an exportable, HSM-backed key in Key Vault Premium or Managed HSM with a
+release policy, and print its key identifier.
+
+--policy FILE uses a policy document as is (validated first). --cce-policy
+FILE derives HOST_DATA from an ACI confidential computing enforcement policy
+(the ccePolicy of the ARM template, Rego or base64, as 'az confcom
+acipolicygen' writes it) and writes the recommended ACI policy: that
+host_data, azure-compliant-uvm, not debuggable, VMPL 0, for tokens of the MAA
+instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if vault == "" || name == "" || kty == "" {
+				return usageError{fmt.Errorf("--vault, --name and --kty are required")}
+			}
+			var doc []byte
+			switch {
+			case policyFile != "" && ccePolicy != "":
+				return usageError{fmt.Errorf("use --policy or --cce-policy, not both")}
+			case policyFile != "":
+				b, err := os.ReadFile(policyFile)
+				if err != nil {
+					return err
+				}
+				doc = b
+			case ccePolicy != "":
+				if authority == "" {
+					return usageError{fmt.Errorf("--cce-policy needs --authority (the MAA instance URL)")}
+				}
+				b, err := os.ReadFile(ccePolicy)
+				if err != nil {
+					return err
+				}
+				doc = aciPolicy(authority, hex.EncodeToString(hostData(b)))
+			default:
+				return usageError{fmt.Errorf("a release policy is required: --policy or --cce-policy")}
+			}
+			if _, err := policy.Parse(doc); err != nil {
+				return usageError{err}
+			}
+			ref, err := keyrelease.ParseKeyRef(strings.TrimSuffix(vault, "/") + "/keys/" + name)
+			if err != nil {
+				return usageError{err}
+			}
+			kc, err := keysClient(ref)
+			if err != nil {
+				return err
+			}
+			ct := "application/json; charset=utf-8"
+			params := azkeys.CreateKeyParameters{Kty: to(azkeys.KeyType(kty)), KeyAttributes: &azkeys.KeyAttributes{Exportable: to(true)},
+				ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: doc}}
+			if size != 0 {
+				params.KeySize = to(int32(size))
+			}
+			if curve != "" {
+				params.Curve = to(azkeys.CurveName(curve))
+			}
+			resp, err := kc.CreateKey(cmd.Context(), name, params, nil)
+			if err != nil {
+				return fmt.Errorf("create %s: %w", ref, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), string(*resp.Key.KID))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&vault, "vault", "", "vault URL, e.g. https://myvault.vault.azure.net")
+	cmd.Flags().StringVar(&name, "name", "", "key name")
+	cmd.Flags().StringVar(&kty, "kty", "", "RSA-HSM, EC-HSM or oct-HSM")
+	cmd.Flags().IntVar(&size, "size", 0, "key size in bits (RSA 2048/3072/4096, oct 256)")
+	cmd.Flags().StringVar(&curve, "curve", "", "EC curve (P-256, P-384, P-521)")
+	cmd.Flags().StringVar(&policyFile, "policy", "", "release policy JSON")
+	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
+	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy")
+	return cmd
+}
+
+func to[T any](v T) *T { return &v }
+
+// keysClient returns an azkeys client for ref's vault with
+// DefaultAzureCredential.
+func keysClient(ref keyrelease.KeyRef) (*azkeys.Client, error) {
+	cred, err := azidentity.NewDefaultAzureCredential(nil)
+	if err != nil {
+		return nil, fmt.Errorf("azure credential: %w", err)
+	}
+	return vaultClient(ref, cred, nil)
+}
+
+func vaultClient(ref keyrelease.KeyRef, cred azcore.TokenCredential, tr *azcore.ClientOptions) (*azkeys.Client, error) {
+	opts := &azkeys.ClientOptions{}
+	if tr != nil {
+		opts.ClientOptions = *tr
+	}
+	host := strings.Split(ref.Vault, ":")[0]
+	if !strings.HasSuffix(host, ".vault.azure.net") && !strings.HasSuffix(host, ".managedhsm.azure.net") {
+		opts.DisableChallengeResourceVerification = true
+	}
+	return azkeys.NewClient("https://"+ref.Vault, cred, opts)
+}
+
+// configuredKey returns the reference of a configured key by name.
+func configuredKey(cfg *config.Config, name string) (keyrelease.KeyRef, error) {
+	k, ok := cfg.KeyByName(name)
+	if !ok {
+		var names []string
+		for _, k := range cfg.Keys {
+			names = append(names, k.Name)
+		}
+		return keyrelease.KeyRef{}, usageError{fmt.Errorf("no key %q in the configuration (have: %s)", name, strings.Join(names, ", "))}
+	}
+	return keyrelease.ParseKeyRef(k.Ref)
+}
+
+func newKeyReleaseCmd() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "release --config FILE NAME",
+		Short: "Release a configured key once and describe it (never its private part)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cfgFile)
+			if err != nil {
+				return err
+			}
+			ref, err := configuredKey(cfg, args[0])
+			if err != nil {
+				return err
+			}
+			rt, err := newRuntime(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer rt.close()
+			k, err := rt.skr.Release(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			defer k.Wipe()
+			return describeKey(cmd.OutOrStdout(), k)
+		},
+	}
+	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
+	return cmd
+}
+
+func describeKey(w io.Writer, k *keyrelease.Key) error {
+	fmt.Fprintf(w, "key:     %s\ntype:    %s\nsize:    %d bits\n", k.Ref, k.Type, k.Bits())
+	if k.Type == keyrelease.KeyTypeOct {
+		fmt.Fprintln(w, "public:  none (symmetric key)")
+		return nil
+	}
+	pub, err := k.Marshal(keyrelease.FormatPubPEM)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "public:\n%s", pub)
+	return err
+}
+
+func newExplainCmd() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "explain --config FILE NAME",
+		Short: "Say claim by claim why a key's release passes or fails",
+		Long: `Fetch the release policy of a configured key from its vault and a fresh
+attestation token, and print, condition by condition, which claims pass and
+which fail: the answer to "why was my release denied?". Nothing is released.
+Exits 0 when the release would be allowed, 20 when it would be denied.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cfgFile)
+			if err != nil {
+				return err
+			}
+			ref, err := configuredKey(cfg, args[0])
+			if err != nil {
+				return err
+			}
+			rt, err := newRuntime(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer rt.close()
+			kc, err := vaultClient(ref, rt.cred, &azcore.ClientOptions{Transport: rt.http})
+			if err != nil {
+				return err
+			}
+			resp, err := kc.GetKey(cmd.Context(), ref.Name, ref.Version, nil)
+			if err != nil {
+				return fmt.Errorf("get %s: %w", ref, err)
+			}
+			if resp.ReleasePolicy == nil || len(resp.ReleasePolicy.EncodedPolicy) == 0 {
+				return fmt.Errorf("%s has no release policy: it cannot be released", ref)
+			}
+			pol, err := policy.Parse(resp.ReleasePolicy.EncodedPolicy)
+			if err != nil {
+				return fmt.Errorf("%s: %w", ref, err)
+			}
+			tok, err := rt.skr.Attest(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("attestation failed, so no claims to compare: %w", err)
+			}
+			iss, _ := tok.Claims["iss"].(string)
+			res := pol.Evaluate(iss, tok.Claims)
+			if err := printExplanation(cmd.OutOrStdout(), ref, iss, res); err != nil {
+				return err
+			}
+			if !res.Allow {
+				return exitError{exitDenied} // for scripts; the reasons are printed
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
+	return cmd
+}
+
+func printExplanation(w io.Writer, ref keyrelease.KeyRef, issuer string, res policy.Result) error {
+	verdict := "RELEASE WOULD BE DENIED"
+	if res.Allow {
+		verdict = "release would be allowed"
+	}
+	fmt.Fprintf(w, "key %s\ntoken issuer %s\n%s\n", ref, issuer, verdict)
+	for _, a := range res.Authorities {
+		if !a.Matched {
+			fmt.Fprintf(w, "  authority %s: not the token's issuer, skipped\n", a.URL)
+			continue
+		}
+		fmt.Fprintf(w, "  authority %s:\n", a.URL)
+		printOutcome(w, a.Outcome, "    ")
+	}
+	if !res.Allow {
+		fmt.Fprintf(w, "reason: %s\n", res.Reason)
+	}
+	return nil
+}
+
+func printOutcome(w io.Writer, o policy.Outcome, indent string) {
+	mark := "FAIL"
+	if o.Pass {
+		mark = "ok  "
+	}
+	if o.Node.Group != "" {
+		fmt.Fprintf(w, "%s%s %s:\n", indent, mark, o.Node.Group)
+		for _, c := range o.Children {
+			printOutcome(w, c, indent+"  ")
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s%s %s\n", indent, mark, policy.Describe(o))
+}
