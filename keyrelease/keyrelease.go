@@ -94,7 +94,7 @@ func (r KeyRef) Matches(other KeyRef) bool {
 
 // Releaser releases keys. Implementations: the Azure SKR client, a static
 // key file, and the cache that decorates either. Release may be called
-// concurrently; it returns a Key the caller must not modify.
+// concurrently; it returns a Key the caller owns and must Wipe when done.
 type Releaser interface {
 	Release(ctx context.Context, ref KeyRef) (*Key, error)
 }

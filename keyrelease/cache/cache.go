@@ -1,324 +1,522 @@
-// Package cache keeps released keys in memory and shares releases: N
-// concurrent requests for a key that is not cached cause one release; a key
-// is refreshed in the background before its TTL ends; transient failures
-// are retried with jittered exponential backoff a bounded number of times;
-// a denial is returned at once and remembered briefly so a storm of opens
-// does not hammer Key Vault; and every cached key is wiped on eviction and
-// Close.
+// Package cache keeps released keys in memory and shares their releases; it
+// decorates any keyrelease.Releaser.
+//
+// Concurrent requests for a key that is not cached cause one inner release,
+// run on a context of its own so that one caller's interrupt does not
+// cancel it for the others. A key is served for Options.TTL; a use after
+// Options.RefreshAt starts one background refresh while the current key is
+// still served. Transient failures are retried with jittered exponential
+// backoff; permanent ones (denied, not allowed, not found, attestation
+// rejected) are returned at once and remembered for Options.NegativeTTL, and
+// a denial at refresh time wipes the cached key (fail closed). Cached keys
+// live only in memory, their oct bytes in locked pages of their own where
+// permitted, and are wiped on eviction, on expiry, on Forget and on Close.
 package cache
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/keyrelease"
 )
 
-// ErrClosed is returned after Close.
+// ErrClosed is returned by Release after (or during) Close.
 var ErrClosed = errors.New("keyrelease/cache: closed")
 
-// Backoff configures retries of transient failures.
-type Backoff struct {
-	Initial  time.Duration // first delay cap (default 500ms)
-	Max      time.Duration // largest delay cap (default 30s)
-	Attempts int           // attempts in all (default 5)
-}
-
-// Options configure a Cache.
-type Options struct {
-	// TTL is how long a released key is used before it is released again
-	// (default 1h).
-	TTL time.Duration
-	// RefreshAt is the fraction of TTL after which a use starts a background
-	// refresh (default 0.8).
-	RefreshAt float64
-	// MaxStale is how long past its TTL a key is still served while
-	// refreshes fail with transient errors (default 0: fail closed at TTL).
-	MaxStale time.Duration
-	// NegativeTTL is how long a permanent failure is remembered (default 10s).
-	NegativeTTL time.Duration
-	// ReleaseTimeout bounds one release including its retries (default 2 min).
-	ReleaseTimeout time.Duration
-	Backoff        Backoff
-	Logger         zerolog.Logger
-	// Now and Sleep are injectable for tests (nil = time.Now and a
-	// context-aware sleep).
-	Now   func() time.Time
-	Sleep func(ctx context.Context, d time.Duration) error
-}
-
-// Stats are the cache's counters.
-type Stats struct {
-	Hits, Misses, Releases, Failures, Refreshes, Evictions int64
-}
-
-// Cache is a keyrelease.Releaser that caches another.
+// Cache is a keyrelease.Releaser that caches and shares the releases of
+// another. It is safe for concurrent use.
 type Cache struct {
 	inner keyrelease.Releaser
 	opts  Options
+	log   zerolog.Logger
+
+	base   context.Context // parent of every release; cancelled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed by Close: wakes waiters
+	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	entries map[string]*entry
+	entries map[string]*entry // by KeyRef.String()
 	closed  bool
 
-	hits, misses, releases, failures, refreshes, evictions atomic.Int64
-}
+	st counters
 
-type entry struct {
-	key        *keyrelease.Key // nil until released
-	released   time.Time
-	negErr     error // permanent failure, remembered until negUntil
-	negUntil   time.Time
-	flight     *flight // release in progress
-	refreshing bool
-}
-
-type flight struct {
-	done chan struct{}
-	key  *keyrelease.Key
-	err  error
+	// Test hooks, set before first use.
+	onWait       func()           // a caller starts waiting for a release (c.mu held)
+	onFlightDone func(*flight)    // a release finished and its result is visible
+	onWipe       func(oct []byte) // a cached key's oct bytes were zeroed
 }
 
 var _ keyrelease.Releaser = (*Cache)(nil)
 
-// New wraps inner.
+// entry is the state of one key reference. All fields are guarded by
+// Cache.mu.
+type entry struct {
+	id  string
+	ref keyrelease.KeyRef
+
+	cur    *cached // the cached key; nil if none
+	flight *flight // the release or refresh in progress; nil if none
+
+	// A permanent failure, returned until negUntil.
+	negErr   error
+	negUntil time.Time
+	// The last transient failure of a release since cur was installed: it
+	// allows cur to be served past TTL, within MaxStale.
+	failErr  error
+	failedAt time.Time
+}
+
+// cached is the cache's own copy of a key. Fields are guarded by Cache.mu.
+type cached struct {
+	key       *keyrelease.Key
+	mem       secmem
+	released  time.Time
+	lastUse   time.Time
+	stopTimer func() bool // cancels the expiry wipe
+	wiped     bool
+	from      *flight // the release that produced it
+}
+
+// flight is one release (or background refresh) of a key with its retries.
+// The result fields are written under Cache.mu before done is closed.
+type flight struct {
+	refresh bool
+	done    chan struct{}
+	cancel  context.CancelFunc
+	waiters int // callers waiting for or not yet done with the result
+
+	res        *cached // on success
+	err        error   // on failure
+	superseded bool    // abandoned by Forget: waiters start over
+	attempts   int
+}
+
+// New returns a cache in front of inner. Call Close to wipe the cached keys
+// when done.
 func New(inner keyrelease.Releaser, opts Options) *Cache {
-	if opts.TTL == 0 {
-		opts.TTL = time.Hour
+	opts = opts.withDefaults()
+	base, cancel := context.WithCancel(context.Background())
+	return &Cache{
+		inner:   inner,
+		opts:    opts,
+		log:     opts.Logger,
+		base:    base,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		entries: map[string]*entry{},
 	}
-	if opts.RefreshAt == 0 {
-		opts.RefreshAt = 0.8
-	}
-	if opts.NegativeTTL == 0 {
-		opts.NegativeTTL = 10 * time.Second
-	}
-	if opts.ReleaseTimeout == 0 {
-		opts.ReleaseTimeout = 2 * time.Minute
-	}
-	if opts.Backoff.Initial == 0 {
-		opts.Backoff.Initial = 500 * time.Millisecond
-	}
-	if opts.Backoff.Max == 0 {
-		opts.Backoff.Max = 30 * time.Second
-	}
-	if opts.Backoff.Attempts == 0 {
-		opts.Backoff.Attempts = 5
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Sleep == nil {
-		opts.Sleep = func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	return &Cache{inner: inner, opts: opts, entries: map[string]*entry{}}
 }
 
-// Permanent reports whether err should not be retried: a denial, a key
-// that is not allowed or not found, or rejected evidence.
-func Permanent(err error) bool {
-	return errors.Is(err, keyrelease.ErrDenied) || errors.Is(err, keyrelease.ErrNotAllowed) ||
-		errors.Is(err, keyrelease.ErrNotFound) || errors.Is(err, keyrelease.ErrAttestation) ||
-		errors.Is(err, keyrelease.ErrKeyFormat)
-}
-
-// Release returns a clone of the cached key for ref, releasing it first
-// when needed. The caller owns the clone and must Wipe it.
+// Release returns the key ref names, from the cache or, if it is not
+// cached or has expired, from the inner releaser, sharing one inner release
+// among all concurrent callers. The returned key is a clone that the caller
+// owns and must Wipe when done with it; the cache's own copy is never
+// exposed.
+//
+// A caller whose ctx ends stops waiting and gets ctx.Err(); the release
+// goes on for the others and its result is cached. Permanent failures
+// return errors wrapping their keyrelease sentinel; transient failures,
+// after the retries, an error wrapping keyrelease.ErrUnavailable; after
+// Close, ErrClosed.
 func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	id := ref.String()
-	c.mu.Lock()
-	if c.closed {
+	waited := false
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		e := c.entries[id]
+		if e == nil {
+			e = &entry{id: id, ref: ref}
+			c.entries[id] = e
+		}
+		now := c.opts.Now()
+		if k := c.serveLocked(e, now); k != nil {
+			c.mu.Unlock()
+			if !waited {
+				c.st.hits.Add(1)
+			}
+			return k, nil
+		}
+		if e.negErr != nil {
+			if now.Before(e.negUntil) {
+				err := e.negErr
+				c.mu.Unlock()
+				c.st.negativeHits.Add(1)
+				return nil, err
+			}
+			e.negErr = nil
+		}
+		f := e.flight
+		if f == nil {
+			f = c.startLocked(e, false)
+		}
+		if !waited {
+			waited = true
+			c.st.misses.Add(1)
+		}
+		f.waiters++
+		if c.onWait != nil {
+			c.onWait()
+		}
 		c.mu.Unlock()
-		return nil, ErrClosed
-	}
-	e := c.entries[id]
-	if e == nil {
-		e = &entry{}
-		c.entries[id] = e
-	}
-	now := c.opts.Now()
-	if e.negErr != nil && now.Before(e.negUntil) {
-		err := e.negErr
+
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			c.leave(f)
+			return nil, ctx.Err()
+		case <-c.done:
+			return nil, ErrClosed
+		}
+
+		c.mu.Lock()
+		f.waiters--
+		if f.superseded || (f.err == nil && f.res.wiped) {
+			// Forgotten, evicted, replaced by a newer refresh or wiped by Close
+			// before this caller could copy it: look again.
+			c.mu.Unlock()
+			continue
+		}
+		if f.err == nil {
+			f.res.lastUse = c.opts.Now()
+			k := f.res.key.Clone()
+			c.mu.Unlock()
+			return k, nil
+		}
+		// A transient failure leaves a key within MaxStale servable.
+		if h := e.cur; h != nil && !Classify(f.err).Permanent() &&
+			c.opts.Now().Sub(h.released) < c.opts.TTL+c.opts.MaxStale {
+			h.lastUse = c.opts.Now()
+			k := h.key.Clone()
+			c.mu.Unlock()
+			c.st.staleServed.Add(1)
+			return k, nil
+		}
+		err := f.err
 		c.mu.Unlock()
 		return nil, err
 	}
-	if e.key != nil {
-		age := now.Sub(e.released)
-		fresh := age < c.opts.TTL
-		if fresh || (age < c.opts.TTL+c.opts.MaxStale && e.flight != nil) {
-			if age >= time.Duration(float64(c.opts.TTL)*c.opts.RefreshAt) && e.flight == nil {
-				c.startLocked(id, ref, e, true)
-			}
-			k := e.key.Clone()
-			c.mu.Unlock()
-			c.hits.Add(1)
-			return k, nil
-		}
-	}
-	c.misses.Add(1)
-	f := e.flight
-	if f == nil {
-		f = c.startLocked(id, ref, e, false)
-	}
-	c.mu.Unlock()
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if f.err != nil {
-		// A failed refresh of a key within MaxStale keeps serving it.
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if !Permanent(f.err) && e.key != nil && c.opts.Now().Sub(e.released) < c.opts.TTL+c.opts.MaxStale {
-			return e.key.Clone(), nil
-		}
-		return nil, f.err
-	}
-	return f.key.Clone(), nil
 }
 
-// startLocked begins a release (or refresh) of ref; c.mu is held.
-func (c *Cache) startLocked(id string, ref keyrelease.KeyRef, e *entry, refresh bool) *flight {
-	f := &flight{done: make(chan struct{})}
+// leave records that a caller stopped waiting for f.
+func (c *Cache) leave(f *flight) {
+	c.mu.Lock()
+	f.waiters--
+	c.mu.Unlock()
+}
+
+// serveLocked returns a clone of e's cached key if it may be served now,
+// starting a background refresh when it is due; it wipes a key older than
+// TTL+MaxStale. It returns nil when the caller must wait for a release.
+func (c *Cache) serveLocked(e *entry, now time.Time) *keyrelease.Key {
+	h := e.cur
+	if h == nil {
+		return nil
+	}
+	age := now.Sub(h.released)
+	switch {
+	case age < c.opts.TTL:
+		if age >= c.opts.RefreshAt {
+			c.maybeRefreshLocked(e, now)
+		}
+	case age < c.opts.TTL+c.opts.MaxStale && e.failErr != nil:
+		// Refreshing failed transiently: serve the stale key, and try again
+		// in the background.
+		c.maybeRefreshLocked(e, now)
+		c.st.staleServed.Add(1)
+	case age < c.opts.TTL+c.opts.MaxStale:
+		// Expired and not yet known to be unrefreshable: wait for a release.
+		return nil
+	default:
+		c.evictLocked(e)
+		return nil
+	}
+	h.lastUse = now
+	return h.key.Clone()
+}
+
+// maybeRefreshLocked starts a background refresh of e unless one is in
+// progress or the last one failed less than NegativeTTL ago.
+func (c *Cache) maybeRefreshLocked(e *entry, now time.Time) {
+	if e.flight != nil || (e.failErr != nil && now.Before(e.failedAt.Add(c.opts.NegativeTTL))) {
+		return
+	}
+	c.startLocked(e, true)
+}
+
+// startLocked starts a release of e in its own goroutine.
+func (c *Cache) startLocked(e *entry, refresh bool) *flight {
+	ctx, cancel := context.WithTimeout(c.base, c.opts.ReleaseTimeout)
+	f := &flight{refresh: refresh, done: make(chan struct{}), cancel: cancel}
 	e.flight = f
 	if refresh {
-		c.refreshes.Add(1)
+		c.st.refreshes.Add(1)
 	}
-	go func() {
-		k, err := c.releaseWithRetry(ref)
-		c.mu.Lock()
-		e.flight = nil
-		switch {
-		case err == nil:
-			if c.closed {
-				k.Wipe()
-				err = ErrClosed
-				break
-			}
-			if e.key != nil {
-				wipe(e.key)
-			}
-			lock(k)
-			e.key, e.released, e.negErr = k, c.opts.Now(), nil
-			f.key = k
-		case Permanent(err):
-			// Fail closed: a denied refresh removes the key at once.
-			if e.key != nil {
-				wipe(e.key)
-				e.key = nil
-				c.evictions.Add(1)
-			}
-			e.negErr, e.negUntil = err, c.opts.Now().Add(c.opts.NegativeTTL)
-		default:
-			if e.key != nil && c.opts.Now().Sub(e.released) >= c.opts.TTL+c.opts.MaxStale {
-				wipe(e.key)
-				e.key = nil
-				c.evictions.Add(1)
-			}
-		}
-		f.err = err
-		c.mu.Unlock()
-		if err != nil {
-			c.failures.Add(1)
-			c.opts.Logger.Warn().Err(err).Str("key", id).Bool("refresh", refresh).Msg("key release failed")
-		}
-		close(f.done)
-	}()
+	c.wg.Add(1) // under c.mu with !c.closed, so never after Close's Wait
+	go c.run(ctx, e, f)
 	return f
 }
 
-// releaseWithRetry calls the inner releaser, retrying transient failures
-// with full-jitter exponential backoff.
-func (c *Cache) releaseWithRetry(ref keyrelease.KeyRef) (*keyrelease.Key, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ReleaseTimeout)
-	defer cancel()
-	b := c.opts.Backoff
-	var err error
-	for attempt := 1; attempt <= b.Attempts; attempt++ {
-		c.releases.Add(1)
-		var k *keyrelease.Key
-		k, err = c.inner.Release(ctx, ref)
-		if err == nil {
-			return k, nil
-		}
-		if Permanent(err) || attempt == b.Attempts {
-			break
-		}
-		limit := min(b.Max, b.Initial<<(attempt-1))
-		d := time.Duration(rand.Int64N(int64(limit) + 1))
-		c.opts.Logger.Debug().Err(err).Int("attempt", attempt).Dur("backoff", d).Str("key", ref.String()).Msg("retrying release")
-		if serr := c.opts.Sleep(ctx, d); serr != nil {
-			err = fmt.Errorf("%w (gave up: %v)", err, serr)
-			break
-		}
+// run performs flight f for e and publishes its result.
+func (c *Cache) run(ctx context.Context, e *entry, f *flight) {
+	defer c.wg.Done()
+	defer f.cancel()
+	c.log.Debug().Str("key", e.id).Bool("refresh", f.refresh).Msg("releasing key")
+	k, attempts, err := c.releaseWithRetry(ctx, e.ref)
+	var h *cached
+	if err == nil {
+		h = &cached{key: k, mem: c.protect(k), from: f}
 	}
-	if Permanent(err) {
-		return nil, err
+
+	c.mu.Lock()
+	now := c.opts.Now()
+	f.attempts = attempts
+	class := Classify(err)
+	switch {
+	case c.closed:
+		if h != nil {
+			c.wipeLocked(h)
+		}
+		f.err = ErrClosed
+	case e.flight != f:
+		if h != nil {
+			c.wipeLocked(h)
+		}
+		f.superseded = true
+	case err == nil:
+		e.flight = nil
+		c.installLocked(e, h, now)
+		f.res = h
+	case class.Permanent():
+		// Fail closed: a key whose release is now refused is not served.
+		e.flight = nil
+		if e.cur != nil {
+			c.evictLocked(e)
+		}
+		if c.opts.NegativeTTL > 0 {
+			e.negErr, e.negUntil = err, now.Add(c.opts.NegativeTTL)
+		}
+		e.failErr = nil
+		f.err = err
+	default:
+		e.flight = nil
+		e.failErr, e.failedAt = err, now
+		f.err = err
 	}
-	return nil, fmt.Errorf("%w: %d attempts: %w", keyrelease.ErrUnavailable, b.Attempts, err)
+	var staleUntil time.Time
+	if e.cur != nil && f.err != nil {
+		staleUntil = e.cur.released.Add(c.opts.TTL + c.opts.MaxStale)
+	}
+	c.gcLocked(e)
+	c.mu.Unlock()
+	close(f.done)
+
+	switch {
+	case f.superseded:
+		c.log.Debug().Str("key", e.id).Msg("release abandoned: key forgotten meanwhile")
+	case f.err == nil:
+		c.log.Info().Str("key", e.id).Bool("refresh", f.refresh).Int("attempts", attempts).Msg("key released")
+	case f.err != ErrClosed:
+		if f.refresh {
+			c.st.refreshFailures.Add(1)
+		}
+		ev := c.log.Warn().Err(err).Str("key", e.id).Str("class", class.String()).Bool("refresh", f.refresh)
+		if !staleUntil.IsZero() {
+			ev = ev.Time("served_until", staleUntil)
+		}
+		ev.Msg("key release failed")
+	}
+	if c.onFlightDone != nil {
+		c.onFlightDone(f)
+	}
 }
 
-// Forget wipes and drops the cached key for ref.
+// releaseWithRetry calls the inner releaser until it succeeds, fails
+// permanently, or Attempts calls or ctx run out. It returns the number of
+// calls made.
+func (c *Cache) releaseWithRetry(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, int, error) {
+	b := c.opts.Backoff
+	var last error
+	attempt := 0
+	for attempt < b.Attempts {
+		attempt++
+		c.st.attempted.Add(1)
+		k, err := c.inner.Release(ctx, ref)
+		if err == nil && k == nil {
+			err = fmt.Errorf("%w: %s: the releaser returned no key", keyrelease.ErrKeyFormat, ref)
+		}
+		if err == nil {
+			c.st.succeeded.Add(1)
+			return k, attempt, nil
+		}
+		class := Classify(err)
+		c.st.failed[class].Add(1)
+		if class.Permanent() {
+			return nil, attempt, err
+		}
+		last = err
+		if ctx.Err() != nil || attempt == b.Attempts {
+			break
+		}
+		d := c.opts.Jitter(b.Cap(attempt))
+		c.log.Debug().Err(err).Str("key", ref.String()).Int("attempt", attempt).Dur("backoff", d).Msg("retrying key release")
+		if c.opts.Sleep(ctx, d) != nil {
+			break
+		}
+	}
+	if c.base.Err() != nil {
+		return nil, attempt, ErrClosed
+	}
+	if ctx.Err() != nil {
+		return nil, attempt, fmt.Errorf("%w: %s: release timeout %v reached after %d attempt(s), last error: %v",
+			keyrelease.ErrUnavailable, ref, c.opts.ReleaseTimeout, attempt, last)
+	}
+	// The cause is kept as text: wrapping it could make a context error
+	// from deep inside the releaser look like the caller's interrupt.
+	return nil, attempt, fmt.Errorf("%w: %s: %d attempt(s) failed, last error: %v",
+		keyrelease.ErrUnavailable, ref, attempt, last)
+}
+
+// installLocked makes h e's cached key, wiping the one it replaces.
+func (c *Cache) installLocked(e *entry, h *cached, now time.Time) {
+	h.released, h.lastUse = now, now
+	if old := e.cur; old != nil {
+		c.wipeLocked(old)
+	}
+	e.cur, e.failErr, e.negErr = h, nil, nil
+	c.scheduleExpiryLocked(e, h, c.opts.TTL+c.opts.MaxStale)
+	if c.opts.MaxKeys > 0 {
+		c.enforceMaxKeysLocked(e)
+	}
+}
+
+// scheduleExpiryLocked arranges for h to be wiped after d unless it is
+// replaced or wiped before.
+func (c *Cache) scheduleExpiryLocked(e *entry, h *cached, d time.Duration) {
+	h.stopTimer = c.opts.AfterFunc(d, func() { c.expire(e, h) })
+}
+
+// expire wipes h if it is still e's key and older than TTL+MaxStale.
+func (c *Cache) expire(e *entry, h *cached) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || e.cur != h {
+		return
+	}
+	limit := c.opts.TTL + c.opts.MaxStale
+	if age := c.opts.Now().Sub(h.released); age < limit {
+		c.scheduleExpiryLocked(e, h, limit-age)
+		return
+	}
+	c.log.Debug().Str("key", e.id).Msg("cached key expired")
+	c.evictLocked(e)
+	c.gcLocked(e)
+}
+
+// enforceMaxKeysLocked evicts least recently used keys other than keep's
+// until at most MaxKeys are cached. A key whose release still has callers
+// to serve is skipped (the bound is exceeded until they are done), so that
+// a working set larger than MaxKeys cannot starve them.
+func (c *Cache) enforceMaxKeysLocked(keep *entry) {
+	for {
+		n := 0
+		var lru *entry
+		for _, e := range c.entries {
+			if e.cur == nil {
+				continue
+			}
+			n++
+			if e != keep && e.cur.from.waiters == 0 && (lru == nil || e.cur.lastUse.Before(lru.cur.lastUse)) {
+				lru = e
+			}
+		}
+		if n <= c.opts.MaxKeys || lru == nil {
+			return
+		}
+		c.log.Debug().Str("key", lru.id).Int("max_keys", c.opts.MaxKeys).Msg("evicting least recently used key")
+		c.evictLocked(lru)
+		c.gcLocked(lru)
+	}
+}
+
+// evictLocked wipes and drops e's cached key.
+func (c *Cache) evictLocked(e *entry) {
+	c.wipeLocked(e.cur)
+	e.cur, e.failErr = nil, nil
+	c.st.evictions.Add(1)
+}
+
+// wipeLocked wipes a cached key once.
+func (c *Cache) wipeLocked(h *cached) {
+	if h.wiped {
+		return
+	}
+	h.wiped = true
+	if h.stopTimer != nil {
+		h.stopTimer()
+	}
+	c.free(h.key, h.mem)
+}
+
+// gcLocked drops e from the map when it holds nothing worth keeping.
+func (c *Cache) gcLocked(e *entry) {
+	if e.cur == nil && e.flight == nil && e.negErr == nil && c.entries[e.id] == e {
+		delete(c.entries, e.id)
+	}
+}
+
+// Forget wipes the cached copy of ref's key and drops any remembered
+// failure, so that the next Release releases it again; use it when the key
+// is known to have changed. A release of ref in progress is cancelled and
+// its waiters start a new one.
 func (c *Cache) Forget(ref keyrelease.KeyRef) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.entries[ref.String()]; e != nil && e.key != nil {
-		wipe(e.key)
-		e.key = nil
-		c.evictions.Add(1)
-	}
-}
-
-// Close wipes every cached key; later releases fail with ErrClosed.
-func (c *Cache) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closed = true
-	for _, e := range c.entries {
-		if e.key != nil {
-			wipe(e.key)
-			e.key = nil
-		}
-	}
-}
-
-// Stats returns the counters.
-func (c *Cache) Stats() Stats {
-	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Releases: c.releases.Load(), Failures: c.failures.Load(),
-		Refreshes: c.refreshes.Load(), Evictions: c.evictions.Load()}
-}
-
-// lock keeps oct key bytes out of swap where permitted (the daemon also
-// locks all its memory when it can; see internal/harden).
-func lock(k *keyrelease.Key) {
-	if len(k.Oct) > 0 {
-		_ = unix.Mlock(k.Oct)
-	}
-}
-
-func wipe(k *keyrelease.Key) {
-	if len(k.Oct) > 0 {
-		oct := k.Oct
-		k.Wipe()
-		_ = unix.Munlock(oct)
+	e := c.entries[ref.String()]
+	if e == nil {
 		return
 	}
-	k.Wipe()
+	if e.cur != nil {
+		c.evictLocked(e)
+	}
+	e.negErr, e.failErr = nil, nil
+	if f := e.flight; f != nil {
+		e.flight = nil
+		f.cancel()
+	}
+	c.gcLocked(e)
+}
+
+// Close wipes every cached key, cancels the releases in progress and waits
+// for them to end (the inner releaser must honour its context); callers
+// still waiting get ErrClosed, and so does every later Release. Close may
+// be called more than once.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		c.cancel()
+		close(c.done)
+		for id, e := range c.entries {
+			if e.cur != nil {
+				c.wipeLocked(e.cur)
+				e.cur = nil
+			}
+			delete(c.entries, id)
+		}
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
 }
