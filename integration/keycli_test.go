@@ -58,7 +58,8 @@ func TestKeyCommandsAgainstDevstack(t *testing.T) {
 		t.Fatalf("key release denied: %d %s", r.code, r.stderr)
 	}
 	r = runEnv(t, env, "explain", "--config", cfg, "denied")
-	if r.code != 20 || !strings.Contains(r.stdout, "FAIL claim x-ms-sevsnpvm-hostdata") || !strings.Contains(r.stdout, "ok   claim x-ms-sevsnpvm-vmpl") {
+	if r.code != 20 || !strings.Contains(r.stdout, "FAIL claim x-ms-sevsnpvm-hostdata") || !strings.Contains(r.stdout, "ok   claim x-ms-sevsnpvm-vmpl") ||
+		!strings.Contains(r.stdout, `ok   claim x-ms-compliance-status: want equals "azure-compliant-uvm"`) {
 		t.Fatalf("explain denied: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r = runEnv(t, env, "explain", "--config", cfg, "demo-oct"); r.code != 0 || !strings.Contains(r.stdout, "release would be allowed") {

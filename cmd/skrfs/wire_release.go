@@ -73,7 +73,11 @@ func newEvidence(cfg *config.Config, hc *http.Client) (evidenceProvider, error) 
 			return nil, err
 		}
 		log.Warn().Msg("attestation uses the FAKE SEV-SNP device (attestation.provider: fake): development only")
-		return &attest.Fake{Device: d}, nil
+		var endorsements [][]byte
+		if a.SecurityContextDir != "" {
+			endorsements = attest.UVMEndorsements(cfg.Path(a.SecurityContextDir))
+		}
+		return &attest.Fake{Device: d, Endorsements: endorsements}, nil
 	default:
 		return attest.Detect(attest.Options{SecurityContextDir: cfg.Path(a.SecurityContextDir), HTTPClient: hc, Logger: log})
 	}

@@ -26,6 +26,7 @@ import (
 	devmaa "github.com/skrfs/skrfs/internal/devstack/maa"
 	"github.com/skrfs/skrfs/internal/devstack/vault"
 	"github.com/skrfs/skrfs/keyrelease/attest/fakesnp"
+	"github.com/skrfs/skrfs/keyrelease/evidence"
 )
 
 // Options configure a stack.
@@ -40,6 +41,9 @@ type Options struct {
 	AzuriteConnectionString string
 	Logger                  zerolog.Logger
 }
+
+// UVMFeed is the feed of the devstack's UVM endorsements.
+const UVMFeed = "skrfs-devstack-fake-UVM"
 
 // TenantID is the devstack's Entra tenant.
 const TenantID = "5k7f5000-0000-4000-8000-00000000de00"
@@ -61,6 +65,10 @@ type Stack struct {
 	Device   *fakesnp.Device
 	// TEE is the fake TEE's identity, as written into skrfs.yaml.
 	TEE fakesnp.Config
+	// Endorser is the devstack's fake UVM endorser, trusted by its MAA, and
+	// Endorsement its UVM endorsement (COSE_Sign1) of the fake TEE.
+	Endorser    evidence.Endorser
+	Endorsement []byte
 
 	servers []*http.Server
 	opts    Options
@@ -116,8 +124,13 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		Secret: s.secret, THIM: s.Device.THIM(), Logger: opts.Logger.With().Str("service", "imds").Logger()}); err != nil {
 		return nil, err
 	}
+	s.Endorser = evidence.Endorser{Issuer: evidence.DID(p.uvm[1]), Feed: UVMFeed}
+	if s.Endorsement, err = evidence.SignEndorsement(p.uvmKey, p.uvm, UVMFeed, s.TEE.Measurement[:], int(s.TEE.GuestSVN)); err != nil {
+		return nil, err
+	}
 	if s.MAA, err = devmaa.New(devmaa.Options{Issuer: s.MAAURL, Key: p.maaKey, Chain: p.maa, ExtraRoots: s.Device.Roots(),
-		Logger: opts.Logger.With().Str("service", "maa").Logger()}); err != nil {
+		Endorsers: []evidence.Endorser{s.Endorser},
+		Logger:    opts.Logger.With().Str("service", "maa").Logger()}); err != nil {
 		return nil, err
 	}
 	if s.Vault, err = vault.New(vault.Options{StateDir: filepath.Join(dir, "vault"), Signer: p.vaultKey, Chain: p.vault,

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -20,6 +21,9 @@ attestation:
   # The devstack's FAKE SEV-SNP device: development only, never auto-detected.
   provider: fake
   maa: {{.MAA}}
+  # An ACI-style security context: the fake TEE's UVM endorsement, CCE policy
+  # and AMD certificates, as ACI mounts them into confidential containers.
+  security_context_dir: {{.Dir}}/security-context
   fake:
     measurement: "{{.Measurement}}"
     host_data: "{{.HostData}}"   # SHA-256 of {{.Dir}}/cce-policy.rego
@@ -73,6 +77,17 @@ func (s *Stack) writeClientFiles() error {
 	}
 	if err := os.WriteFile(filepath.Join(s.Dir, "cce-policy.rego"), []byte(CCEPolicy), 0o644); err != nil {
 		return err
+	}
+	sc := filepath.Join(s.Dir, "security-context")
+	if err := os.MkdirAll(sc, 0o755); err != nil {
+		return err
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	for name, content := range map[string][]byte{"reference-info-base64": s.Endorsement,
+		"security-policy-base64": []byte(CCEPolicy), "host-amd-cert-base64": s.Device.THIM()} {
+		if err := os.WriteFile(filepath.Join(sc, name), []byte(b64(content)), 0o644); err != nil {
+			return err
+		}
 	}
 	ca, err := os.ReadFile(s.CAFile)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/skrfs/skrfs/keyrelease/evidence"
 )
 
 // pki is the devstack's private CA and the keys it issues: TLS for every
@@ -32,6 +35,10 @@ type pki struct {
 	maaKey   *rsa.PrivateKey
 	maa      []*x509.Certificate
 	tokenKey *rsa.PrivateKey
+	// uvmKey signs UVM endorsements of the fake TEE; uvm is its chain
+	// (signer, CA), the CA being what the did:x509 issuer names.
+	uvmKey *rsa.PrivateKey
+	uvm    []*x509.Certificate
 }
 
 // loadPKI loads the PKI from dir, creating what is missing.
@@ -106,6 +113,31 @@ func loadPKI(dir string) (*pki, error) {
 	if p.tokenKey, err = rsaKey("token-signer"); err != nil {
 		return nil, err
 	}
+	// A separate CA for UVM endorsements, as Microsoft's supply-chain CA is
+	// separate from its TLS CAs.
+	uvmCAKey, err := rsaKey("uvm-ca")
+	if err != nil {
+		return nil, err
+	}
+	uvmCA, err := loadOrCreateCert(filepath.Join(dir, "uvm-ca.pem"), func() (*x509.Certificate, error) {
+		return issue(&x509.Certificate{Subject: pkix.Name{CommonName: "skrfs devstack fake UVM endorsement CA"}, IsCA: true,
+			KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}, &uvmCAKey.PublicKey, nil, uvmCAKey)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.uvmKey, err = rsaKey("uvm-signer"); err != nil {
+		return nil, err
+	}
+	uvmLeaf, err := loadOrCreateCert(filepath.Join(dir, "uvm-signer.pem"), func() (*x509.Certificate, error) {
+		return issue(&x509.Certificate{Subject: pkix.Name{CommonName: "skrfs devstack fake ContainerPlat"},
+			KeyUsage: x509.KeyUsageDigitalSignature, UnknownExtKeyUsage: []asn1.ObjectIdentifier{evidence.UVMEndorserOID}},
+			&p.uvmKey.PublicKey, uvmCA, uvmCAKey)
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.uvm = []*x509.Certificate{uvmLeaf, uvmCA}
 	return p, nil
 }
 

@@ -37,12 +37,12 @@ func (m mintCred) GetToken(context.Context, policy.TokenRequestOptions) (azcore.
 }
 
 // Policy returns the release policy of the seeded keys for a HOST_DATA:
-// the ACI policy of protocol.md section 6 (without the UVM-compliance
-// claim, which needs UVM endorsements the fake TEE does not have).
+// the recommended ACI policy of protocol.md section 6.
 func (s *Stack) Policy(hostData string) []byte {
 	return []byte(`{"version":"1.0.0","anyOf":[{"authority":"` + s.MAAURL + `","allOf":[` +
 		`{"claim":"x-ms-attestation-type","equals":"sevsnpvm"},` +
 		`{"claim":"x-ms-sevsnpvm-hostdata","equals":"` + hostData + `"},` +
+		`{"claim":"x-ms-compliance-status","equals":"azure-compliant-uvm"},` +
 		`{"claim":"x-ms-sevsnpvm-is-debuggable","equals":"false"},` +
 		`{"claim":"x-ms-sevsnpvm-vmpl","equals":"0"}]}]}`)
 }

@@ -134,6 +134,20 @@ func securityContextDir(explicit string) string {
 	return ""
 }
 
+// UVMEndorsements returns the UVM endorsement of a security-context
+// directory ("" = the detected one), or nil when there is none.
+func UVMEndorsements(dir string) [][]byte {
+	dir = securityContextDir(dir)
+	if dir == "" {
+		return nil
+	}
+	b, err := readB64(filepath.Join(dir, "reference-info-base64"))
+	if err != nil {
+		return nil
+	}
+	return [][]byte{b}
+}
+
 func readB64(p string) ([]byte, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {

@@ -35,6 +35,14 @@ type Options struct {
 	RuntimeData []byte
 	// Now is the time certificates are checked at (zero = time.Now).
 	Now time.Time
+	// Endorsements are UVM endorsements (raw COSE_Sign1) sent with the
+	// report. When one verifies, is by a trusted endorser and endorses the
+	// report's launch measurement, the claims carry
+	// x-ms-compliance-status: azure-compliant-uvm. An endorsement that does
+	// not verify is an error.
+	Endorsements [][]byte
+	// Endorsers are the trusted endorsement issuers (nil = MicrosoftUVM).
+	Endorsers []Endorser
 }
 
 // Chain holds the AMD certificates of a report: VCEK, ASK, ARK.
@@ -119,7 +127,21 @@ func Verify(report []byte, chain *Chain, opts Options) (map[string]any, error) {
 			return nil, fmt.Errorf("%w: report_data does not match SHA-256 of the runtime data", ErrInvalid)
 		}
 	}
-	return Claims(rep), nil
+	claims := Claims(rep)
+	trusted := opts.Endorsers
+	if trusted == nil {
+		trusted = []Endorser{MicrosoftUVM}
+	}
+	for i, b := range opts.Endorsements {
+		e, err := VerifyEndorsement(b, trusted)
+		if err != nil {
+			return nil, fmt.Errorf("endorsement %d: %w", i, err)
+		}
+		if e.LaunchMeasurement == claims["x-ms-sevsnpvm-launchmeasurement"] {
+			claims["x-ms-compliance-status"] = "azure-compliant-uvm"
+		}
+	}
+	return claims, nil
 }
 
 // productOf takes the product from a v3 report's CPUID, else from the

@@ -39,6 +39,9 @@ type Options struct {
 	Chain []*x509.Certificate
 	// ExtraRoots are trusted besides AMD's genuine roots (the fake device).
 	ExtraRoots map[string][]*trust.AMDRootCerts
+	// Endorsers are the trusted UVM endorsement issuers, besides
+	// Microsoft's (the devstack's fake UVM endorser).
+	Endorsers []evidence.Endorser
 	// Lifetime of tokens (default 8h, as MAA).
 	Lifetime time.Duration
 	// Now is the clock (nil = time.Now).
@@ -179,8 +182,29 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		s.cloudError(w, 400, "InvalidCertificateChain", err.Error())
 		return
 	}
+	var endorsements [][]byte
+	if inner.Endorsements != "" {
+		ej, err := b64(inner.Endorsements)
+		var e struct{ Uvm []string }
+		if err == nil {
+			err = json.Unmarshal(ej, &e)
+		}
+		if err != nil {
+			s.cloudError(w, 400, "InvalidRequest", "Endorsements is not base64url of {\"Uvm\": [...]}")
+			return
+		}
+		for _, u := range e.Uvm {
+			b, err := b64(u)
+			if err != nil {
+				s.cloudError(w, 400, "InvalidRequest", "a UVM endorsement is not base64url")
+				return
+			}
+			endorsements = append(endorsements, b)
+		}
+	}
 	now := s.opts.Now()
-	claims, err := evidence.Verify(report, chain, evidence.Options{ExtraRoots: s.opts.ExtraRoots, RuntimeData: runtime, Now: now})
+	claims, err := evidence.Verify(report, chain, evidence.Options{ExtraRoots: s.opts.ExtraRoots, RuntimeData: runtime, Now: now,
+		Endorsements: endorsements, Endorsers: append([]evidence.Endorser{evidence.MicrosoftUVM}, s.opts.Endorsers...)})
 	if err != nil {
 		s.cloudError(w, 400, "InvalidEvidence", err.Error())
 		return
