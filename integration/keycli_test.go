@@ -95,3 +95,41 @@ func TestAttestVerifyGenuineACI(t *testing.T) {
 		t.Fatalf("flipped report: %d %s", r.code, r.stderr)
 	}
 }
+
+// TestReleaseThroughEachIdentity: the same release with managed identity
+// (the devstack's skrfs.yaml), workload identity (federated token against
+// the Entra stand-in) and a static bearer token.
+func TestReleaseThroughEachIdentity(t *testing.T) {
+	s := startDevstack(t)
+	base, err := os.ReadFile(filepath.Join(s.Dir, devstack.ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	staticTok, _, err := s.Identity.Mint("https://vault.azure.net", devstack.ClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokFile, []byte(staticTok), 0o600)
+	managed := "identity:\n  kind: managed\n  client_id: " + devstack.ClientID + "\n  imds_endpoint: " + s.IMDSURL + "\n"
+	for _, tc := range []struct{ name, identity string }{
+		{"managed", managed},
+		{"workload", "identity:\n  kind: workload\n  client_id: " + devstack.ClientID + "\n  tenant_id: " + devstack.TenantID +
+			"\n  token_file: " + s.FederatedTokenFile + "\n  authority_host: " + s.EntraURL + "/\n"},
+		{"token", "identity:\n  kind: token\n  token_file: " + tokFile + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := strings.Replace(string(base), managed, tc.identity, 1)
+			if tc.name != "managed" && cfg == string(base) {
+				t.Fatal("identity block not found in skrfs.yaml")
+			}
+			p := filepath.Join(t.TempDir(), "skrfs.yaml")
+			os.WriteFile(p, []byte(cfg), 0o600)
+			for _, key := range []string{devstack.KeyRSA, devstack.KeyOct} {
+				if r := run(t, skrfsBin(t), "key", "release", "--config", p, key); r.code != 0 || !strings.Contains(r.stdout, "type:") {
+					t.Fatalf("%s release of %s: %d\n%s%s", tc.name, key, r.code, r.stdout, r.stderr)
+				}
+			}
+		})
+	}
+}

@@ -57,7 +57,10 @@ type Stack struct {
 	MAAURL   string // https://127.0.0.1:P
 	VaultURL string // https://127.0.0.1:P
 	IMDSURL  string // http://127.0.0.1:P
+	EntraURL string // https://127.0.0.1:P (authority host; tenant TenantID)
 	CAFile   string
+	// FederatedTokenFile holds a service-account token for workload identity.
+	FederatedTokenFile string
 
 	Vault    *vault.Server
 	MAA      *devmaa.Server
@@ -108,10 +111,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	s := &Stack{Dir: dir, opts: opts, TEE: TEE(),
-		MAAURL:   fmt.Sprintf("https://127.0.0.1:%d", ports.MAA),
-		VaultURL: fmt.Sprintf("https://127.0.0.1:%d", ports.Vault),
-		IMDSURL:  fmt.Sprintf("http://127.0.0.1:%d", ports.IMDS),
-		CAFile:   filepath.Join(dir, "ca.pem")}
+		MAAURL:             fmt.Sprintf("https://127.0.0.1:%d", ports.MAA),
+		VaultURL:           fmt.Sprintf("https://127.0.0.1:%d", ports.Vault),
+		IMDSURL:            fmt.Sprintf("http://127.0.0.1:%d", ports.IMDS),
+		EntraURL:           fmt.Sprintf("https://127.0.0.1:%d", ports.Entra),
+		FederatedTokenFile: filepath.Join(dir, "federated-token"),
+		CAFile:             filepath.Join(dir, "ca.pem")}
 	if err := os.WriteFile(s.CAFile, p.caPEM(), 0o644); err != nil {
 		return nil, err
 	}
@@ -121,7 +126,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool()}}}
 	s.secret = secret(p)
 	if s.Identity, err = identity.New(identity.Options{TenantID: TenantID, Key: p.tokenKey, ClientIDs: []string{ClientID},
-		Secret: s.secret, THIM: s.Device.THIM(), Logger: opts.Logger.With().Str("service", "imds").Logger()}); err != nil {
+		Secret: s.secret, FederationKey: p.fedKey, THIM: s.Device.THIM(), Logger: opts.Logger.With().Str("service", "imds").Logger()}); err != nil {
 		return nil, err
 	}
 	s.Endorser = evidence.Endorser{Issuer: evidence.DID(p.uvm[1]), Feed: UVMFeed}
@@ -147,7 +152,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		port int
 		h    http.Handler
 		tls  bool
-	}{{"maa", ports.MAA, s.MAA, true}, {"vault", ports.Vault, s.Vault, true}, {"imds", ports.IMDS, s.Identity, false}} {
+	}{{"maa", ports.MAA, s.MAA, true}, {"vault", ports.Vault, s.Vault, true}, {"imds", ports.IMDS, s.Identity, false},
+		{"entra", ports.Entra, s.Identity.EntraHandler(s.EntraURL), true}} {
 		l, err := listen(svc.port, svc.name)
 		if err != nil {
 			s.Close()
@@ -159,6 +165,15 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		srv := &http.Server{Handler: svc.h, ReadHeaderTimeout: 10 * time.Second}
 		s.servers = append(s.servers, srv)
 		go srv.Serve(l)
+	}
+	fed, err := identity.MintFederatedToken(p.fedKey, "system:serviceaccount:default:skrfs", time.Now())
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := os.WriteFile(s.FederatedTokenFile, []byte(fed), 0o600); err != nil {
+		s.Close()
+		return nil, err
 	}
 	if opts.Seed {
 		if err := s.seed(ctx, client); err != nil {

@@ -59,11 +59,13 @@ export IDENTITY_ENDPOINT='{{.IMDS}}/msi/token'
 export IDENTITY_HEADER='{{.Secret}}'
 export AZURE_CLIENT_ID='{{.ClientID}}'
 export AZURE_TENANT_ID='{{.Tenant}}'
+# Workload identity (AKS style) instead: unset IDENTITY_ENDPOINT and export
+#   AZURE_FEDERATED_TOKEN_FILE='{{.Dir}}/federated-token' AZURE_AUTHORITY_HOST='{{.Entra}}/'
 {{if .Storage}}export AZURE_STORAGE_CONNECTION_STRING='{{.Storage}}'
 {{end}}`))
 
 func (s *Stack) writeClientFiles() error {
-	data := map[string]string{"Dir": s.Dir, "MAA": s.MAAURL, "Vault": s.VaultURL, "IMDS": s.IMDSURL,
+	data := map[string]string{"Dir": s.Dir, "MAA": s.MAAURL, "Vault": s.VaultURL, "IMDS": s.IMDSURL, "Entra": s.EntraURL,
 		"Measurement": hex.EncodeToString(s.TEE.Measurement[:]), "HostData": hex.EncodeToString(s.TEE.HostData[:]),
 		"ClientID": ClientID, "Tenant": TenantID, "Secret": s.secret, "Storage": s.opts.AzuriteConnectionString}
 	for name, t := range map[string]*template.Template{ConfigFile: configTmpl, EnvFile: envTmpl} {

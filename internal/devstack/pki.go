@@ -35,6 +35,8 @@ type pki struct {
 	maaKey   *rsa.PrivateKey
 	maa      []*x509.Certificate
 	tokenKey *rsa.PrivateKey
+	// fedKey signs the service-account tokens of workload identity.
+	fedKey *rsa.PrivateKey
 	// uvmKey signs UVM endorsements of the fake TEE; uvm is its chain
 	// (signer, CA), the CA being what the did:x509 issuer names.
 	uvmKey *rsa.PrivateKey
@@ -111,6 +113,9 @@ func loadPKI(dir string) (*pki, error) {
 	}
 	p.maa = []*x509.Certificate{mc, p.caCert}
 	if p.tokenKey, err = rsaKey("token-signer"); err != nil {
+		return nil, err
+	}
+	if p.fedKey, err = rsaKey("federation"); err != nil {
 		return nil, err
 	}
 	// A separate CA for UVM endorsements, as Microsoft's supply-chain CA is

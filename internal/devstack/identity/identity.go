@@ -36,9 +36,12 @@ type Options struct {
 	// Secret is the X-IDENTITY-HEADER value of the App Service endpoint.
 	Secret string
 	// THIM is the JSON served at /metadata/THIM/amd/certification.
-	THIM   []byte
-	Now    func() time.Time
-	Logger zerolog.Logger
+	THIM []byte
+	// FederationKey verifies workload-identity client assertions (the
+	// devstack's service-account token issuer).
+	FederationKey *rsa.PrivateKey
+	Now           func() time.Time
+	Logger        zerolog.Logger
 }
 
 // Server is the token service.
@@ -69,10 +72,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 func (s *Server) Issued() int64 { return s.issued.Load() }
 
 func imdsError(w http.ResponseWriter, status int, code, desc string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
+
+func encodeJSON(w http.ResponseWriter, v any) { json.NewEncoder(w).Encode(v) }
 
 func (s *Server) known(clientID string) bool {
 	if clientID == "" {

@@ -6,8 +6,10 @@ import (
 	"crypto/rsa"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
@@ -91,5 +93,44 @@ func TestIMDSProtocol(t *testing.T) {
 	b.Write(buf[:n])
 	if r.StatusCode != 200 || !strings.Contains(b.String(), "tcbm") {
 		t.Fatalf("THIM: %d %s", r.StatusCode, b.String())
+	}
+}
+
+func TestWorkloadIdentityWithAzidentity(t *testing.T) {
+	fedKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	s, err := New(Options{TenantID: "tenant-w", Key: key, FederationKey: fedKey, ClientIDs: []string{"aaaaaaaa-2222-3333-4444-555555555555"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	defer ts.Close()
+	ts.Config.Handler = s.EntraHandler(ts.URL)
+	dir := t.TempDir()
+	tokFile := dir + "/token"
+	good, _ := MintFederatedToken(fedKey, "system:serviceaccount:default:app", time.Now())
+	os.WriteFile(tokFile, []byte(good), 0o600)
+	cred, err := azauth.Credential(config.Identity{Kind: config.IdentityWorkload, ClientID: "aaaaaaaa-2222-3333-4444-555555555555",
+		TenantID: "tenant-w", TokenFile: tokFile, AuthorityHost: ts.URL + "/"}, ts.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(context.Background(), tok.Token, "https://vault.azure.net"); err != nil {
+		t.Fatal(err)
+	}
+	// A service-account token from another issuer is refused.
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	bad, _ := MintFederatedToken(other, "system:serviceaccount:default:app", time.Now())
+	os.WriteFile(tokFile, []byte(bad), 0o600)
+	cred2, _ := azauth.Credential(config.Identity{Kind: config.IdentityWorkload, ClientID: "aaaaaaaa-2222-3333-4444-555555555555",
+		TenantID: "tenant-w", TokenFile: tokFile, AuthorityHost: ts.URL + "/"}, ts.Client())
+	if _, err := cred2.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://managedhsm.azure.net/.default"}}); err == nil ||
+		!strings.Contains(err.Error(), "AADSTS700211") {
+		t.Fatalf("forged assertion: %v", err)
 	}
 }
