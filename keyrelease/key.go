@@ -82,6 +82,9 @@ func (k *Key) Wipe() {
 		wipeInt(p.Precomputed.Dq)
 		wipeInt(p.Precomputed.Qinv)
 	case *ecdsa.PrivateKey:
+		// Zeroing the scalar needs the deprecated raw field: there is no
+		// other way to reach it (the library's internal copy stays).
+		//lint:ignore SA1019 wiping requires the raw scalar
 		wipeInt(p.D)
 	}
 	k.Oct, k.Private = nil, nil
@@ -235,8 +238,12 @@ func (k *Key) Clone() *Key {
 		q.Precompute()
 		c.Private, c.Public = q, &q.PublicKey
 	case *ecdsa.PrivateKey:
-		q := &ecdsa.PrivateKey{PublicKey: p.PublicKey, D: new(big.Int).Set(p.D)}
-		c.Private, c.Public = q, &q.PublicKey
+		if b, err := p.Bytes(); err == nil {
+			if q, err := ecdsa.ParseRawPrivateKey(p.Curve, b); err == nil {
+				c.Private, c.Public = q, &q.PublicKey
+			}
+			clear(b)
+		}
 	}
 	return c
 }

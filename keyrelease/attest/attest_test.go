@@ -79,7 +79,7 @@ func TestTCBMismatchRefetchesFromTHIM(t *testing.T) {
 			return
 		}
 		if hits.Load() == 1 {
-			http.Error(w, "busy", 503) // retried
+			http.Error(w, "busy", http.StatusServiceUnavailable) // retried
 			return
 		}
 		w.Write([]byte(serve))

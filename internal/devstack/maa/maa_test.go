@@ -79,7 +79,7 @@ func TestAttestEndToEnd(t *testing.T) {
 	if keys[0].(map[string]any)["kid"] != wk.KID {
 		t.Fatal("x-ms-runtime does not carry the wrapping key")
 	}
-	if d := tok.Expires.Sub(time.Now()); d < 7*time.Hour || d > 9*time.Hour {
+	if d := time.Until(tok.Expires); d < 7*time.Hour || d > 9*time.Hour {
 		t.Fatalf("token lifetime %v", d)
 	}
 	if ok, _ := s.Stats(); ok != 1 {
