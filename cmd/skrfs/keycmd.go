@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -140,6 +141,21 @@ func vaultClient(ref keyrelease.KeyRef, cred azcore.TokenCredential, tr *azcore.
 	return azkeys.NewClient("https://"+ref.Vault, cred, opts)
 }
 
+// keyRuntime loads a configuration, resolves the configured key name, and
+// wires the release stack.
+func keyRuntime(ctx context.Context, cfgFile, name string) (*runtime, keyrelease.KeyRef, error) {
+	cfg, err := loadConfig(cfgFile)
+	if err != nil {
+		return nil, keyrelease.KeyRef{}, err
+	}
+	ref, err := configuredKey(cfg, name)
+	if err != nil {
+		return nil, keyrelease.KeyRef{}, err
+	}
+	rt, err := newRuntime(ctx, cfg)
+	return rt, ref, err
+}
+
 // configuredKey returns the reference of a configured key by name.
 func configuredKey(cfg *config.Config, name string) (keyrelease.KeyRef, error) {
 	k, ok := cfg.KeyByName(name)
@@ -160,15 +176,7 @@ func newKeyReleaseCmd() *cobra.Command {
 		Short: "Release a configured key once and describe it (never its private part)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cfgFile)
-			if err != nil {
-				return err
-			}
-			ref, err := configuredKey(cfg, args[0])
-			if err != nil {
-				return err
-			}
-			rt, err := newRuntime(cmd.Context(), cfg)
+			rt, ref, err := keyRuntime(cmd.Context(), cfgFile, args[0])
 			if err != nil {
 				return err
 			}
@@ -210,15 +218,7 @@ which fail: the answer to "why was my release denied?". Nothing is released.
 Exits 0 when the release would be allowed, 20 when it would be denied.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cfgFile)
-			if err != nil {
-				return err
-			}
-			ref, err := configuredKey(cfg, args[0])
-			if err != nil {
-				return err
-			}
-			rt, err := newRuntime(cmd.Context(), cfg)
+			rt, ref, err := keyRuntime(cmd.Context(), cfgFile, args[0])
 			if err != nil {
 				return err
 			}

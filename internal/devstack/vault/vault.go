@@ -244,12 +244,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, name string) {
 	base := strings.TrimSuffix(req.Kty, "-HSM")
 	switch base {
 	case "RSA":
-		size := req.KeySize
-		if size == 0 {
-			size = 2048
-		}
-		if size != 2048 && size != 3072 && size != 4096 {
-			kvError(w, 400, "BadParameter", fmt.Sprintf("key_size %d is not 2048, 3072 or 4096", size))
+		size, ok := keySize(w, req.KeySize, 2048, 3072, 4096)
+		if !ok {
 			return
 		}
 		raw, _ = rsa.GenerateKey(rand.Reader, size)
@@ -262,12 +258,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, name string) {
 		}
 		raw, _ = ecdsa.GenerateKey(c, rand.Reader)
 	case "oct":
-		size := req.KeySize
-		if size == 0 {
-			size = 256
-		}
-		if size != 128 && size != 192 && size != 256 {
-			kvError(w, 400, "BadParameter", fmt.Sprintf("oct key_size %d is not 128, 192 or 256", size))
+		size, ok := keySize(w, req.KeySize, 256, 128, 192)
+		if !ok {
 			return
 		}
 		b := make([]byte, size/8)
@@ -283,6 +275,21 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	s.store(w, r, name, jk, req, strings.HasSuffix(req.Kty, "-HSM"))
+}
+
+// keySize returns the requested size, or def when none was given, if it is
+// one of def and allowed; otherwise it answers 400.
+func keySize(w http.ResponseWriter, size, def int, allowed ...int) (int, bool) {
+	if size == 0 {
+		return def, true
+	}
+	for _, a := range append(allowed, def) {
+		if size == a {
+			return size, true
+		}
+	}
+	kvError(w, 400, "BadParameter", fmt.Sprintf("key_size %d is not one of %v", size, append([]int{def}, allowed...)))
+	return 0, false
 }
 
 func (s *Server) importKey(w http.ResponseWriter, r *http.Request, name string) {
@@ -324,15 +331,8 @@ func (s *Server) importKey(w http.ResponseWriter, r *http.Request, name string) 
 }
 
 func (s *Server) store(w http.ResponseWriter, r *http.Request, name string, jk jwk.Key, req keyRequest, hsm bool) {
-	if req.ReleasePolicy != nil {
-		doc, err := decodePolicyData(req.ReleasePolicy.Data)
-		if err == nil {
-			_, err = policy.Parse(doc)
-		}
-		if err != nil {
-			kvError(w, 400, "BadParameter", "release_policy: "+err.Error())
-			return
-		}
+	if req.ReleasePolicy != nil && !validPolicy(w, req.ReleasePolicy) {
+		return
 	}
 	exportable := req.Attributes != nil && req.Attributes.Exportable != nil && *req.Attributes.Exportable
 	if exportable && req.ReleasePolicy == nil {
@@ -360,6 +360,19 @@ func (s *Server) store(w http.ResponseWriter, r *http.Request, name string, jk j
 	}
 	s.opts.Logger.Info().Str("key", name).Str("version", kv.Version).Str("kty", jk.KeyType().String()).Msg("key stored")
 	writeJSON(w, 200, s.bundle(r, name, &kv))
+}
+
+// validPolicy answers 400 and returns false for a policy that does not parse.
+func validPolicy(w http.ResponseWriter, rp *releasePolicy) bool {
+	doc, err := decodePolicyData(rp.Data)
+	if err == nil {
+		_, err = policy.Parse(doc)
+	}
+	if err != nil {
+		kvError(w, 400, "BadParameter", "release_policy: "+err.Error())
+		return false
+	}
+	return true
 }
 
 func decodePolicyData(s string) ([]byte, error) {
@@ -452,12 +465,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, name, version st
 			kvError(w, 403, "Forbidden", "the release policy of this key is immutable")
 			return
 		}
-		doc, err := decodePolicyData(req.ReleasePolicy.Data)
-		if err == nil {
-			_, err = policy.Parse(doc)
-		}
-		if err != nil {
-			kvError(w, 400, "BadParameter", "release_policy: "+err.Error())
+		if !validPolicy(w, req.ReleasePolicy) {
 			return
 		}
 		kv.Policy = req.ReleasePolicy
