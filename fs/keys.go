@@ -30,6 +30,7 @@ func (f *keyFile) attr(a *fuse.Attr, size int64) {
 	a.Size = uint64(size)
 	a.Uid, a.Gid = f.root.opts.UID, f.root.opts.GID
 	a.Nlink = 1
+	a.SetTimes(&f.root.started, &f.root.started, &f.root.started)
 }
 
 // Getattr never releases anything. After an open the size is the real one,

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"sync"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -20,6 +21,7 @@ type Root struct {
 	mu      sync.Mutex
 	nextID  uint64
 	objects map[objectVersion]*objectState
+	started time.Time // directories carry the mount time
 }
 
 type objectVersion struct{ dataset, name, etag string }
@@ -41,7 +43,7 @@ func NewRoot(opts Options) (*Root, error) {
 		}
 		seen[d.Name] = true
 	}
-	return &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}}, nil
+	return &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now()}, nil
 }
 
 // OnAdd builds keys/ and the dataset directories.
@@ -70,6 +72,8 @@ func (r *Root) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.Attr
 func (r *Root) dirAttr(a *fuse.Attr) {
 	a.Mode = syscall.S_IFDIR | r.opts.DirMode
 	a.Uid, a.Gid = r.opts.UID, r.opts.GID
+	a.Nlink = 2
+	a.SetTimes(&r.started, &r.started, &r.started)
 }
 
 // Wipe zeroes every cached plaintext chunk. Call it at unmount.
