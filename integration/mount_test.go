@@ -308,3 +308,45 @@ func TestRun(t *testing.T) {
 		t.Fatalf("signal forwarding: %v, want exit 42", err)
 	}
 }
+
+// TestStaleMountCleanup: a daemon killed with SIGKILL leaves a dead mount
+// (ENOTCONN); the next `skrfs mount` at that place removes it and mounts.
+func TestStaleMountCleanup(t *testing.T) {
+	requireFUSE(t)
+	s := startDevstack(t)
+	cfg := filepath.Join(s.Dir, devstack.ConfigFile)
+	d := mountDaemon(t, cfg)
+	d.cmd.Process.Kill()
+	<-d.waitExit
+	d.waitExit = closedChan()
+	if _, err := os.Stat(filepath.Join(d.mnt, "data")); errnoOf(err) != syscall.ENOTCONN {
+		t.Fatalf("after SIGKILL: %v, want ENOTCONN from the dead mount", err)
+	}
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(skrfsBin(t), "mount", "--config", cfg, "--ready-file", ready, d.mnt)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("second mount not ready:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(filepath.Join(d.mnt, "data", "hello.txt")); err != nil || !strings.HasPrefix(string(b), "Hello from skrfs") {
+		t.Fatalf("read after remount: %v", err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if isMounted(d.mnt) {
+		m, _ := os.ReadFile("/proc/self/mounts")
+		t.Fatalf("still mounted after the second daemon stopped:\n%s\n%s", out.String(), m)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -140,12 +141,20 @@ func (m *mounted) stop() {
 	m.cleanup()
 }
 
-// cleanStaleMount detaches a dead FUSE mount at dir (its daemon died, so
-// every access fails with ENOTCONN).
+// cleanStaleMount detaches a dead FUSE mount at dir: a FUSE mount whose
+// daemon died answers every request with ENOTCONN. (Statfs always reaches
+// the daemon; a stat of the root may be answered from cached attributes.)
 func cleanStaleMount(dir string) {
-	var st syscall.Stat_t
-	err := syscall.Stat(dir, &st)
-	if !errors.Is(err, syscall.ENOTCONN) {
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	isFUSE := false
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == dir && strings.HasPrefix(f[2], "fuse") {
+			isFUSE = true
+		}
+	}
+	var st syscall.Statfs_t
+	if !isFUSE || !errors.Is(syscall.Statfs(dir, &st), syscall.ENOTCONN) {
 		return
 	}
 	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
