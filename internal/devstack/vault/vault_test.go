@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"net"
@@ -21,6 +22,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	devmaa "github.com/skrfs/skrfs/internal/devstack/maa"
 	"github.com/skrfs/skrfs/keyrelease"
@@ -56,6 +60,7 @@ type env struct {
 	signer   *rsa.PrivateKey
 	chain    []*x509.Certificate
 	roots    *x509.CertPool
+	maaKey   *rsa.PrivateKey
 }
 
 func newEnv(t *testing.T) *env {
@@ -92,7 +97,7 @@ func newEnv(t *testing.T) *env {
 	roots.AddCert(ca)
 
 	e := &env{stateDir: t.TempDir(), maaURL: maaTS.URL, hostData: hex.EncodeToString(hd[:]), signer: signer,
-		chain: []*x509.Certificate{leaf, ca}, roots: roots}
+		chain: []*x509.Certificate{leaf, ca}, roots: roots, maaKey: maaKey}
 	e.ts = httptest.NewUnstartedServer(nil)
 	e.ts.StartTLS()
 	t.Cleanup(e.ts.Close)
@@ -259,4 +264,94 @@ func TestReleaseRefusals(t *testing.T) {
 	if _, err := e.rel.Release(ctx, ref(t, kid)); !errors.Is(err, akv.ErrBadResponse) {
 		t.Fatalf("untrusted signer: %v", err)
 	}
+}
+
+func TestTokenReuseAndRefresh(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	kid := e.create(t, "k", azkeys.KeyTypeOctHSM, 256, e.policy(e.hostData))
+	for i := 0; i < 3; i++ {
+		if _, err := e.rel.Release(ctx, ref(t, kid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, _ := e.rel.Stats(); a != 1 {
+		t.Fatalf("%d attestations for 3 releases; the token should be reused", a)
+	}
+	// Close to the token's expiry (8 h): attest again before releasing.
+	e.rel.Now = func() time.Time { return time.Now().Add(8*time.Hour - 4*time.Minute) }
+	if _, err := e.rel.Release(ctx, ref(t, kid)); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := e.rel.Stats(); a != 2 {
+		t.Fatalf("%d attestations; a token about to expire must be refreshed", a)
+	}
+}
+
+// TestReleaseRefusesBadTokens sends crafted attestation tokens straight to
+// the release API.
+func TestReleaseRefusesBadTokens(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.create(t, "k", azkeys.KeyTypeOctHSM, 256, e.policy(e.hostData))
+	runtime := map[string]any{"keys": []any{map[string]any{"kty": "RSA", "e": "AQAB", "kid": "x", "key_ops": []any{"encrypt"},
+		"n": "xjlCRBqkOogbU7iAFE2rDdE4LrJuGs3SzRcF5lEWadGQFPnD9bcGqYKwKnvCrXaqWTuZVFd4cUVbGWwXdK9e2wQ6EnLgwN2vMzp9xo3RPpiKpRk0uFmzpNmV4m1Xj3V6y2GVKzhY5uPPJ3cYthVbUaNoZPSC8ONfBp6tUZsC6x-fmxzMWmlo3Pzj3p_Fz2bXnTyQc1a1lDJqHPMgRRLJ8Q8hgF5zWqFZXh1G1w3qSQpR6RkaxFUfXT2F7ELy1TjSK7xCQxs7QcNgWoLQ6g4OAoDl5Fzx_yI0LYRLkGvb2FT1kpmxlYIfgMbYqxM0BIa3hLuM-dXj6EnJzG1s1Yq3JqQ"}}}
+	good := map[string]any{"iss": e.maaURL, "iat": time.Now().Unix(), "nbf": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+		"x-ms-attestation-type": "sevsnpvm", "x-ms-sevsnpvm-hostdata": e.hostData, "x-ms-sevsnpvm-is-debuggable": false,
+		"x-ms-sevsnpvm-vmpl": 0, "x-ms-runtime": runtime}
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	with := func(k string, v any) map[string]any {
+		m := map[string]any{}
+		for a, b := range good {
+			m[a] = b
+		}
+		if v == nil {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name   string
+		claims map[string]any
+		key    *rsa.PrivateKey
+		want   string
+	}{
+		{"wrong signer", good, other, "attestation token rejected"},
+		{"expired", with("exp", time.Now().Add(-time.Hour).Unix()), e.maaKey, "attestation token rejected"},
+		{"issuer not in the policy", with("iss", "https://evil.attest.azure.net"), e.maaKey, "is not an authority"},
+		{"no runtime key", with("x-ms-runtime", nil), e.maaKey, "x-ms-runtime"},
+		{"claim mismatch", with("x-ms-sevsnpvm-is-debuggable", true), e.maaKey, "claim x-ms-sevsnpvm-is-debuggable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := jwt.New()
+			for k, v := range tc.claims {
+				tok.Set(k, v)
+			}
+			hdr := jws.NewHeaders()
+			hdr.Set(jws.KeyIDKey, maaKID(t, e))
+			signed, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, tc.key, jws.WithProtectedHeaders(hdr)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := string(signed)
+			_, err = e.kc.Release(ctx, "k", "", azkeys.ReleaseParameters{TargetAttestationToken: &target}, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("release: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// maaKID reads the signing key id from the MAA stand-in's JWKS.
+func maaKID(t *testing.T, e *env) string {
+	resp, err := e.ts.Client().Get(e.maaURL + "/certs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var set struct{ Keys []struct{ Kid string } }
+	json.NewDecoder(resp.Body).Decode(&set)
+	return set.Keys[0].Kid
 }
