@@ -9,8 +9,10 @@ package attest
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/client"
+	"github.com/google/go-sev-guest/kds"
 	"github.com/rs/zerolog"
 
 	"github.com/skrfs/skrfs/keyrelease"
@@ -58,13 +61,19 @@ type Options struct {
 	// $UVM_SECURITY_CONTEXT_DIR, else a /security-context-* directory).
 	SecurityContextDir string
 	// THIMURL is the THIM endpoint (default IMDS's).
-	THIMURL    string
+	THIMURL string
+	// KDSURL is AMD's Key Distribution Service, the last certificate source
+	// (default https://kdsintf.amd.com).
+	KDSURL     string
 	HTTPClient *http.Client
 	Logger     zerolog.Logger
 }
 
 // DefaultTHIMURL is THIM on IMDS.
 const DefaultTHIMURL = "http://169.254.169.254/metadata/THIM/amd/certification"
+
+// DefaultKDSURL is AMD's Key Distribution Service.
+const DefaultKDSURL = "https://kdsintf.amd.com"
 
 // SNP is the provider for real SEV-SNP guests.
 type SNP struct {
@@ -95,6 +104,9 @@ func Detect(opts Options) (*SNP, error) {
 func NewSNP(reporter Reporter, opts Options) (*SNP, error) {
 	if opts.THIMURL == "" {
 		opts.THIMURL = DefaultTHIMURL
+	}
+	if opts.KDSURL == "" {
+		opts.KDSURL = DefaultKDSURL
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -173,14 +185,21 @@ func (s *SNP) Evidence(ctx context.Context, reportData [64]byte) (*Evidence, err
 	want := fmt.Sprintf("%016x", rep.ReportedTcb)
 	certs, src := s.ctxCerts, "ACI security context"
 	// Certificates must certify the TCB the report claims; refetch from
-	// THIM when they do not (protocol.md 2.4).
+	// THIM, then AMD KDS, when they do not (protocol.md 2.4).
 	if certs == nil || !strings.EqualFold(certs.Tcbm, want) {
-		if certs, err = s.thim(ctx); err != nil {
-			return nil, err
+		thimCerts, thimErr := s.thim(ctx)
+		certs, src = thimCerts, "THIM"
+		if thimErr == nil && !strings.EqualFold(thimCerts.Tcbm, want) {
+			thimErr = fmt.Errorf("THIM certifies TCB %s", thimCerts.Tcbm)
 		}
-		src = "THIM"
-		if !strings.EqualFold(certs.Tcbm, want) {
-			return nil, fmt.Errorf("%w: SNP reported TCB %s does not match the certificate TCB %s", keyrelease.ErrAttestation, want, certs.Tcbm)
+		if thimErr != nil {
+			var kdsErr error
+			certs, kdsErr = s.kds(ctx, rep.ChipId, rep.ReportedTcb, rep.Cpuid1EaxFms)
+			src = "AMD KDS"
+			if kdsErr != nil {
+				return nil, fmt.Errorf("%w: SNP reported TCB %s does not match the certificate TCB: THIM: %v; AMD KDS: %v",
+					keyrelease.ErrAttestation, want, thimErr, kdsErr)
+			}
 		}
 	}
 	return &Evidence{Report: bytes.Clone(report), VCEK: []byte(certs.VcekCert), Chain: []byte(certs.CertificateChain),
@@ -216,4 +235,51 @@ func (s *SNP) thim(ctx context.Context) (*Certs, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: THIM %s: %v", keyrelease.ErrUnavailable, s.opts.THIMURL, lastErr)
+}
+
+// kds fetches the VCEK for the chip and TCB, and the ASK/ARK chain, from
+// AMD KDS. The product line comes from the report's CPUID (version 3
+// reports); older reports try every product line KDS serves, never a
+// hard-coded Milan only.
+func (s *SNP) kds(ctx context.Context, chipID []byte, tcb uint64, fms uint32) (*Certs, error) {
+	lines := []string{"Milan", "Genoa", "Turin"}
+	if fms != 0 {
+		lines = []string{kds.ProductLineFromFms(fms)}
+	}
+	var errs []error
+	for _, line := range lines {
+		vcekURL := strings.Replace(kds.VCEKCertURL(line, chipID, kds.TCBVersion(tcb)), DefaultKDSURL, s.opts.KDSURL, 1)
+		der, err := s.get(ctx, vcekURL)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", line, err))
+			continue
+		}
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("KDS VCEK for %s: %w", line, err)
+		}
+		chainURL := strings.Replace(kds.ProductCertChainURL(abi.VcekReportSigner, line), DefaultKDSURL, s.opts.KDSURL, 1)
+		chain, err := s.get(ctx, chainURL)
+		if err != nil {
+			return nil, fmt.Errorf("KDS chain for %s: %w", line, err)
+		}
+		return &Certs{VcekCert: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+			CertificateChain: string(chain), Tcbm: fmt.Sprintf("%016x", tcb)}, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (s *SNP) get(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.opts.HTTPClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 }

@@ -3,6 +3,7 @@ package attest
 import (
 	"context"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/skrfs/skrfs/keyrelease"
+	"github.com/skrfs/skrfs/keyrelease/attest/fakesnp"
 	"github.com/skrfs/skrfs/keyrelease/evidence"
 )
 
@@ -105,5 +107,52 @@ func TestDetectWithoutHardware(t *testing.T) {
 	}
 	if _, err := Detect(Options{}); !errors.Is(err, ErrNoDevice) {
 		t.Fatalf("Detect = %v, want ErrNoDevice", err)
+	}
+}
+
+// deviceReporter adapts the fake device to Reporter.
+type deviceReporter struct{ d *fakesnp.Device }
+
+func (r deviceReporter) GetRawQuote(rd [64]byte) ([]byte, error) { return r.d.Report(rd) }
+
+func TestAMDKDSFallback(t *testing.T) {
+	dev, err := fakesnp.New(fakesnp.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vcekPEM, ask, ark := dev.Certs()
+	blk, _ := pem.Decode(vcekPEM)
+	var paths []string
+	kdsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.Path)
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/Milan/cert_chain"):
+			w.Write(append(ask, ark...))
+		case strings.HasPrefix(r.URL.Path, "/vcek/v1/Milan/") && r.URL.Query().Get("blSPL") != "":
+			w.Write(blk.Bytes)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer kdsSrv.Close()
+	thim := httptest.NewServer(http.NotFoundHandler())
+	defer thim.Close()
+	p, err := NewSNP(deviceReporter{dev}, Options{SecurityContextDir: t.TempDir(), THIMURL: thim.URL, KDSURL: kdsSrv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := p.Evidence(context.Background(), [64]byte{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Source != "AMD KDS" || len(paths) != 2 || !strings.Contains(paths[0], "/Milan/") {
+		t.Fatalf("source %q, KDS paths %v (product must come from the report)", ev.Source, paths)
+	}
+	chain, err := evidence.ParseChainPEM(ev.CertChainPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := evidence.Verify(ev.Report, chain, evidence.Options{ExtraRoots: dev.Roots()}); err != nil {
+		t.Fatalf("evidence from KDS does not verify: %v", err)
 	}
 }
