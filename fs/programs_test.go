@@ -4,22 +4,17 @@ import (
 	"archive/tar"
 	"archive/zip"
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/skrfs/skrfs/internal/progtest"
 )
 
 // Unmodified programs read plaintext through the mount. The programs run
@@ -129,45 +124,6 @@ for a in sys.argv[2:]:
 	})
 	t.Run("openssl reads the key; a TLS server uses it", func(t *testing.T) {
 		run(t, openssl, "pkey", "-in", w.path("keys/demo-rsa"), "-noout")
-		// A certificate for the released key, then a real handshake with
-		// openssl s_server loading its private key from the mount.
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-			DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &w.rk.PublicKey, w.rk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert := filepath.Join(t.TempDir(), "cert.pem")
-		os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		srv := exec.Command(openssl, "s_server", "-accept", fmt.Sprint(port), "-cert", cert, "-key", w.path("keys/demo-rsa"), "-www", "-quiet")
-		var srvOut bytes.Buffer
-		srv.Stdout, srv.Stderr = &srvOut, &srvOut
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { srv.Process.Kill(); srv.Wait() }()
-		// Wait until the server accepts connections (it loads the key first).
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("s_server did not start: %s", srvOut.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		cl := exec.Command(openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-CAfile", cert,
-			"-verify_return_error", "-servername", "localhost", "-brief")
-		cl.Stdin = strings.NewReader("")
-		out, err := cl.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "CONNECTION ESTABLISHED") {
-			t.Fatalf("s_client: %v\n%s\nserver: %s", err, out, srvOut.String())
-		}
+		progtest.TLSHandshake(t, w.rk, w.path("keys/demo-rsa"))
 	})
 }

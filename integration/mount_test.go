@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	stdcrypto "crypto"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/skrfs/skrfs/crypto"
 	"github.com/skrfs/skrfs/internal/devstack"
+	"github.com/skrfs/skrfs/internal/progtest"
+	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // These tests run the real daemon (`skrfs mount`, `skrfs run`) as a
@@ -147,6 +150,41 @@ func TestMountDevstack(t *testing.T) {
 		sum := fileSHA(t, filepath.Join(plain, "random-64m.bin"))
 		if err != nil || !strings.HasPrefix(string(out), fmt.Sprintf("%x", sum)) {
 			t.Fatalf("sha256sum: %v %s", err, out)
+		}
+	})
+	t.Run("a TLS server loads the released key from the mount", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(d.mnt, "keys", "demo-rsa"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := keyrelease.ParseKey(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Wipe()
+		progtest.TLSHandshake(t, k.Private.(stdcrypto.Signer), filepath.Join(d.mnt, "keys", "demo-rsa"))
+	})
+	t.Run("python seeks and tar reads through the mount", func(t *testing.T) {
+		want, _ := os.ReadFile(filepath.Join(plain, "random-64m.bin"))
+		script := `import sys, hashlib
+f = open(sys.argv[1], 'rb')
+for off in range(0, 64 << 20, 7 << 20):
+    f.seek(off + 12345)
+    print(hashlib.sha256(f.read(100000)).hexdigest())`
+		out, err := exec.Command("/usr/bin/python3", "-c", script, filepath.Join(d.mnt, "data", "random-64m.bin")).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var exp strings.Builder
+		for off := 0; off < 64<<20; off += 7 << 20 {
+			fmt.Fprintf(&exp, "%x\n", sha256.Sum256(want[off+12345:off+12345+100000]))
+		}
+		if string(out) != exp.String() {
+			t.Fatal("python random reads differ")
+		}
+		tarOut, err := exec.Command("tar", "-C", filepath.Join(d.mnt, "data"), "-cf", "-", ".").Output()
+		if err != nil || len(tarOut) < 64<<20 {
+			t.Fatalf("tar of the dataset: %v, %d bytes", err, len(tarOut))
 		}
 	})
 	t.Run("keys as files", func(t *testing.T) {
