@@ -14,6 +14,37 @@ type chunkCache struct {
 	size  int64
 	lru   *list.List // front = most recent; values are *chunkEntry
 	items map[chunkKey]*list.Element
+	free  [][]byte // zeroed chunk buffers for reuse (bounded)
+}
+
+// newChunk returns an empty buffer with capacity for one chunk, reusing an
+// evicted one when possible: steady-state reading allocates nothing, which
+// keeps the heap (locked in memory by mlockall) small.
+func (c *chunkCache) newChunk(capacity int) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.free) > 0 {
+		b := c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
+		if cap(b) >= capacity {
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, capacity)
+}
+
+// recycle zeroes a buffer that never entered the cache and keeps it.
+func (c *chunkCache) recycle(b []byte) {
+	clear(b[:cap(b)])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keepLocked(b)
+}
+
+func (c *chunkCache) keepLocked(b []byte) {
+	if int64(len(c.free)+1)*int64(cap(b)) <= c.max/4 {
+		c.free = append(c.free, b[:0])
+	}
 }
 
 type chunkKey struct {
@@ -59,6 +90,7 @@ func (c *chunkCache) put(k chunkKey, data []byte) {
 		old := e.Value.(*chunkEntry)
 		c.size -= int64(len(old.data))
 		clear(old.data)
+		c.keepLocked(old.data)
 		old.data = data
 		c.size += int64(len(data))
 		c.lru.MoveToFront(e)
@@ -77,6 +109,7 @@ func (c *chunkCache) removeLocked(e *list.Element) {
 	c.size -= int64(len(ce.data))
 	delete(c.items, ce.key)
 	c.lru.Remove(e)
+	c.keepLocked(ce.data)
 }
 
 // dropObject removes every chunk of one object.
@@ -102,6 +135,7 @@ func (c *chunkCache) clear() {
 	c.lru.Init()
 	c.items = map[chunkKey]*list.Element{}
 	c.size = 0
+	c.free = nil
 }
 
 // bytes returns the cached plaintext size.

@@ -48,21 +48,20 @@ func Mount(dir string, root *Root, mo MountOptions) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	raiseReadAhead(dir, root)
+	if err := RaiseReadAhead(dir); err != nil {
+		root.log().Debug().Err(err).Msg("cannot raise read-ahead")
+	}
 	return srv, nil
 }
 
-// raiseReadAhead sets the mount's BDI read-ahead to 1 MiB so buffered
-// sequential reads arrive as 1 MiB requests instead of 128 KiB (root only;
-// failure only costs speed).
-func raiseReadAhead(dir string, root *Root) {
+// RaiseReadAhead sets the BDI read-ahead of the mount at dir to 1 MiB, so
+// buffered sequential reads arrive as 1 MiB requests instead of 128 KiB
+// (root only; failure only costs speed).
+func RaiseReadAhead(dir string) error {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
-		return
+		return err
 	}
 	maj, min := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
-	p := filepath.Join("/sys/class/bdi", fmt.Sprintf("%d:%d", maj, min), "read_ahead_kb")
-	if err := os.WriteFile(p, []byte("1024"), 0); err != nil {
-		root.log().Debug().Err(err).Str("bdi", p).Msg("cannot raise read-ahead")
-	}
+	return os.WriteFile(filepath.Join("/sys/class/bdi", fmt.Sprintf("%d:%d", maj, min), "read_ahead_kb"), []byte("1024"), 0)
 }

@@ -177,7 +177,7 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info)
 		return nil, err
 	}
 	o := &objectState{id: id, name: n.ds.Name + "/" + n.name, ref: info.Ref(), store: n.ds.Store, d: d,
-		fs: n.root, sem: make(chan struct{}, n.root.opts.Parallel), inflight: map[int64]*flight{}}
+		fs: n.root, sem: n.root.loads, inflight: map[int64]*flight{}}
 	// Authenticate the final chunk now: it proves the size, so a truncated
 	// object fails at open instead of looking shorter.
 	if err := o.ensure(ctx, d.NumChunks()-1, d.NumChunks()-1); err != nil {
@@ -264,9 +264,16 @@ func (h *objectHandle) readAhead(off, n int64) {
 		return
 	}
 	opts := h.node.root.opts
+	// Concurrent streams share the chunk cache: each gets at most a fair
+	// share of it, so read-ahead never evicts what another stream is about
+	// to read.
+	maxWin := opts.MaxReadAhead
+	if n := h.node.root.openObjects(); n > 1 {
+		maxWin = max(opts.RangeSize, min(maxWin, opts.CacheBytes/(2*int64(n))))
+	}
 	h.mu.Lock()
 	if off == h.nextOff && off > 0 {
-		h.window = min(max(2*h.window, opts.RangeSize), opts.MaxReadAhead)
+		h.window = min(max(2*h.window, opts.RangeSize), maxWin)
 	} else {
 		h.window = 0
 	}

@@ -22,7 +22,7 @@ type objectState struct {
 	store blob.Store
 	d     *crypto.Decryptor
 	fs    *Root
-	sem   chan struct{} // bounds storage reads in flight
+	sem   chan struct{} // Root.loads: bounds storage reads in flight in all
 	refs  int           // open handles; guarded by Root.mu
 
 	mu       sync.Mutex
@@ -183,7 +183,8 @@ func (o *objectState) load(first, last int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), o.fs.opts.OpTimeout)
 	defer cancel()
 	off, n := o.d.CipherRange(first, last)
-	ct := make([]byte, n)
+	ct := o.fs.buffers.get(int(n))
+	defer o.fs.buffers.put(ct)
 	if k, err := o.store.ReadAt(ctx, o.ref, ct, off); int64(k) != n {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -196,8 +197,9 @@ func (o *objectState) load(first, last int64) error {
 	for i := first; i <= last; i++ {
 		seg := ct[(i-first)*int64(t):]
 		seg = seg[:min(len(seg), t)]
-		pt, err := o.d.DecryptChunks(make([]byte, 0, c), seg, i)
+		pt, err := o.d.DecryptChunks(o.fs.cache.newChunk(c), seg, i)
 		if err != nil {
+			o.fs.cache.recycle(pt)
 			o.fs.log().Warn().Err(err).Str("object", o.name).Str("etag", o.ref.ETag).Int64("chunk", i).
 				Msg("chunk failed authentication; returning EIO")
 			return fmt.Errorf("%s: %w", o.name, err)

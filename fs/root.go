@@ -15,8 +15,10 @@ import (
 // Root is the root directory: keys/ and one directory per dataset.
 type Root struct {
 	fusefs.Inode
-	opts  Options
-	cache *chunkCache
+	opts    Options
+	cache   *chunkCache
+	buffers bufferPool    // ciphertext read buffers
+	loads   chan struct{} // one token per storage read in flight
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -43,7 +45,8 @@ func NewRoot(opts Options) (*Root, error) {
 		}
 		seen[d.Name] = true
 	}
-	return &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now()}, nil
+	return &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(),
+		loads: make(chan struct{}, opts.Parallel)}, nil
 }
 
 // OnAdd builds keys/ and the dataset directories.
@@ -110,6 +113,13 @@ func (r *Root) acquire(v objectVersion, mk func(id uint64) (*objectState, error)
 	return o, nil
 }
 
+// openObjects returns how many object versions are open.
+func (r *Root) openObjects() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.objects)
+}
+
 // releaseObject drops a handle's reference; the last one frees the state
 // and zeroes its cached chunks (the kernel's page cache keeps serving
 // warm reads of unchanged objects).
@@ -144,4 +154,20 @@ func inode(parent, name string) uint64 {
 	h.Write([]byte{0})
 	h.Write([]byte(name))
 	return h.Sum64() | 1<<63 // stay clear of go-fuse's automatic numbers
+}
+
+// bufferPool recycles the ciphertext buffers of storage reads (a few MiB
+// each) instead of leaving them to the garbage collector.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) get(n int) []byte {
+	if v, ok := b.p.Get().(*[]byte); ok && cap(*v) >= n {
+		return (*v)[:n]
+	}
+	return make([]byte, n)
+}
+
+func (b *bufferPool) put(buf []byte) {
+	clear(buf) // ciphertext, but keep pooled memory clean all the same
+	b.p.Put(&buf)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -98,10 +99,15 @@ type mounted struct {
 
 // startMount hardens the process, builds the filesystem from cfg, cleans
 // up a stale mount at dir, and mounts.
-func startMount(ctx context.Context, cfg *config.Config, dir string, debug bool) (*mounted, error) {
+func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug bool) (*mounted, error) {
 	if r := harden.Apply(); r.Err() != nil {
 		log.Warn().Err(r.Err()).Msg("some memory protections are unavailable")
 	}
+	// Memory is locked (so never swapped) and cannot be handed back to the
+	// kernel: keep the heap close to the live data (chunk cache, reads in
+	// flight) with a tighter GC and a soft limit.
+	debug.SetGCPercent(50)
+	debug.SetMemoryLimit(128 << 20)
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -111,7 +117,7 @@ func startMount(ctx context.Context, cfg *config.Config, dir string, debug bool)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := fs.Mount(abs, root, fs.MountOptions{AllowOther: cfg.Mount.AllowOther, Debug: debug})
+	srv, err := fs.Mount(abs, root, fs.MountOptions{AllowOther: cfg.Mount.AllowOther, Debug: fuseDebug})
 	if err != nil {
 		cleanup()
 		return nil, err

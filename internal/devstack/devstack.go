@@ -62,6 +62,9 @@ type Stack struct {
 	// FederatedTokenFile holds a service-account token for workload identity.
 	FederatedTokenFile string
 
+	// HTTPClient trusts the devstack's CA.
+	HTTPClient *http.Client
+
 	Vault    *vault.Server
 	MAA      *devmaa.Server
 	Identity *identity.Server
@@ -124,6 +127,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool()}}}
+	s.HTTPClient = client
 	s.secret = secret(p)
 	if s.Identity, err = identity.New(identity.Options{TenantID: TenantID, Key: p.tokenKey, ClientIDs: []string{ClientID},
 		Secret: s.secret, FederationKey: p.fedKey, THIM: s.Device.THIM(), Logger: opts.Logger.With().Str("service", "imds").Logger()}); err != nil {

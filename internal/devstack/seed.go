@@ -47,8 +47,12 @@ func (s *Stack) Policy(hostData string) []byte {
 		`{"claim":"x-ms-sevsnpvm-vmpl","equals":"0"}]}]}`)
 }
 
-// KeysClient returns an azkeys client for the devstack vault.
+// KeysClient returns an azkeys client for the devstack vault (hc nil = the
+// stack's own HTTPClient).
 func (s *Stack) KeysClient(hc *http.Client) (*azkeys.Client, error) {
+	if hc == nil {
+		hc = s.HTTPClient
+	}
 	return azkeys.NewClient(s.VaultURL, mintCred{s}, &azkeys.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: hc},
 		DisableChallengeResourceVerification: true})
 }
