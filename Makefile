@@ -15,7 +15,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZ_SCALE ?= 1
 PYTHON     := /usr/bin/python3
 
-.PHONY: all build test unit integration fuzz pyvectors demo bench lint fmt deps deps-apt deps-azurite azurite clean
+.PHONY: all build test unit integration fuzz pyvectors demo bench lint fmt deps deps-apt deps-azurite deps-bench azurite clean
 
 all: build
 
@@ -55,11 +55,17 @@ demo: build deps-apt
 ## bench: benchmarks; figures are ratios against a baseline measured in the
 ## same run (median of 3 runs, with min and max). SKRFS_BENCH_SIZE sets the
 ## Azure download size (default 1 GiB).
-bench: deps
+bench: deps deps-bench
 	@mkdir -p $(CACHE)
 	$(GO) test -run '^$$' -bench . -count 3 -benchtime 1s ./crypto/ | tee $(CACHE)/bench-crypto.txt
 	$(GO) test -run '^$$' -bench BenchmarkDownload -count 3 -benchtime 2x -timeout 60m ./blob/azblob/ | tee $(CACHE)/bench-azblob.txt
 	@$(PYTHON) scripts/benchratio.py $(CACHE)/bench-crypto.txt $(CACHE)/bench-azblob.txt | tee $(CACHE)/bench.md
+	$(GO) run ./integration/bench -out $(CACHE)/bench
+
+# The peers the benchmarks compare with, from Debian.
+deps-bench: deps-apt
+	@missing=""; for tool in gocryptfs rclone fio; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: $(GOBIN_DIR)/staticcheck
 	$(GO) vet ./...
