@@ -272,7 +272,7 @@ func (h *objectHandle) readAhead(off, n int64) {
 		maxWin = max(opts.RangeSize, min(maxWin, opts.CacheBytes/(2*int64(n))))
 	}
 	h.mu.Lock()
-	if off == h.nextOff && off > 0 {
+	if off == h.nextOff { // a read at 0 counts: most files are read from the start
 		h.window = min(max(2*h.window, opts.RangeSize), maxWin)
 	} else {
 		h.window = 0

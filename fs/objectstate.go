@@ -34,6 +34,49 @@ type flight struct {
 	first, last int64
 	done        chan struct{}
 	err         error
+
+	// Chunks are published as they are decrypted: ready is the highest
+	// chunk cached so far, and wake is closed (and replaced) at each step,
+	// so a reader waits for its own chunks, not for the whole range.
+	mu    sync.Mutex
+	ready int64
+	wake  chan struct{}
+}
+
+func newFlight(first, last int64) *flight {
+	return &flight{first: first, last: last, done: make(chan struct{}), ready: first - 1, wake: make(chan struct{})}
+}
+
+// advance records that chunk i is cached and wakes the waiters.
+func (f *flight) advance(i int64) {
+	f.mu.Lock()
+	f.ready = i
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// wait blocks until chunk need of f is cached, f ended, or ctx ended. It
+// reports whether the chunk is there; otherwise f.err (or ctx) says why.
+func (f *flight) wait(ctx context.Context, need int64) (bool, error) {
+	for {
+		f.mu.Lock()
+		ready, wake := f.ready, f.wake
+		f.mu.Unlock()
+		if ready >= need {
+			return true, nil
+		}
+		select {
+		case <-wake:
+		case <-f.done:
+			f.mu.Lock()
+			ready = f.ready
+			f.mu.Unlock()
+			return ready >= need, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
 }
 
 func (o *objectState) key(i int64) chunkKey { return chunkKey{obj: o.id, index: i} }
@@ -79,10 +122,12 @@ func (o *objectState) ensure(ctx context.Context, first, last int64) error {
 	for attempt := 0; ; attempt++ {
 		retry := false
 		for _, f := range o.start(first, last, true) {
-			select {
-			case <-f.done:
-			case <-ctx.Done():
-				return ctx.Err()
+			ok, err := f.wait(ctx, min(last, f.last))
+			if err != nil {
+				return err
+			}
+			if ok {
+				continue
 			}
 			switch {
 			case f.err == errPrefetchSkipped && attempt < 3:
@@ -134,7 +179,7 @@ func (o *objectState) start(first, last int64, wait bool) []*flight {
 		for j < last && j-i+1 < per && o.inflight[j+1] == nil && !o.fs.cache.has(o.key(j+1)) {
 			j++
 		}
-		f := &flight{first: i, last: j, done: make(chan struct{})}
+		f := newFlight(i, j)
 		for k := i; k <= j; k++ {
 			o.inflight[k] = f
 		}
@@ -157,7 +202,7 @@ func (o *objectState) start(first, last int64, wait bool) []*flight {
 		}
 		go func() {
 			defer func() { <-o.sem }()
-			o.finish(f, o.load(f.first, f.last))
+			o.finish(f, o.load(f))
 		}()
 	}
 	return flights
@@ -179,7 +224,8 @@ func (o *objectState) finish(f *flight, err error) {
 
 // load fetches chunks [first, last] with one ranged read, authenticates and
 // decrypts them, and caches their plaintext.
-func (o *objectState) load(first, last int64) error {
+func (o *objectState) load(f *flight) error {
+	first, last := f.first, f.last
 	ctx, cancel := context.WithTimeout(context.Background(), o.fs.opts.OpTimeout)
 	defer cancel()
 	off, n := o.d.CipherRange(first, last)
@@ -205,6 +251,7 @@ func (o *objectState) load(first, last int64) error {
 			return fmt.Errorf("%s: %w", o.name, err)
 		}
 		o.fs.cache.put(o.key(i), pt)
+		f.advance(i)
 	}
 	return nil
 }

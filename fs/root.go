@@ -167,7 +167,6 @@ func (b *bufferPool) get(n int) []byte {
 	return make([]byte, n)
 }
 
-func (b *bufferPool) put(buf []byte) {
-	clear(buf) // ciphertext, but keep pooled memory clean all the same
-	b.p.Put(&buf)
-}
+// put returns a buffer. It holds only ciphertext, which is not secret, so
+// it is not cleared (clearing 8 MiB per read showed up in profiles).
+func (b *bufferPool) put(buf []byte) { b.p.Put(&buf) }

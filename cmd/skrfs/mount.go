@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -41,6 +42,13 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 			m, err := startMount(cmd.Context(), cfg, args[0], debug)
 			if err != nil {
 				return err
+			}
+			// For profiling the read path (make bench, developers).
+			if p := os.Getenv("SKRFS_CPUPROFILE"); p != "" {
+				if f, err := os.Create(p); err == nil {
+					pprof.StartCPUProfile(f)
+					defer func() { pprof.StopCPUProfile(); f.Close() }()
+				}
 			}
 			if readyFile != "" {
 				if err := os.WriteFile(readyFile, []byte(m.dir+"\n"), 0o644); err != nil {
