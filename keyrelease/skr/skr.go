@@ -39,9 +39,11 @@ type Releaser struct {
 	// Now is the clock (nil = time.Now).
 	Now func() time.Time
 
-	mu    sync.Mutex
-	wk    *wrapkey.WrappingKey
-	token *maa.Token
+	mu        sync.Mutex
+	wk        *wrapkey.WrappingKey
+	token     *maa.Token
+	spareOnce sync.Once
+	spare     chan *wrapkey.WrappingKey // a wrapping key generated ahead of need
 
 	attestations, releases atomic.Int64
 }
@@ -53,6 +55,41 @@ func (r *Releaser) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
+}
+
+// Prepare generates the next wrapping key in the background, so that the
+// first open does not wait for RSA key generation (tens of milliseconds).
+// It is called again after every attestation; calling it is optional.
+func (r *Releaser) Prepare() {
+	spare := r.spares()
+	go func() {
+		wk, err := wrapkey.NewWrappingKey()
+		if err != nil {
+			return
+		}
+		select {
+		case spare <- wk:
+		default:
+			wk.Wipe() // one is waiting already
+		}
+	}()
+}
+
+func (r *Releaser) spares() chan *wrapkey.WrappingKey {
+	r.spareOnce.Do(func() { r.spare = make(chan *wrapkey.WrappingKey, 1) })
+	return r.spare
+}
+
+// wrappingKey takes the prepared key when there is one (and prepares the
+// next), else makes one now.
+func (r *Releaser) wrappingKey() (*wrapkey.WrappingKey, error) {
+	select {
+	case wk := <-r.spares():
+		r.Prepare()
+		return wk, nil
+	default:
+	}
+	return wrapkey.NewWrappingKey()
 }
 
 // Attest produces evidence for a fresh wrapping key and returns the MAA
@@ -75,7 +112,7 @@ func (r *Releaser) attestLocked(ctx context.Context, force bool) (*wrapkey.Wrapp
 	if !force && r.token != nil && r.token.Expires.Sub(r.now()) > margin {
 		return r.wk, r.token, nil
 	}
-	wk, err := wrapkey.NewWrappingKey()
+	wk, err := r.wrappingKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -138,4 +175,9 @@ func (r *Releaser) Close() {
 		r.wk.Wipe()
 	}
 	r.wk, r.token = nil, nil
+	select {
+	case wk := <-r.spares():
+		wk.Wipe()
+	default:
+	}
 }
