@@ -157,7 +157,7 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 
 // openVersion does the key-dependent part of an open, once per version.
 func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info) (*objectState, error) {
-	h, err := readHeader(ctx, n.ds.Store, info)
+	h, head, err := readHeader(ctx, n.ds.Store, info)
 	if err != nil {
 		return nil, err
 	}
@@ -179,8 +179,17 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info)
 	o := &objectState{id: id, name: n.ds.Name + "/" + n.name, ref: info.Ref(), store: n.ds.Store, d: d,
 		fs: n.root, sem: n.root.loads, inflight: map[int64]*flight{}}
 	// Authenticate the final chunk now: it proves the size, so a truncated
-	// object fails at open instead of looking shorter.
-	if err := o.ensure(ctx, d.NumChunks()-1, d.NumChunks()-1); err != nil {
+	// object fails at open instead of looking shorter. A small object is
+	// already whole in the bytes read for its header.
+	last := d.NumChunks() - 1
+	if off, size := d.CipherRange(last, last); off+size <= int64(len(head)) {
+		pt, err := d.DecryptChunks(n.root.cache.newChunk(h.ChunkSize), head[off:off+size], last)
+		if err != nil {
+			n.root.cache.recycle(pt)
+			return nil, fmt.Errorf("%s: %w", o.name, err)
+		}
+		n.root.cache.put(o.key(last), pt)
+	} else if err := o.ensure(ctx, last, last); err != nil {
 		n.root.cache.dropObject(id)
 		return nil, err
 	}
@@ -208,22 +217,26 @@ func (n *objectNode) allowedRef(s string) (keyrelease.KeyRef, error) {
 	return keyrelease.KeyRef{}, fmt.Errorf("%w: %s", errObjectKeyNotAllowed, hdr)
 }
 
-func readHeader(ctx context.Context, st blob.Store, info blob.Info) (*crypto.Header, error) {
-	buf := make([]byte, min(info.Size, 4096))
+// readHeader reads and parses an object's header with one read of its first
+// 8 KiB (two for longer headers), and returns the bytes read: for small
+// objects they are the whole object.
+func readHeader(ctx context.Context, st blob.Store, info blob.Info) (*crypto.Header, []byte, error) {
+	buf := make([]byte, min(info.Size, 8192))
 	if _, err := st.ReadAt(ctx, info.Ref(), buf, 0); err != nil && err != io.EOF {
-		return nil, err
+		return nil, nil, err
 	}
 	p, err := crypto.ParsePreamble(buf)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if p.HeaderLen > len(buf) && int64(p.HeaderLen) <= info.Size {
 		buf = make([]byte, p.HeaderLen)
 		if _, err := st.ReadAt(ctx, info.Ref(), buf, 0); err != nil && err != io.EOF {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return crypto.ParseHeader(buf)
+	h, err := crypto.ParseHeader(buf)
+	return h, buf, err
 }
 
 // objectHandle is one open file of an object version.
@@ -269,11 +282,11 @@ func (h *objectHandle) readAhead(off, n int64) {
 	// to read.
 	maxWin := opts.MaxReadAhead
 	if n := h.node.root.openObjects(); n > 1 {
-		maxWin = max(opts.RangeSize, min(maxWin, opts.CacheBytes/(2*int64(n))))
+		maxWin = min(maxWin, opts.CacheBytes/(2*int64(n)))
 	}
 	h.mu.Lock()
 	if off == h.nextOff { // a read at 0 counts: most files are read from the start
-		h.window = min(max(2*h.window, opts.RangeSize), maxWin)
+		h.window = min(max(2*h.window, min(opts.RangeSize, maxWin)), maxWin)
 	} else {
 		h.window = 0
 	}

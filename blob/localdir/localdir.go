@@ -19,6 +19,7 @@ package localdir
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -94,32 +95,21 @@ func info(name string, st fs.FileInfo) blob.Info {
 	return blob.Info{Name: name, Size: st.Size(), ETag: etag(st), ModTime: st.ModTime()}
 }
 
-// xattrPrefix namespaces user metadata kept in extended attributes.
-const xattrPrefix = "user.skrfs.md."
+// xattrName holds all user metadata of an object, as one JSON object in
+// one extended attribute, so that Stat costs a single getxattr.
+const xattrName = "user.skrfs.metadata"
 
-// readMetadata returns the user metadata kept in p's extended attributes,
+// readMetadata returns the user metadata kept in p's extended attribute,
 // or nil when there is none or the filesystem has no user xattrs.
 func readMetadata(p string) map[string]string {
 	buf := make([]byte, 4096)
-	n, err := unix.Llistxattr(p, buf)
+	n, err := unix.Lgetxattr(p, xattrName, buf)
 	if err != nil || n <= 0 {
 		return nil
 	}
 	var md map[string]string
-	for _, attr := range strings.Split(string(buf[:n]), "\x00") {
-		k, ok := strings.CutPrefix(attr, xattrPrefix)
-		if !ok {
-			continue
-		}
-		val := make([]byte, 1024)
-		m, err := unix.Lgetxattr(p, attr, val)
-		if err != nil {
-			continue
-		}
-		if md == nil {
-			md = map[string]string{}
-		}
-		md[k] = string(val[:m])
+	if json.Unmarshal(buf[:n], &md) != nil {
+		return nil
 	}
 	return md
 }
@@ -288,10 +278,13 @@ func (s *Store) Upload(ctx context.Context, name string, r io.Reader, metadata m
 		tmp.Close()
 		return err
 	}
-	for k, v := range metadata {
-		if err := unix.Fsetxattr(int(tmp.Fd()), xattrPrefix+strings.ToLower(k), []byte(v), 0); err != nil {
-			break // no user xattrs here: metadata is a hint only
+	if len(metadata) > 0 {
+		lower := make(map[string]string, len(metadata))
+		for k, v := range metadata {
+			lower[strings.ToLower(k)] = v
 		}
+		b, _ := json.Marshal(lower)
+		_ = unix.Fsetxattr(int(tmp.Fd()), xattrName, b, 0) // no user xattrs here: metadata is a hint only
 	}
 	if err := tmp.Close(); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +77,23 @@ func TestInPlaceRewriteIsChanged(t *testing.T) {
 	}
 	if _, err := s.ReadAt(context.Background(), info.Ref(), make([]byte, 4), 0); !errors.Is(err, blob.ErrChanged) {
 		t.Fatalf("ReadAt after in-place rewrite = %v, want ErrChanged", err)
+	}
+}
+
+func TestMetadataRoundTrip(t *testing.T) {
+	s := newStore(t)
+	md := map[string]string{"skrfs_sha256": "abc", "Skrfs_KeyRef": "https://v/keys/k"}
+	if err := s.Upload(context.Background(), "m", strings.NewReader("x"), md); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Stat(context.Background(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Metadata == nil {
+		t.Skip("this filesystem has no user extended attributes")
+	}
+	if v, _ := blob.MetadataValue(info.Metadata, "skrfs_keyref"); v != "https://v/keys/k" || info.Metadata["skrfs_sha256"] != "abc" {
+		t.Fatalf("metadata %v", info.Metadata)
 	}
 }
