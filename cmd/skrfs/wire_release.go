@@ -109,7 +109,7 @@ func newRuntime(ctx context.Context, cfg *config.Config) (*runtime, error) {
 	}
 	rt.skr = &skr.Releaser{Evidence: evidenceSource{ev}, MAA: &maa.Client{BaseURL: cfg.Attestation.MAA, HTTPClient: hc},
 		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: pool}, Logger: log}
-	rt.skr.Prepare() // the first open need not wait for RSA key generation
+	rt.skr.PrepareNow() // before readiness: the first open need not wait for RSA key generation
 	rt.cache = cache.New(rt.skr, cache.Options{TTL: time.Duration(cfg.Cache.TTL), MaxStale: time.Duration(cfg.Cache.MaxStale), Logger: log})
 	rt.releaser = &allowList{inner: rt.cache, cfg: cfg}
 	rt.close = func() {

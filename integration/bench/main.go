@@ -44,6 +44,7 @@ var (
 	outDir  = flag.String("out", ".cache/bench", "directory for the JSON and markdown results")
 	doAzure = flag.Bool("azure", true, "also measure reads from Azurite")
 	fioTime = flag.Int("fio-seconds", 3, "seconds per fio run")
+	onlyAz  = flag.Bool("azure-only", false, "measure only the Azurite reads")
 )
 
 // Result is one measured figure.
@@ -288,6 +289,11 @@ func main() {
 	loop := startDaemon(loopBin, []string{plain}, filepath.Join(work, "loop"), os.Environ())
 	defer loop.stop()
 
+	if *onlyAz {
+		benchAzure(ctx, bin, stack, ref, octBytes, work)
+		report()
+		return
+	}
 	// First open of a key file (attestation + release) and warm opens.
 	var first, warm []float64
 	for i := 0; i < *runs; i++ {

@@ -57,22 +57,23 @@ func (r *Releaser) now() time.Time {
 	return time.Now()
 }
 
-// Prepare generates the next wrapping key in the background, so that the
-// first open does not wait for RSA key generation (tens of milliseconds).
+// Prepare generates the next wrapping key in the background, so that an
+// attestation does not wait for RSA key generation (tens of milliseconds).
 // It is called again after every attestation; calling it is optional.
-func (r *Releaser) Prepare() {
-	spare := r.spares()
-	go func() {
-		wk, err := wrapkey.NewWrappingKey()
-		if err != nil {
-			return
-		}
-		select {
-		case spare <- wk:
-		default:
-			wk.Wipe() // one is waiting already
-		}
-	}()
+func (r *Releaser) Prepare() { go r.PrepareNow() }
+
+// PrepareNow generates the next wrapping key and returns when it is ready
+// (the daemon calls it before it reports readiness).
+func (r *Releaser) PrepareNow() {
+	wk, err := wrapkey.NewWrappingKey()
+	if err != nil {
+		return
+	}
+	select {
+	case r.spares() <- wk:
+	default:
+		wk.Wipe() // one is waiting already
+	}
 }
 
 func (r *Releaser) spares() chan *wrapkey.WrappingKey {
