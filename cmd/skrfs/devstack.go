@@ -104,10 +104,10 @@ func newDemoCmd() *cobra.Command {
   cat %[1]s/data/hello.txt               # decrypted on read
   sha256sum %[1]s/data/random-64m.bin %[2]s/plain/data/random-64m.bin
   cat %[1]s/keys/denied                  # Permission denied: its policy wants another TEE
-  skrfs inspect %[2]s/store/data/hello.txt
+  %[3]s inspect %[2]s/store/data/hello.txt
 
 Ctrl-C to unmount and stop.
-`, m.dir, s.Dir)
+`, m.dir, s.Dir, os.Args[0])
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 			<-sig
