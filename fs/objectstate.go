@@ -130,8 +130,8 @@ func (o *objectState) ensure(ctx context.Context, first, last int64) error {
 				continue
 			}
 			switch {
-			case f.err == errPrefetchSkipped && attempt < 3:
-				retry = true // a prefetch we joined was dropped: load it ourselves
+			case f.err == errPrefetchSkipped && attempt < 100:
+				retry = true // a prefetch we joined was dropped for want of a slot: load it ourselves
 			case f.err != nil:
 				return f.err
 			}
