@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 var (
@@ -64,4 +66,62 @@ func run(tb testing.TB, name string, args ...string) result {
 		tb.Fatalf("%s: %v", name, err)
 	}
 	return result{code, out.String(), errb.String()}
+}
+
+// daemonProc is a skrfs subprocess with captured output.
+type daemonProc struct {
+	cmd    *exec.Cmd
+	out    *syncBuf
+	exited chan error
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) Bytes() []byte               { s.mu.Lock(); defer s.mu.Unlock(); return bytes.Clone(s.b.Bytes()) }
+
+func execDaemon(t *testing.T, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{out: &syncBuf{}, exited: make(chan error, 1)}
+	d.cmd = exec.Command(skrfsBin(t), args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() { d.cmd.Process.Kill() })
+	return d
+}
+
+// waitReady waits for a readiness file with a deadline.
+func waitReady(t *testing.T, ready string, d *daemonProc) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return
+		}
+		select {
+		case err := <-d.exited:
+			t.Fatalf("daemon exited before it was ready: %v\n%s", err, d.out.Bytes())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready after 30s:\n%s", d.out.Bytes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (d *daemonProc) stop(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon did not stop on SIGTERM")
+	}
 }
