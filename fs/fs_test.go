@@ -48,6 +48,7 @@ type world struct {
 	rsaKey *keyrelease.Key
 	oct    *keyrelease.Key
 	plain  map[string][]byte
+	tune   func(*Options) // set by an extra func of newWorld: adjusts the options
 }
 
 var (
@@ -112,7 +113,7 @@ func newWorld(t *testing.T, extra ...func(w *world)) *world {
 			{File: name + ".jwk", Format: keyrelease.FormatJWK, Mode: 0o400},
 			{File: name + ".pub.pem", Format: keyrelease.FormatPubPEM, Mode: 0o440}}
 	}
-	root, err := NewRoot(Options{
+	opts := Options{
 		Releaser: w.rel,
 		Keys: []KeySpec{{Name: "demo-rsa", Ref: refRSA, Views: views("demo-rsa")},
 			{Name: "demo-oct", Ref: refOct, Views: views("demo-oct")},
@@ -121,7 +122,11 @@ func newWorld(t *testing.T, extra ...func(w *world)) *world {
 		CacheBytes: 1 << 20, // small, to exercise eviction
 		RangeSize:  64 << 10,
 		Logger:     zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
-	})
+	}
+	if w.tune != nil {
+		w.tune(&opts)
+	}
+	root, err := NewRoot(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,5 +311,71 @@ func TestReplacedObject(t *testing.T) {
 	got, err := os.ReadFile(w.path("data/big.bin"))
 	if err != nil || string(got) != "version two" {
 		t.Fatalf("new open: %q, %v", got, err)
+	}
+}
+
+// TestReadAmplification counts what storage returns per byte read: random
+// 4 KiB reads cost at most one chunk each, a sequential read about one
+// byte per byte.
+func TestReadAmplification(t *testing.T) {
+	const chunk = 64 << 10
+	w := newWorld(t, func(w *world) {
+		pt := pseudo(9, 4<<20+321)
+		obj, err := crypto.Seal(pt, w.oct.Oct, crypto.SealOptions{Name: "amp.bin", KeyRef: refOct.String(), ChunkSize: chunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.store.Put("amp.bin", obj)
+		w.plain["amp.bin"] = pt
+		w.tune = func(o *Options) { o.CacheBytes, o.RangeSize = 0, 0 } // the defaults
+	})
+	pt := w.plain["amp.bin"]
+	f, err := os.OpenFile(w.path("data/amp.bin"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := w.root.Stats()
+	r := mrand.New(mrand.NewPCG(2, 2))
+	p := make([]byte, 4096)
+	const reads = 300
+	for i := 0; i < reads; i++ {
+		off := r.Int64N(int64(len(pt))/4096) * 4096
+		n, err := f.ReadAt(p, off)
+		if (err != nil && err != io.EOF) || !bytes.Equal(p[:n], pt[off:off+int64(n)]) {
+			t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
+		}
+	}
+	d := w.root.Stats()
+	fetched, served := d.BytesFetched-before.BytesFetched, d.BytesServed-before.BytesServed
+	if served != reads*4096 {
+		t.Fatalf("served %d bytes for %d reads of 4 KiB", served, reads)
+	}
+	if max := int64(reads) * (chunk + crypto.TagSize); fetched > max {
+		t.Fatalf("random 4 KiB reads fetched %d bytes, more than one chunk per read (%d)", fetched, max)
+	}
+	if fetched == 0 {
+		t.Fatal("nothing fetched: the counters do not count")
+	}
+	t.Logf("random 4 KiB: %d reads, %d bytes fetched, amplification %.1f (one chunk = %d)", reads, fetched, float64(fetched)/float64(served), chunk/4096)
+
+	// A whole sequential read of a fresh object version fetches each byte
+	// about once (header, tags and the final chunk read at open aside).
+	pt2 := pseudo(10, 20<<20+321)
+	obj, err := crypto.Seal(pt2, w.oct.Oct, crypto.SealOptions{Name: "amp.bin", KeyRef: refOct.String(), ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.store.Put("amp.bin", obj)
+	w.plain["amp.bin"] = pt2
+	before = w.root.Stats()
+	got, err := os.ReadFile(w.path("data/amp.bin"))
+	if err != nil || !bytes.Equal(got, w.plain["amp.bin"]) {
+		t.Fatalf("sequential read: %v", err)
+	}
+	d = w.root.Stats()
+	amp := float64(d.BytesFetched-before.BytesFetched) / float64(d.BytesServed-before.BytesServed)
+	if amp < 1 || amp > 1.05 {
+		t.Fatalf("sequential read amplification %.3f, want 1-1.05", amp)
 	}
 }

@@ -268,6 +268,8 @@ func (h *objectHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	if err != nil {
 		return nil, toErrno(err)
 	}
+	h.node.root.counters.reads.Add(1)
+	h.node.root.counters.bytesServed.Add(int64(n))
 	h.readAhead(off, int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
 }
@@ -280,10 +282,7 @@ func (h *objectHandle) readAhead(off, n int64) {
 	// Concurrent streams share the chunk cache: each gets at most a fair
 	// share of it, so read-ahead never evicts what another stream is about
 	// to read.
-	maxWin := opts.MaxReadAhead
-	if n := h.node.root.openObjects(); n > 1 {
-		maxWin = min(maxWin, opts.CacheBytes/(2*int64(n)))
-	}
+	maxWin := min(opts.MaxReadAhead, opts.CacheBytes/(2*int64(max(1, h.node.root.openObjects()))))
 	h.mu.Lock()
 	if off == h.nextOff { // a read at 0 counts: most files are read from the start
 		h.window = min(max(2*h.window, min(opts.RangeSize, maxWin)), maxWin)

@@ -160,6 +160,7 @@ func (o *objectState) start(first, last int64, wait bool) []*flight {
 	var flights []*flight
 	seen := map[*flight]bool{}
 	var launch []*flight
+	var hits, misses int64
 	o.mu.Lock()
 	for i := first; i <= last; {
 		if f := o.inflight[i]; f != nil {
@@ -167,10 +168,12 @@ func (o *objectState) start(first, last int64, wait bool) []*flight {
 				seen[f] = true
 				flights = append(flights, f)
 			}
+			misses++
 			i++
 			continue
 		}
 		if o.fs.cache.has(o.key(i)) {
+			hits++
 			i++
 			continue
 		}
@@ -186,9 +189,14 @@ func (o *objectState) start(first, last int64, wait bool) []*flight {
 		seen[f] = true
 		flights = append(flights, f)
 		launch = append(launch, f)
+		misses += j - i + 1
 		i = j + 1
 	}
 	o.mu.Unlock()
+	if wait { // a reader's own chunks, not read-ahead
+		o.fs.counters.chunkHits.Add(hits)
+		o.fs.counters.chunkMisses.Add(misses)
+	}
 	for _, f := range launch {
 		if wait {
 			o.sem <- struct{}{}
@@ -251,6 +259,7 @@ func (o *objectState) load(f *flight) error {
 			return fmt.Errorf("%s: %w", o.name, err)
 		}
 		o.fs.cache.put(o.key(i), pt)
+		o.fs.counters.chunksLoaded.Add(1)
 		f.advance(i)
 	}
 	return nil

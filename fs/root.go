@@ -15,10 +15,11 @@ import (
 // Root is the root directory: keys/ and one directory per dataset.
 type Root struct {
 	fusefs.Inode
-	opts    Options
-	cache   *chunkCache
-	buffers bufferPool    // ciphertext read buffers
-	loads   chan struct{} // one token per storage read in flight
+	opts     Options
+	cache    *chunkCache
+	buffers  bufferPool    // ciphertext read buffers
+	loads    chan struct{} // one token per storage read in flight
+	counters counters
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -45,8 +46,14 @@ func NewRoot(opts Options) (*Root, error) {
 		}
 		seen[d.Name] = true
 	}
-	return &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(),
-		loads: make(chan struct{}, opts.Parallel)}, nil
+	r := &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(),
+		loads: make(chan struct{}, opts.Parallel)}
+	// Every storage read is counted, for read amplification (Stats).
+	r.opts.Datasets = append([]DatasetSpec(nil), opts.Datasets...)
+	for i := range r.opts.Datasets {
+		r.opts.Datasets[i].Store = countingStore{Store: r.opts.Datasets[i].Store, c: &r.counters}
+	}
+	return r, nil
 }
 
 // OnAdd builds keys/ and the dataset directories.

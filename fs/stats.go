@@ -1,0 +1,59 @@
+package fs
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/skrfs/skrfs/blob"
+)
+
+// Stats are cumulative counters of one filesystem since NewRoot. Read
+// amplification is BytesFetched / BytesServed: ciphertext taken from
+// storage per plaintext byte handed to readers.
+type Stats struct {
+	Fetches      int64 // storage reads (headers, preambles, chunk ranges)
+	BytesFetched int64 // bytes those reads returned
+	Reads        int64 // read requests on dataset files
+	BytesServed  int64 // plaintext bytes returned by them
+	ChunksLoaded int64 // chunks authenticated and decrypted
+	// ChunkMisses counts chunks a reader had to wait for (not in the cache
+	// when its read arrived); ChunkHits the ones that were.
+	ChunkHits, ChunkMisses int64
+}
+
+// Amplification returns BytesFetched / BytesServed (0 when nothing was
+// served).
+func (s Stats) Amplification() float64 {
+	if s.BytesServed == 0 {
+		return 0
+	}
+	return float64(s.BytesFetched) / float64(s.BytesServed)
+}
+
+type counters struct {
+	fetches, bytesFetched, reads, bytesServed, chunksLoaded, chunkHits, chunkMisses atomic.Int64
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Root) Stats() Stats {
+	c := &r.counters
+	return Stats{
+		Fetches: c.fetches.Load(), BytesFetched: c.bytesFetched.Load(),
+		Reads: c.reads.Load(), BytesServed: c.bytesServed.Load(),
+		ChunksLoaded: c.chunksLoaded.Load(),
+		ChunkHits:    c.chunkHits.Load(), ChunkMisses: c.chunkMisses.Load(),
+	}
+}
+
+// countingStore counts what a dataset's store returns.
+type countingStore struct {
+	blob.Store
+	c *counters
+}
+
+func (s countingStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
+	n, err := s.Store.ReadAt(ctx, ref, p, off)
+	s.c.fetches.Add(1)
+	s.c.bytesFetched.Add(int64(n))
+	return n, err
+}
