@@ -132,7 +132,7 @@ func newWorld(t *testing.T, extra ...func(w *world)) *world {
 	}
 	w.root = root
 	w.mnt = t.TempDir()
-	srv, err := Mount(w.mnt, root, MountOptions{})
+	srv, err := Mount(w.mnt, root, MountOptions{Debug: os.Getenv("FUSEDEBUG") != ""})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,11 +371,35 @@ func TestReadAmplification(t *testing.T) {
 	before = w.root.Stats()
 	got, err := os.ReadFile(w.path("data/amp.bin"))
 	if err != nil || !bytes.Equal(got, w.plain["amp.bin"]) {
-		t.Fatalf("sequential read: %v", err)
+		t.Fatalf("sequential read: %v (got %d bytes, want %d, equal %v)", err, len(got), len(w.plain["amp.bin"]), bytes.Equal(got, w.plain["amp.bin"]))
 	}
 	d = w.root.Stats()
 	amp := float64(d.BytesFetched-before.BytesFetched) / float64(d.BytesServed-before.BytesServed)
 	if amp < 1 || amp > 1.05 {
 		t.Fatalf("sequential read amplification %.3f, want 1-1.05", amp)
+	}
+}
+
+// TestReplacedObjectGrows: a new open of a replaced, larger object reads
+// all of the new version while a handle of the old one is still open
+// (go-fuse answers attribute requests with that old handle).
+func TestReplacedObjectGrows(t *testing.T) {
+	w := newWorld(t)
+	f, err := os.Open(w.path("data/hello.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.ReadAll(f); err != nil {
+		t.Fatal(err)
+	}
+	bigger := pseudo(11, 300<<10)
+	w.put("hello.txt", bigger, w.oct.Oct, refOct, "hello.txt")
+	got, err := os.ReadFile(w.path("data/hello.txt"))
+	if err != nil || !bytes.Equal(got, bigger) {
+		t.Fatalf("read of the grown version: %d bytes, %v; want %d bytes", len(got), err, len(bigger))
+	}
+	if st, err := os.Stat(w.path("data/hello.txt")); err != nil || st.Size() != int64(len(bigger)) {
+		t.Fatalf("stat after the new open: %v, %v", st.Size(), err)
 	}
 }

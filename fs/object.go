@@ -104,14 +104,11 @@ func (n *objectNode) fillAttr(a *fuse.Attr) {
 	}
 }
 
-// Getattr reports the last known version; with an open handle, that
-// handle's version.
+// Getattr reports the newest version seen (by a listing, stat or open).
+// The kernel keeps one size per inode, and go-fuse passes the first open
+// handle when the kernel sends none, so reporting a handle's own, possibly
+// older, version would cut reads of a replaced, grown object short.
 func (n *objectNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h, ok := fh.(*objectHandle); ok {
-		n.fillAttr(&out.Attr)
-		out.Size = uint64(h.o.d.PlainSize())
-		return 0
-	}
 	n.fillAttr(&out.Attr)
 	return 0
 }
@@ -147,10 +144,12 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	n.openedTag = info.ETag
 	n.mu.Unlock()
 	if o.d.PlainSize() != oldSize {
-		// The kernel may still hold the old size: have it drop its cached
-		// attributes (asynchronously: notifications must not be sent from
-		// inside the operation on the same inode).
-		go n.NotifyContent(-1, 0)
+		// The kernel may still hold the old size and would cut reads of a
+		// grown object short at it: have it drop its cached attributes
+		// before the open returns. With a negative offset the kernel only
+		// invalidates attributes under a spinlock (no page or inode locks),
+		// so this is safe inside the open of the same inode.
+		n.NotifyContent(-1, 0)
 	}
 	return &objectHandle{node: n, v: v, o: o}, fl, 0
 }
