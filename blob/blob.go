@@ -9,6 +9,7 @@
 package blob
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -143,4 +144,33 @@ type readerAt struct {
 
 func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
 	return r.s.ReadAt(r.ctx, r.ref, p, off)
+}
+
+// RangeOpener is implemented by stores that can stream a byte range: one
+// request whose bytes a caller processes as they arrive, in buffers of its
+// choosing, instead of waiting for the whole range in one buffer.
+type RangeOpener interface {
+	// OpenRange returns a reader of the bytes [off, off+n) of the pinned
+	// version ref, cut short only by the end of the object (the reader then
+	// ends early with io.EOF). Errors are those of ReadAt, from OpenRange or
+	// from Read: ErrChanged, ErrNotFound, ErrOutOfRange, and
+	// io.ErrUnexpectedEOF for a body that breaks off.
+	OpenRange(ctx context.Context, ref Ref, off, n int64) (io.ReadCloser, error)
+}
+
+// OpenRange streams [off, off+n) of ref from s: through s's own
+// RangeOpener when it has one, else with one ReadAt of the whole range.
+func OpenRange(ctx context.Context, s Store, ref Ref, off, n int64) (io.ReadCloser, error) {
+	if ro, ok := s.(RangeOpener); ok {
+		return ro.OpenRange(ctx, ref, off, n)
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("%w: negative length %d", ErrOutOfRange, n)
+	}
+	buf := make([]byte, n)
+	k, err := s.ReadAt(ctx, ref, buf, off)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(buf[:k])), nil
 }

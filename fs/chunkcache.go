@@ -42,7 +42,7 @@ func (c *chunkCache) recycle(b []byte) {
 }
 
 func (c *chunkCache) keepLocked(b []byte) {
-	if int64(len(c.free)+1)*int64(cap(b)) <= c.max/4 {
+	if int64(len(c.free)+1)*int64(cap(b)) <= c.max/16 {
 		c.free = append(c.free, b[:0])
 	}
 }

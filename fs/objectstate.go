@@ -230,27 +230,36 @@ func (o *objectState) finish(f *flight, err error) {
 	close(f.done)
 }
 
-// load fetches chunks [first, last] with one ranged read, authenticates and
-// decrypts them, and caches their plaintext.
+// load fetches chunks [first, last] with one ranged read, streamed: each
+// chunk is authenticated, decrypted and published as soon as its bytes have
+// arrived, so readers wait for their own chunk, not for the whole range,
+// and only one chunk of ciphertext per load is held in memory.
 func (o *objectState) load(f *flight) error {
 	first, last := f.first, f.last
 	ctx, cancel := context.WithTimeout(context.Background(), o.fs.opts.OpTimeout)
 	defer cancel()
 	off, n := o.d.CipherRange(first, last)
-	ct := o.fs.buffers.get(int(n))
-	defer o.fs.buffers.put(ct)
-	if k, err := o.store.ReadAt(ctx, o.ref, ct, off); int64(k) != n {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		o.fs.log().Warn().Err(err).Str("object", o.name).Int64("first_chunk", first).Int64("last_chunk", last).Msg("storage read failed")
+	fail := func(i int64, err error) error {
+		o.fs.log().Warn().Err(err).Str("object", o.name).Int64("first_chunk", first).Int64("last_chunk", last).Int64("chunk", i).Msg("storage read failed")
 		return fmt.Errorf("%s: reading chunks %d-%d: %w", o.name, first, last, err)
 	}
+	r, err := blob.OpenRange(ctx, o.store, o.ref, off, n)
+	if err != nil {
+		return fail(first, err)
+	}
+	defer r.Close()
 	c := o.d.Header().ChunkSize
 	t := c + crypto.TagSize
+	ct := o.fs.buffers.get(t)
+	defer o.fs.buffers.put(ct)
 	for i := first; i <= last; i++ {
-		seg := ct[(i-first)*int64(t):]
-		seg = seg[:min(len(seg), t)]
+		seg := ct[:min(int64(t), off+n-(off+(i-first)*int64(t)))]
+		if _, err := io.ReadFull(r, seg); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fail(i, err)
+		}
 		pt, err := o.d.DecryptChunks(o.fs.cache.newChunk(c), seg, i)
 		if err != nil {
 			o.fs.cache.recycle(pt)

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"io"
 	"sync/atomic"
 
 	"github.com/skrfs/skrfs/blob"
@@ -55,5 +56,26 @@ func (s countingStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off i
 	n, err := s.Store.ReadAt(ctx, ref, p, off)
 	s.c.fetches.Add(1)
 	s.c.bytesFetched.Add(int64(n))
+	return n, err
+}
+
+// OpenRange streams through the inner store's RangeOpener, or its ReadAt.
+func (s countingStore) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.ReadCloser, error) {
+	r, err := blob.OpenRange(ctx, s.Store, ref, off, n)
+	if err != nil {
+		return nil, err
+	}
+	s.c.fetches.Add(1)
+	return countingReader{r, s.c}, nil
+}
+
+type countingReader struct {
+	io.ReadCloser
+	c *counters
+}
+
+func (r countingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.c.bytesFetched.Add(int64(n))
 	return n, err
 }

@@ -19,6 +19,7 @@
 package azblob
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -400,82 +401,156 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 // (still pinned) a few times; a body that ends short is an error, never a
 // silent short read.
 func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
+	if len(p) == 0 {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if _, err := s.fullName(ref.Name); err != nil {
+			return 0, err
+		}
+		if off < 0 {
+			return 0, fmt.Errorf("azblob: read %q: %w: negative offset %d", ref.Name, blob.ErrOutOfRange, off)
+		}
+		return 0, nil
 	}
-	full, err := s.fullName(ref.Name)
+	body, err := s.openRange(ctx, ref, off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
-	if off < 0 {
-		return 0, fmt.Errorf("azblob: read %q: %w: negative offset %d", ref.Name, blob.ErrOutOfRange, off)
+	defer body.Close()
+	n, err := io.ReadFull(body, p[:body.left])
+	if err != nil {
+		return 0, err
 	}
-	if len(p) == 0 {
-		return 0, nil
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// OpenRange implements blob.RangeOpener: one ranged GET, pinned by
+// If-Match, whose body is resumed (up to bodyRetries times) if it breaks
+// off.
+func (s *Store) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.ReadCloser, error) {
+	if n == 0 {
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("azblob: read %q: %w: negative length %d", ref.Name, blob.ErrOutOfRange, n)
+	}
+	return s.openRange(ctx, ref, off, n)
+}
+
+// rangeBody is the body of one ranged GET: exactly left more bytes.
+type rangeBody struct {
+	s         *Store
+	ctx       context.Context
+	ref       blob.Ref
+	full      string
+	off       int64 // offset of the next byte
+	left      int64 // bytes still to come
+	length    int64 // bytes in the response
+	body      io.ReadCloser
+	closeOnce sync.Once
+}
+
+func (s *Store) openRange(ctx context.Context, ref blob.Ref, off, n int64) (*rangeBody, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	full, err := s.fullName(ref.Name)
+	if err != nil {
+		return nil, err
+	}
+	if off < 0 {
+		return nil, fmt.Errorf("azblob: read %q: %w: negative offset %d", ref.Name, blob.ErrOutOfRange, off)
 	}
 	bc := s.c.NewBlobClient(full)
 	etag := azcore.ETag(ref.ETag)
 	resp, err := bc.DownloadStream(ctx, &sdkblob.DownloadStreamOptions{
-		Range:            sdkblob.HTTPRange{Offset: off, Count: int64(len(p))},
+		Range:            sdkblob.HTTPRange{Offset: off, Count: n},
 		AccessConditions: ifMatch(etag),
 	})
 	if err != nil {
 		switch statusCode(err) {
 		case http.StatusRequestedRangeNotSatisfiable:
-			return 0, s.pastEnd(ctx, ref, full, off, err)
+			if err := s.pastEnd(ctx, ref, full, off, err); err != io.EOF {
+				return nil, err
+			}
+			return &rangeBody{s: s, ctx: ctx, ref: ref, full: full, off: off, body: io.NopCloser(bytes.NewReader(nil))}, nil
 		case http.StatusPreconditionFailed:
-			return 0, s.changedOrGone(ctx, ref, full, err)
+			return nil, s.changedOrGone(ctx, ref, full, err)
 		}
-		return 0, mapErr("read", ref.Name, err)
+		return nil, mapErr("read", ref.Name, err)
 	}
 	body := resp.NewRetryReader(ctx, &sdkblob.RetryReaderOptions{MaxRetries: bodyRetries, EarlyCloseAsError: true})
-	defer body.Close()
+	fail := func(err error) (*rangeBody, error) {
+		body.Close()
+		return nil, err
+	}
 
 	// Check what the service is about to send before reading it.
 	if resp.ETag != nil && *resp.ETag != etag {
-		return 0, fmt.Errorf("azblob: read %q: %w: ETag %s, pinned %s", ref.Name, blob.ErrChanged, *resp.ETag, etag)
+		return fail(fmt.Errorf("azblob: read %q: %w: ETag %s, pinned %s", ref.Name, blob.ErrChanged, *resp.ETag, etag))
 	}
 	if resp.ContentLength == nil {
-		return 0, fmt.Errorf("azblob: read %q at %d: response without Content-Length", ref.Name, off)
+		return fail(fmt.Errorf("azblob: read %q at %d: response without Content-Length", ref.Name, off))
 	}
 	length := *resp.ContentLength
 	var total int64
 	if resp.ContentRange == nil {
 		// 200 with the whole blob: only acceptable for a read from 0.
 		if off != 0 {
-			return 0, fmt.Errorf("azblob: read %q at %d: the service ignored the range", ref.Name, off)
+			return fail(fmt.Errorf("azblob: read %q at %d: the service ignored the range", ref.Name, off))
 		}
 		total = length
 	} else {
 		start, t, ok := parseContentRange(*resp.ContentRange)
 		if !ok || start != off {
-			return 0, fmt.Errorf("azblob: read %q at %d: unexpected Content-Range %q", ref.Name, off, *resp.ContentRange)
+			return fail(fmt.Errorf("azblob: read %q at %d: unexpected Content-Range %q", ref.Name, off, *resp.ContentRange))
 		}
 		total = t
 	}
 	if off > total {
-		return 0, fmt.Errorf("azblob: read %q: %w: offset %d beyond size %d", ref.Name, blob.ErrOutOfRange, off, total)
+		return fail(fmt.Errorf("azblob: read %q: %w: offset %d beyond size %d", ref.Name, blob.ErrOutOfRange, off, total))
 	}
-	if length < 0 || length > int64(len(p)) || off+length > total {
-		return 0, fmt.Errorf("azblob: read %q at %d: %d bytes for a %d-byte range of a %d-byte blob", ref.Name, off, length, len(p), total)
+	if length < 0 || length > n || off+length > total {
+		return fail(fmt.Errorf("azblob: read %q at %d: %d bytes for a %d-byte range of a %d-byte blob", ref.Name, off, length, n, total))
 	}
-	n, err := io.ReadFull(body, p[:length])
-	if err != nil {
-		switch {
-		case err == io.ErrUnexpectedEOF || err == io.EOF:
-			return 0, fmt.Errorf("azblob: read %q at %d: truncated body, %d of %d bytes: %w", ref.Name, off, n, length, io.ErrUnexpectedEOF)
-		case statusCode(err) == http.StatusPreconditionFailed: // when resuming the body
-			return 0, s.changedOrGone(ctx, ref, full, err)
+	if length < n && off+length != total {
+		return fail(fmt.Errorf("azblob: read %q at %d: %d bytes, %d asked, blob size %d: %w", ref.Name, off, length, n, total, io.ErrUnexpectedEOF))
+	}
+	return &rangeBody{s: s, ctx: ctx, ref: ref, full: full, off: off, left: length, length: length, body: body}, nil
+}
+
+func (r *rangeBody) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.body.Read(p)
+	r.off += int64(n)
+	r.left -= int64(n)
+	switch {
+	case err == nil || (err == io.EOF && r.left == 0):
+		if r.left == 0 {
+			return n, io.EOF
 		}
-		return 0, mapErr("read", ref.Name, err)
+		return n, nil
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return n, fmt.Errorf("azblob: read %q at %d: truncated body, %d of %d bytes: %w", r.ref.Name, r.off, r.length-r.left, r.length, io.ErrUnexpectedEOF)
+	case statusCode(err) == http.StatusPreconditionFailed: // when resuming the body
+		return n, r.s.changedOrGone(r.ctx, r.ref, r.full, err)
 	}
-	if n < len(p) {
-		if off+int64(n) != total {
-			return 0, fmt.Errorf("azblob: read %q at %d: %d bytes, %d asked, blob size %d: %w", ref.Name, off, n, len(p), total, io.ErrUnexpectedEOF)
-		}
-		return n, io.EOF
-	}
-	return n, nil
+	return n, mapErr("read", r.ref.Name, err)
+}
+
+func (r *rangeBody) Close() error {
+	var err error
+	r.closeOnce.Do(func() { err = r.body.Close() })
+	return err
 }
 
 // pastEnd handles a 416 (range not satisfiable): the offset is at or past

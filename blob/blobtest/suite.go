@@ -54,6 +54,7 @@ func (s Suite) Run(t *testing.T) {
 		{"ListStopsOnError", testListStopsOnError},
 		{"CanceledContext", testCanceledContext},
 		{"ConcurrentReads", testConcurrentReads},
+		{"OpenRange", testOpenRange},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -356,5 +357,53 @@ func testConcurrentReads(t *testing.T, f Fixture) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// testOpenRange checks blob.OpenRange: the store's own RangeOpener when it
+// has one, else the ReadAt fallback. Ranges are read in odd-sized pieces.
+func testOpenRange(t *testing.T, f Fixture) {
+	const size = 1<<20 + 777
+	data := Data(5, size)
+	info := put(t, f, "ranged", data)
+	ctx := context.Background()
+	for _, c := range [][2]int64{{0, size}, {0, 1}, {size - 1, 1}, {4096, 65536 + 16}, {size - 100, 1000}, {size, 10}, {12345, 0}} {
+		off, n := c[0], c[1]
+		r, err := blob.OpenRange(ctx, f.Store, info.Ref(), off, n)
+		if err != nil {
+			t.Fatalf("OpenRange(off=%d, n=%d): %v", off, n, err)
+		}
+		var got []byte
+		buf := make([]byte, 7777)
+		for {
+			k, err := r.Read(buf)
+			got = append(got, buf[:k]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("OpenRange(off=%d, n=%d): read: %v", off, n, err)
+			}
+		}
+		r.Close()
+		if want := data[off:min(size, off+n)]; !bytes.Equal(got, want) {
+			t.Fatalf("OpenRange(off=%d, n=%d): %d bytes, want %d (equal %v)", off, n, len(got), len(want), bytes.Equal(got, want))
+		}
+	}
+	if _, err := blob.OpenRange(ctx, f.Store, info.Ref(), size+1, 10); !errors.Is(err, blob.ErrOutOfRange) {
+		t.Fatalf("OpenRange(off>size) = %v, want ErrOutOfRange", err)
+	}
+	put(t, f, "ranged", Data(6, size))
+	if r, err := blob.OpenRange(ctx, f.Store, info.Ref(), 0, 100); !errors.Is(err, blob.ErrChanged) {
+		if err == nil {
+			_, err = io.ReadAll(r)
+			r.Close()
+		}
+		if !errors.Is(err, blob.ErrChanged) {
+			t.Fatalf("OpenRange(stale ref) = %v, want ErrChanged", err)
+		}
+	}
+	if _, err := blob.OpenRange(ctx, f.Store, blob.Ref{Name: "missing", ETag: "\"x\""}, 0, 4); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("OpenRange(missing) = %v, want ErrNotFound", err)
 	}
 }

@@ -159,6 +159,62 @@ func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (
 	return n, rerr
 }
 
+// OpenRange implements blob.RangeOpener: the file is opened and its
+// version checked once, then read sequentially. The version is checked
+// again when the reader reaches the end of the range, so an in-place
+// rewrite during the read is reported as blob.ErrChanged.
+func (s *Store) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if off < 0 || n < 0 {
+		return nil, fmt.Errorf("%w: offset %d, length %d", blob.ErrOutOfRange, off, n)
+	}
+	path, err := s.Path(ref.Name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	if err := checkVersion(f, ref); err != nil {
+		f.Close()
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, mapErr(err)
+	}
+	if off > st.Size() {
+		f.Close()
+		return nil, fmt.Errorf("%w: offset %d beyond size %d of %s", blob.ErrOutOfRange, off, st.Size(), ref.Name)
+	}
+	return &fileRange{f: f, ref: ref, r: io.NewSectionReader(f, off, min(n, st.Size()-off))}, nil
+}
+
+type fileRange struct {
+	f   *os.File
+	ref blob.Ref
+	r   *io.SectionReader
+}
+
+func (fr *fileRange) Read(p []byte) (int, error) {
+	n, err := fr.r.Read(p)
+	if err != nil && err != io.EOF {
+		return n, mapErr(err)
+	}
+	if err == io.EOF {
+		if verr := checkVersion(fr.f, fr.ref); verr != nil {
+			return n, verr
+		}
+	}
+	return n, err
+}
+
+func (fr *fileRange) Close() error { return fr.f.Close() }
+
 func checkVersion(f *os.File, ref blob.Ref) error {
 	st, err := f.Stat()
 	if err != nil {

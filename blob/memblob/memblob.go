@@ -3,6 +3,7 @@
 package memblob
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -120,6 +121,29 @@ func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// OpenRange implements blob.RangeOpener. Object data is never modified in
+// place (Put replaces it), so the reader needs no lock.
+func (s *Store) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.objs[ref.Name]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: %s", blob.ErrNotFound, ref.Name)
+	case o.etag != ref.ETag:
+		return nil, fmt.Errorf("%w: %s", blob.ErrChanged, ref.Name)
+	case off < 0 || n < 0 || off > int64(len(o.data)):
+		return nil, fmt.Errorf("%w: offset %d, length %d, size %d", blob.ErrOutOfRange, off, n, len(o.data))
+	}
+	data := o.data[off:min(int64(len(o.data)), off+n)]
+	s.reads++
+	s.bytesRead += int64(len(data))
+	return io.NopCloser(bytes.NewReader(data)), nil
 }
 
 // List implements blob.Store.

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/skrfs/skrfs/fs"
@@ -60,6 +61,7 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 			sig := make(chan os.Signal, 2)
 			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 			defer signal.Stop(sig)
+			defer logStatsOnSIGUSR1(m.root)()
 			done := make(chan struct{})
 			go func() { m.srv.Wait(); close(done) }()
 			select {
@@ -115,7 +117,7 @@ func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug b
 	// kernel: keep the heap close to the live data (chunk cache, reads in
 	// flight) with a tighter GC and a soft limit.
 	debug.SetGCPercent(50)
-	debug.SetMemoryLimit(128 << 20)
+	debug.SetMemoryLimit(96 << 20)
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -151,8 +153,37 @@ func (m *mounted) stop() {
 			log.Error().Err(err).Msg("lazy unmount failed")
 		}
 	}
+	logStats(log.Info(), m.root)
 	m.root.Wipe()
 	m.cleanup()
+}
+
+// logStatsOnSIGUSR1 logs the read counters whenever the daemon gets
+// SIGUSR1 (whatever the log level, like dd's progress), until the returned
+// function is called.
+func logStatsOnSIGUSR1(root *fs.Root) (stop func()) {
+	usr := make(chan os.Signal, 1)
+	signal.Notify(usr, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-usr:
+				logStats(log.Log(), root)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(usr); close(done) }
+}
+
+func logStats(e *zerolog.Event, root *fs.Root) {
+	s := root.Stats()
+	e.Int64("fetches", s.Fetches).Int64("bytes_fetched", s.BytesFetched).Int64("reads", s.Reads).
+		Int64("bytes_served", s.BytesServed).Int64("chunks_loaded", s.ChunksLoaded).
+		Int64("chunk_hits", s.ChunkHits).Int64("chunk_misses", s.ChunkMisses).
+		Float64("read_amplification", s.Amplification()).Msg("read counters")
 }
 
 // cleanStaleMount detaches a dead FUSE mount at dir: a FUSE mount whose
