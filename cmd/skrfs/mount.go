@@ -51,6 +51,13 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 					defer func() { pprof.StopCPUProfile(); f.Close() }()
 				}
 			}
+			// Signals are caught before readiness is announced: the default
+			// actions of SIGTERM and SIGUSR1 would kill the daemon without
+			// unmounting.
+			sig := make(chan os.Signal, 2)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sig)
+			defer logStatsOnSIGUSR1(m.root)()
 			if readyFile != "" {
 				if err := os.WriteFile(readyFile, []byte(m.dir+"\n"), 0o644); err != nil {
 					m.stop()
@@ -58,10 +65,6 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 				}
 				defer os.Remove(readyFile)
 			}
-			sig := make(chan os.Signal, 2)
-			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-			defer signal.Stop(sig)
-			defer logStatsOnSIGUSR1(m.root)()
 			done := make(chan struct{})
 			go func() { m.srv.Wait(); close(done) }()
 			select {
