@@ -129,7 +129,31 @@ func ratio(scenario, subject, baseline string) {
 func must(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		runCleanups()
 		os.Exit(1)
+	}
+}
+
+// cleanups undo what main set up (mounts, a 12 GiB tmpfs, daemons), also
+// when a failure or a signal ends the run: os.Exit skips deferred calls.
+var (
+	cleanupMu sync.Mutex
+	cleanups  []func()
+)
+
+func onExit(f func()) {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	cleanups = append(cleanups, f)
+}
+
+func runCleanups() {
+	cleanupMu.Lock()
+	fs := cleanups
+	cleanups = nil
+	cleanupMu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
 	}
 }
 
@@ -376,11 +400,19 @@ func main() {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "skrfs-bench-")
 	must(err)
-	defer os.RemoveAll(work)
+	defer runCleanups()
+	onExit(func() { os.RemoveAll(work) })
+	go func() { // Ctrl-C: tear down, then exit
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		<-sig
+		runCleanups()
+		os.Exit(130)
+	}()
 	tmpfs := filepath.Join(work, "tmpfs")
 	os.MkdirAll(tmpfs, 0o755)
 	sh("mount", "-t", "tmpfs", "-o", "size=12g", "tmpfs", tmpfs)
-	defer syscall.Unmount(tmpfs, syscall.MNT_DETACH)
+	onExit(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
 	bin := filepath.Join(mkdir(filepath.Join(work, "bin")), "skrfs")
 	loopBin := filepath.Join(work, "bin", "loopback")
 	sh("go", "build", "-o", bin, "./cmd/skrfs")
@@ -390,7 +422,7 @@ func main() {
 	// The devstack, and a key whose bytes we hold so we can seal data.
 	stack, err := devstack.Start(ctx, devstack.Options{Dir: filepath.Join(work, "devstack"), Seed: true, Logger: zerolog.Nop()})
 	must(err)
-	defer stack.Close()
+	onExit(func() { stack.Close() })
 	octBytes := make([]byte, 32)
 	rand.Read(octBytes)
 	kid := importKey(ctx, stack, octBytes)
@@ -424,11 +456,11 @@ func main() {
 	sh("gocryptfs", "-init", "-q", "-passfile", pw, "-scryptn", "10", gcfCipher)
 	gcfMnt := mkdir(filepath.Join(work, "gcf"))
 	sh("gocryptfs", "-q", "-passfile", pw, gcfCipher, gcfMnt)
-	defer sh("umount", gcfMnt)
+	onExit(func() { exec.Command("umount", gcfMnt).Run() })
 	sh("cp", "-r", plain+"/.", gcfMnt)
 
 	loop := startDaemon(loopBin, []string{plain}, filepath.Join(work, "loop"), os.Environ())
-	defer loop.stop()
+	onExit(loop.stop)
 
 	// First open of a key file (attestation + release) and warm opens.
 	if want("open") {
@@ -444,7 +476,7 @@ func main() {
 	}
 
 	sk := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs"), os.Environ())
-	defer sk.stop()
+	onExit(sk.stop)
 	skData := filepath.Join(sk.mnt, "bench")
 	subjects := []struct{ name, dir string }{{"skrfs", skData}, {"gocryptfs", gcfMnt}, {"loopback (no crypto)", loop.mnt}, {"tmpfs (no FUSE)", plain}}
 	dirOf := map[string]string{}
@@ -457,10 +489,7 @@ func main() {
 	if *hold {
 		fmt.Printf("skrfs %s (pid %d)\ngocryptfs %s\nloopback %s (pid %d)\ntmpfs %s\nready; Ctrl-C to tear down\n",
 			skData, sk.cmd.Process.Pid, gcfMnt, loop.mnt, loop.cmd.Process.Pid, plain)
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-		<-sig
-		return
+		select {} // until the signal handler tears down
 	}
 	coldNote := "page cache dropped before each run"
 	if !canDrop {
@@ -631,8 +660,10 @@ func writeConfig(s *devstack.Stack, ref keyrelease.KeyRef, datasets map[string]s
 }
 
 func benchAzure(ctx context.Context, bin string, s *devstack.Stack, ref keyrelease.KeyRef, oct []byte, work string) {
-	az, stop, err := azurite.StartMain(azurite.Options{})
+	az, stopAz, err := azurite.StartMain(azurite.Options{})
 	must(err)
+	stop := sync.OnceFunc(stopAz)
+	onExit(stop)
 	defer stop()
 	cc, err := az.ContainerClient("bench")
 	must(err)
@@ -651,7 +682,9 @@ func benchAzure(ctx context.Context, bin string, s *devstack.Stack, ref keyrelea
 	env := append(os.Environ(), "AZURE_STORAGE_CONNECTION_STRING="+az.ConnectionString())
 	cfg := writeConfig(s, ref, map[string]string{"cloud": "azure: " + url}, filepath.Join(work, "skrfs-azure.yaml"))
 	d := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs-azure"), env)
-	defer d.stop()
+	stopD := sync.OnceFunc(d.stop)
+	onExit(stopD)
+	defer stopD()
 	sc := "seq read 1 GiB from Azurite"
 	subjects := []string{"skrfs (decrypting)", "SDK DownloadStream (ciphertext)", "skrfs range reader (ciphertext)"}
 	notes := []string{"cold; subjects interleaved", "one plain download of the whole blob", "parallel ranged reads, no decryption"}
