@@ -143,20 +143,33 @@ func (o *objectState) ensure(ctx context.Context, first, last int64) error {
 }
 
 // prefetch starts loads of the missing chunks in [first, last] without
-// waiting for them, and without queueing beyond the parallelism bound.
-func (o *objectState) prefetch(first, last int64) {
+// waiting for them, and without queueing beyond the parallelism bound. It
+// returns the last chunk up to which [first, ...] is cached or loading (a
+// run skipped for want of a load slot ends it), first-1 if none.
+func (o *objectState) prefetch(first, last int64) int64 {
 	last = min(last, o.d.NumChunks()-1)
 	if first > last {
-		return
+		return first - 1
 	}
 	o.start(first, last, false)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	i := first
+	for ; i <= last && (o.inflight[i] != nil || o.fs.cache.has(o.key(i))); i++ {
+	}
+	return i - 1
+}
+
+// perRange is how many chunks one storage read covers (RangeSize).
+func (o *objectState) perRange() int64 {
+	return max(1, o.fs.opts.RangeSize/int64(o.d.Header().ChunkSize+crypto.TagSize))
 }
 
 // start registers and launches loads for missing chunks of [first, last]
 // and returns every flight covering the range. With wait false it skips a
 // run when no load slot is free.
 func (o *objectState) start(first, last int64, wait bool) []*flight {
-	per := max(1, o.fs.opts.RangeSize/int64(o.d.Header().ChunkSize+crypto.TagSize))
+	per := o.perRange()
 	var flights []*flight
 	seen := map[*flight]bool{}
 	var launch []*flight
