@@ -3,9 +3,9 @@ package skr_test
 import (
 	"context"
 	"encoding/hex"
-	"os"
 	"errors"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
