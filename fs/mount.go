@@ -33,9 +33,13 @@ func Mount(dir string, root *Root, mo MountOptions) (*fuse.Server, error) {
 		UID:             root.opts.UID,
 		GID:             root.opts.GID,
 		MountOptions: fuse.MountOptions{
-			FsName:        "skrfs",
-			Name:          "skrfs",
-			AllowOther:    mo.AllowOther,
+			FsName:     "skrfs",
+			Name:       "skrfs",
+			AllowOther: mo.AllowOther,
+			// The kernel enforces the files' owner and modes: without
+			// it, allow_other would let every user read every key file
+			// whatever its mode (go-fuse nodes do not check access).
+			Options:       []string{"default_permissions"},
 			DirectMount:   os.Geteuid() == 0,
 			MaxWrite:      1 << 20,
 			MaxReadAhead:  1 << 20,

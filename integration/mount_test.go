@@ -57,12 +57,22 @@ type daemon struct {
 
 func mountDaemon(t *testing.T, cfg string) *daemon {
 	t.Helper()
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	os.Mkdir(mnt, 0o755)
+	return mountDaemonAt(t, cfg, "", nil)
+}
+
+// mountDaemonAt mounts at mnt (created in a temporary directory when "")
+// with the daemon's environment env (nil = the test's).
+func mountDaemonAt(t *testing.T, cfg, mnt string, env []string) *daemon {
+	t.Helper()
+	if mnt == "" {
+		mnt = filepath.Join(t.TempDir(), "mnt")
+		os.Mkdir(mnt, 0o755)
+	}
 	ready := filepath.Join(t.TempDir(), "ready")
 	d := &daemon{mnt: mnt, out: &bytes.Buffer{}}
 	d.cmd = exec.Command(skrfsBin(t), "mount", "--config", cfg, "--ready-file", ready, "--log-level", "info", mnt)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	d.cmd.Env = env
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,9 @@ type Options struct {
 	Seed bool
 	// AzuriteConnectionString, when set, is written to devstack.env.
 	AzuriteConnectionString string
-	Logger                  zerolog.Logger
+	// TokenLifetime is the lifetime of MAA tokens (zero = 8h, as MAA).
+	TokenLifetime time.Duration
+	Logger        zerolog.Logger
 }
 
 // UVMFeed is the feed of the devstack's UVM endorsements.
@@ -76,9 +78,10 @@ type Stack struct {
 	Endorser    evidence.Endorser
 	Endorsement []byte
 
-	servers []*http.Server
-	opts    Options
-	secret  string // X-IDENTITY-HEADER of the App Service identity endpoint
+	servers  []*http.Server
+	services map[string]*service // fault injection and request counts
+	opts     Options
+	secret   string // X-IDENTITY-HEADER of the App Service identity endpoint
 }
 
 // CCEPolicy is the stand-in for an ACI confidential computing enforcement
@@ -138,8 +141,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	if s.MAA, err = devmaa.New(devmaa.Options{Issuer: s.MAAURL, Key: p.maaKey, Chain: p.maa, ExtraRoots: s.Device.Roots(),
-		Endorsers: []evidence.Endorser{s.Endorser},
-		Logger:    opts.Logger.With().Str("service", "maa").Logger()}); err != nil {
+		Endorsers: []evidence.Endorser{s.Endorser}, Lifetime: opts.TokenLifetime,
+		Logger: opts.Logger.With().Str("service", "maa").Logger()}); err != nil {
 		return nil, err
 	}
 	if s.Vault, err = vault.New(vault.Options{StateDir: filepath.Join(dir, "vault"), Signer: p.vaultKey, Chain: p.vault,
@@ -156,8 +159,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		port int
 		h    http.Handler
 		tls  bool
-	}{{"maa", ports.MAA, s.MAA, true}, {"vault", ports.Vault, s.Vault, true}, {"imds", ports.IMDS, s.Identity, false},
-		{"entra", ports.Entra, s.Identity.EntraHandler(s.EntraURL), true}} {
+	}{{ServiceMAA, ports.MAA, s.MAA, true}, {ServiceVault, ports.Vault, s.Vault, true}, {ServiceIMDS, ports.IMDS, s.Identity, false},
+		{ServiceEntra, ports.Entra, s.Identity.EntraHandler(s.EntraURL), true}} {
 		l, err := listen(svc.port, svc.name)
 		if err != nil {
 			s.Close()
@@ -166,7 +169,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		if svc.tls {
 			l = tls.NewListener(l, tlsCfg)
 		}
-		srv := &http.Server{Handler: svc.h, ReadHeaderTimeout: 10 * time.Second}
+		if s.services == nil {
+			s.services = map[string]*service{}
+		}
+		h := &service{name: svc.name, h: svc.h}
+		s.services[svc.name] = h
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		s.servers = append(s.servers, srv)
 		go srv.Serve(l)
 	}

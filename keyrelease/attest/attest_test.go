@@ -27,7 +27,7 @@ type genuine struct{ report []byte }
 
 func (g genuine) GetRawQuote([64]byte) ([]byte, error) { return g.report, nil }
 
-func readACI(t *testing.T, name string) []byte {
+func readACI(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(aci + name)
 	if err != nil {
@@ -38,7 +38,7 @@ func readACI(t *testing.T, name string) []byte {
 
 // securityContext builds an ACI security-context directory from the
 // genuine files of the captured group.
-func securityContext(t *testing.T, certs []byte) string {
+func securityContext(t testing.TB, certs []byte) string {
 	dir := t.TempDir()
 	b64 := base64.StdEncoding.EncodeToString
 	os.WriteFile(filepath.Join(dir, "host-amd-cert-base64"), []byte(b64(certs)), 0o644)

@@ -13,7 +13,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -216,7 +215,7 @@ func (c *Client) Verify(ctx context.Context, token string, runtimeData []byte) (
 	}
 	claims, err := tok.AsMap(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: token claims: %v", keyrelease.ErrAttestation, err)
 	}
 	if runtimeData != nil {
 		if err := checkRuntime(claims, runtimeData); err != nil {
@@ -325,7 +324,7 @@ func (c *Client) fetchKeys(ctx context.Context) (map[string]any, error) {
 		}
 	}
 	if len(keys) == 0 {
-		return nil, errors.New("maa: the JWKS has no usable RSA key")
+		return nil, fmt.Errorf("%w: MAA signing keys: the JWKS has no usable RSA key", keyrelease.ErrUnavailable)
 	}
 	return keys, nil
 }

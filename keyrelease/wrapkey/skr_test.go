@@ -49,7 +49,7 @@ func TestRuntimeData(t *testing.T) {
 	}
 }
 
-func wrapLikeKeyVault(t *testing.T, pub *rsa.PublicKey, h hash.Hash, target []byte) []byte {
+func wrapLikeKeyVault(t testing.TB, pub *rsa.PublicKey, h hash.Hash, target []byte) []byte {
 	aesKey := make([]byte, 32)
 	rand.Read(aesKey)
 	c1, err := rsa.EncryptOAEP(h, rand.Reader, pub, aesKey, nil)
