@@ -395,6 +395,52 @@ func TestReadAmplification(t *testing.T) {
 	}
 }
 
+// TestReadAheadManyStreams: with many objects open, each stream's share of
+// the cache is smaller than a storage range; read-ahead must still fetch
+// (a window at a time) instead of leaving every chunk to the reader.
+func TestReadAheadManyStreams(t *testing.T) {
+	const chunk, objs = 64 << 10, 64
+	w := newWorld(t, func(w *world) {
+		for i := 0; i < objs; i++ {
+			name := fmt.Sprintf("s%02d.bin", i)
+			pt := pseudo(uint64(20+i), 2<<20)
+			obj, err := crypto.Seal(pt, w.oct.Oct, crypto.SealOptions{Name: name, KeyRef: refOct.String(), ChunkSize: chunk})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.store.Put(name, obj)
+			w.plain[name] = pt
+		}
+		w.tune = func(o *Options) {
+			o.CacheBytes, o.RangeSize, o.MaxReadAhead = 0, 0, 0 // the defaults
+			o.Datasets[0].Store = slowStore{w.store, 3 * time.Millisecond}
+		}
+	})
+	var files []*os.File
+	for i := 0; i < objs; i++ {
+		f, err := os.OpenFile(w.path(fmt.Sprintf("data/s%02d.bin", i)), os.O_RDONLY|syscall.O_DIRECT, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
+	pt := w.plain["s00.bin"]
+	before := w.root.Stats()
+	p := make([]byte, chunk)
+	for off := int64(0); off < int64(len(pt)); off += chunk {
+		if n, err := files[0].ReadAt(p, off); err != nil || !bytes.Equal(p[:n], pt[off:off+int64(n)]) {
+			t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
+		}
+	}
+	d := w.root.Stats()
+	hits, misses := d.ChunkHits-before.ChunkHits, d.ChunkMisses-before.ChunkMisses
+	t.Logf("%d objects open, sequential 64 KiB reads: %d chunks found cached, %d waited for", objs, hits, misses)
+	if hits < misses {
+		t.Fatalf("read-ahead did not keep ahead of one of %d streams: %d hits, %d misses", objs, hits, misses)
+	}
+}
+
 // TestReplacedObjectGrows: a new open of a replaced, larger object reads
 // all of the new version while a handle of the old one is still open
 // (go-fuse answers attribute requests with that old handle).

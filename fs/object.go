@@ -315,8 +315,10 @@ func (h *objectHandle) readAhead(off, n int64) {
 	h.mu.Lock()
 	from := max(end/c, h.ahead+1)
 	h.mu.Unlock()
-	if per := h.o.perRange(); want < lastChunk {
-		want = from + (want-from+1)/per*per - 1 // whole ranges only
+	// With many streams the window (a fair share of the cache) may be
+	// smaller than a range: then it is fetched a whole window at a time.
+	if unit := min(h.o.perRange(), max(1, window/c)); want < lastChunk {
+		want = from + (want-from+1)/unit*unit - 1 // whole units only
 	}
 	if from > want {
 		return
