@@ -334,7 +334,7 @@ func TestEveryManifestIsListed(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(examplesDir(t), p)
-		if rel != "aci/azuredeploy.json" && !slices.Contains(listed, rel) {
+		if rel != "aci/azuredeploy.json" && rel != "aci/azuredeploy.parameters.json" && !slices.Contains(listed, rel) {
 			t.Errorf("%s is not checked by any test", rel)
 		}
 		return nil
@@ -570,6 +570,39 @@ func TestARMTemplate(t *testing.T) {
 			return vm.Name == skrfsVol
 		}) {
 			t.Errorf("container %s does not share skrfs's volume %s", c.Name, skrfsVol)
+		}
+	}
+}
+
+// TestARMParameters: the parameters file decodes strictly, names only
+// parameters of the template, and gives a value to every parameter that
+// has no default.
+func TestARMParameters(t *testing.T) {
+	tmpl := decodeARM(t, filepath.Join(examplesDir(t), "aci", "azuredeploy.json"))
+	b, err := os.ReadFile(filepath.Join(examplesDir(t), "aci", "azuredeploy.parameters.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var params struct {
+		Schema         string `json:"$schema"`
+		ContentVersion string `json:"contentVersion"`
+		Parameters     map[string]struct {
+			Value any `json:"value"`
+		} `json:"parameters"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&params); err != nil {
+		t.Fatal(err)
+	}
+	for name := range params.Parameters {
+		if _, ok := tmpl.Parameters[name]; !ok {
+			t.Errorf("parameter %s is not in the template", name)
+		}
+	}
+	for name, p := range tmpl.Parameters {
+		if _, ok := params.Parameters[name]; !ok && p.DefaultValue == nil {
+			t.Errorf("parameter %s has no default and no value", name)
 		}
 	}
 }
