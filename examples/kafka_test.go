@@ -10,6 +10,34 @@ import (
 	"testing"
 )
 
+// kafkaDevstack starts `skrfs devstack` (not seeded), creates the key
+// kafka-demo from the fake TEE's CCE policy as examples/kafka/README.md
+// does, and writes examples/kafka/local/skrfs.yaml filled in for it. It
+// returns the environment of devstack.env and the configuration's path.
+func kafkaDevstack(t *testing.T, work string) (env []string, cfg string) {
+	t.Helper()
+	skrfs := bin(t, "skrfs")
+	dev := filepath.Join(work, "devstack")
+	ds := start(t, nil, skrfs, "devstack", "--dir", dev, "--no-seed")
+	ds.waitFor(t, "devstack ready", func() bool { _, err := os.Stat(filepath.Join(dev, "ready")); return err == nil })
+	vars := envFile(t, filepath.Join(dev, "devstack.env"))
+	env = environ(vars)
+	r := runCmd(t, env, skrfs, "key", "create", "--vault", vars["SKRFS_VAULT_URL"], "--name", "kafka-demo", "--kty", "RSA-HSM",
+		"--size", "3072", "--cce-policy", filepath.Join(vars["SKRFS_DEVSTACK_DIR"], "cce-policy.rego"), "--authority", vars["SKRFS_MAA_URL"])
+	if r.code != 0 {
+		t.Fatalf("key create: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	tmpl, err := os.ReadFile(filepath.Join(examplesDir(t), "kafka", "local", "skrfs.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = filepath.Join(work, "skrfs.yaml")
+	if err := os.WriteFile(cfg, []byte(render(t, string(tmpl), vars)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return env, cfg
+}
+
 // TestKafkaDemo runs the local variant of the Kafka example
 // (examples/kafka/README.md, "Run it here"): the devstack, a key created
 // from the fake TEE's CCE policy, a real skrfs mount, a local Kafka broker,
@@ -20,25 +48,7 @@ func TestKafkaDemo(t *testing.T) {
 	requireFUSE(t)
 	skrfs := bin(t, "skrfs")
 	work := t.TempDir()
-	dev := filepath.Join(work, "devstack")
-	ds := start(t, nil, skrfs, "devstack", "--dir", dev, "--no-seed")
-	ds.waitFor(t, "devstack ready", func() bool { _, err := os.Stat(filepath.Join(dev, "ready")); return err == nil })
-	vars := envFile(t, filepath.Join(dev, "devstack.env"))
-	env := environ(vars)
-
-	r := runCmd(t, env, skrfs, "key", "create", "--vault", vars["SKRFS_VAULT_URL"], "--name", "kafka-demo", "--kty", "RSA-HSM",
-		"--size", "3072", "--cce-policy", filepath.Join(vars["SKRFS_DEVSTACK_DIR"], "cce-policy.rego"), "--authority", vars["SKRFS_MAA_URL"])
-	if r.code != 0 {
-		t.Fatalf("key create: %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	tmpl, err := os.ReadFile(filepath.Join(examplesDir(t), "kafka", "local", "skrfs.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(work, "skrfs.yaml")
-	if err := os.WriteFile(cfg, []byte(render(t, string(tmpl), vars)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	env, cfg := kafkaDevstack(t, work)
 	mnt, ready := filepath.Join(work, "mnt"), filepath.Join(work, "mounted")
 	os.Mkdir(mnt, 0o755)
 	mount := start(t, env, skrfs, "mount", "--config", cfg, "--ready-file", ready, mnt)
@@ -51,7 +61,7 @@ func TestKafkaDemo(t *testing.T) {
 
 	const n = 3
 	key := filepath.Join(mnt, "keys", "kafka-demo")
-	r = runCmd(t, nil, bin(t, "producer"), "--brokers", brokers, "--pubkey", key+".pub.pem", "--count", fmt.Sprint(n), "--interval", "0s")
+	r := runCmd(t, nil, bin(t, "producer"), "--brokers", brokers, "--pubkey", key+".pub.pem", "--count", fmt.Sprint(n), "--interval", "0s")
 	if r.code != 0 {
 		t.Fatalf("producer: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
