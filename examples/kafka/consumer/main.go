@@ -123,7 +123,7 @@ func run(args []string, stdout io.Writer, log zerolog.Logger) error {
 	keyFile := fl.String("key", "", "PEM file of the RSA private key, e.g. /skrfs/keys/kafka-demo (required)")
 	listen := fl.String("listen", "", "serve the web page on this address, e.g. :3333")
 	count := fl.Int("count", 0, "exit after this many messages (0: until SIGTERM)")
-	print := fl.Bool("print", false, "also print each message to stdout (plaintext, or ciphertext when it cannot be decrypted)")
+	printMsgs := fl.Bool("print", false, "also print each message to stdout (plaintext, or ciphertext when it cannot be decrypted)")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func run(args []string, stdout io.Writer, log zerolog.Logger) error {
 			m := b.decrypt(r.Offset, string(r.Value))
 			b.add(m)
 			log.Info().Int64("offset", r.Offset).Bool("decrypted", m.Plaintext != "").Msg("message")
-			if *print {
+			if *printMsgs {
 				if m.Plaintext != "" {
 					fmt.Fprintf(stdout, "plaintext\t%s\n", m.Plaintext)
 				} else {
