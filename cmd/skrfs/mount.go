@@ -119,8 +119,13 @@ func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug b
 	// Memory is locked (so never swapped) and cannot be handed back to the
 	// kernel: keep the heap close to the live data (chunk cache, reads in
 	// flight) with a tighter GC and a soft limit.
-	debug.SetGCPercent(50)
-	debug.SetMemoryLimit(96 << 20)
+	// GOGC and GOMEMLIMIT in the environment take precedence.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(96 << 20)
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
