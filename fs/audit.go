@@ -2,6 +2,9 @@ package fs
 
 import (
 	"context"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -27,7 +30,9 @@ func (r *Root) audit(ctx context.Context, event, path string, ref keyrelease.Key
 	}
 	e.Str("event", event).Str("path", path)
 	if c, ok := fuse.FromContext(ctx); ok {
-		e.Uint32("uid", c.Uid).Uint32("gid", c.Gid).Uint32("pid", c.Pid)
+		// The kernel names the calling thread; the process is its
+		// thread group.
+		e.Uint32("uid", c.Uid).Uint32("gid", c.Gid).Int("pid", tgid(c.Pid)).Uint32("tid", c.Pid)
 	}
 	if ref.Vault != "" {
 		v := ref
@@ -40,6 +45,23 @@ func (r *Root) audit(ctx context.Context, event, path string, ref keyrelease.Key
 	}
 	errno := toErrno(err)
 	e.Str("outcome", "denied").Str("errno", errnoName(errno)).Str("reason", err.Error()).Msg("audit")
+}
+
+// tgid returns the process (thread group) of a thread, from
+// /proc/TID/status; the thread id itself when that cannot be read (the
+// thread has exited, or /proc is another namespace's).
+func tgid(tid uint32) int {
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return int(tid)
 }
 
 // errnoName returns the symbolic name of an errno, e.g. "EACCES".

@@ -26,8 +26,9 @@ a key allow-list (docs/sidecar.md).
 
 The address defaults to serve.listen, else 127.0.0.1:8080. Addresses that are
 not loopback are refused unless serve.allow_remote is set: whoever reaches
-the API gets keys. With --ready-file, the bound address is written to that
-file once listening. SIGTERM or SIGINT stops the server and wipes keys.`,
+the API gets keys. With --ready-file, the bound API address, and on a second
+line the metrics address (empty without), are written to that file once
+listening. SIGTERM or SIGINT stops the server and wipes keys.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cfgFile)
@@ -64,7 +65,7 @@ file once listening. SIGTERM or SIGINT stops the server and wipes keys.`,
 				return err
 			}
 			if readyFile != "" {
-				if err := os.WriteFile(readyFile, []byte(ep.APIAddr+"\n"), 0o644); err != nil {
+				if err := os.WriteFile(readyFile, []byte(ep.APIAddr+"\n"+ep.MetricsAddr+"\n"), 0o644); err != nil {
 					return err
 				}
 				defer os.Remove(readyFile)
@@ -78,6 +79,6 @@ file once listening. SIGTERM or SIGINT stops the server and wipes keys.`,
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
 	cmd.Flags().StringVar(&listen, "listen", "", "address of the API (default serve.listen, else "+defaultListen+")")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this address (default: metrics.listen)")
-	cmd.Flags().StringVar(&readyFile, "ready-file", "", "write the bound address to this file once listening; removed at exit")
+	cmd.Flags().StringVar(&readyFile, "ready-file", "", "write the bound addresses (API, metrics) to this file once listening; removed at exit")
 	return cmd
 }
