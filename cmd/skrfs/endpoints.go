@@ -40,6 +40,8 @@ func newEndpoints(cfg *config.Config) (*endpoints, error) {
 	}
 	switch {
 	case cfg.Audit.Disabled:
+	case cfg.Audit.File == "" && logConsole:
+		ep.audit = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
 	case cfg.Audit.File == "":
 		ep.audit = zerolog.New(os.Stderr).With().Timestamp().Logger()
 	default:

@@ -46,6 +46,9 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 
 var log = zerolog.Nop()
 
+// logConsole: the log is human-readable text on a terminal (else JSON).
+var logConsole bool
+
 func setupLogging(g globalFlags) error {
 	lvl, err := zerolog.ParseLevel(g.logLevel)
 	if err != nil {
@@ -55,6 +58,7 @@ func setupLogging(g globalFlags) error {
 		log = zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
 	} else {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(lvl).With().Timestamp().Logger()
+		logConsole = true
 	}
 	return nil
 }
