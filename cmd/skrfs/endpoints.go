@@ -106,7 +106,7 @@ func (ep *endpoints) listen(cfg *config.Config, rt *runtime, apiAddr, metricsAdd
 			return fmt.Errorf("the sidecar API needs attestation.maa")
 		}
 		ep.stack = sidecarStack(cfg, rt)
-		var h http.Handler = sidecar.Handler(sidecar.Options{Backend: ep.stack, Logger: log})
+		var h http.Handler = sidecar.Handler(sidecar.Options{Backend: ep.stack, Logger: log, Audit: ep.audit})
 		if ep.metrics != nil {
 			h = ep.metrics.InstrumentAPI(h)
 		}

@@ -51,6 +51,10 @@ type Options struct {
 	// Logger receives one debug line per request and warnings for
 	// failures; never key material, tokens or runtime data.
 	Logger zerolog.Logger
+	// Audit receives one event per /key/release request: the caller's
+	// address, the key and the outcome (docs/sidecar.md). The zero Logger
+	// discards them.
+	Audit zerolog.Logger
 }
 
 // Handler returns the sidecar API:
@@ -64,7 +68,7 @@ type Options struct {
 // Errors are {"error": "..."} with 400 (malformed request), 403
 // (attestation or release failed) or 500.
 func Handler(opts Options) http.Handler {
-	h := &handler{b: opts.Backend, log: opts.Logger}
+	h := &handler{b: opts.Backend, log: opts.Logger, audit: opts.Audit}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", h.status)
 	mux.HandleFunc("POST /attest/raw", h.attestRaw)
@@ -75,8 +79,30 @@ func Handler(opts Options) http.Handler {
 }
 
 type handler struct {
-	b   Backend
-	log zerolog.Logger
+	b     Backend
+	log   zerolog.Logger
+	audit zerolog.Logger
+}
+
+// auditRelease writes the audit event of a key release request.
+func (h *handler) auditRelease(r *http.Request, ref keyrelease.KeyRef, k *keyrelease.Key, callerToken bool, err error) {
+	e := h.audit.Log()
+	if e == nil {
+		return
+	}
+	e.Str("event", "api_key_release").Str("remote", r.RemoteAddr).Bool("caller_token", callerToken)
+	v := ref
+	v.Version = ""
+	version := ref.Version
+	if k != nil && k.Ref.Version != "" {
+		version = k.Ref.Version
+	}
+	e.Str("key", v.String()).Str("key_version", version)
+	if err != nil {
+		e.Str("outcome", "denied").Str("reason", err.Error()).Msg("audit")
+		return
+	}
+	e.Str("outcome", "allowed").Msg("audit")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -266,6 +292,7 @@ func (h *handler) keyRelease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	k, err := h.b.Release(r.Context(), req.MAAEndpoint, ref, req.AccessToken)
+	h.auditRelease(r, ref, k, req.AccessToken != "", err)
 	if err != nil {
 		h.fail(w, r, http.StatusForbidden, "secure key release failed: ", err)
 		return

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -38,6 +39,37 @@ type world struct {
 	dev   *devstack.Stack
 	url   string
 	stack *sidecar.Stack
+	audit *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// events returns the audit events written so far.
+func (s *syncBuf) events(t *testing.T) []map[string]any {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // dev is one devstack for all tests: azidentity's managed identity keeps a
@@ -80,9 +112,11 @@ func newWorld(t *testing.T, allowed func(keyrelease.KeyRef) bool) *world {
 	c := cache.New(r, cache.Options{})
 	st := &sidecar.Stack{TEE: tee, HTTPClient: hc, MAA: dev.MAAURL, Default: c, DefaultSKR: r, Vault: vault, Allowed: allowed}
 	t.Cleanup(func() { st.Close(); c.Close(); r.Close() })
-	srv := httptest.NewServer(sidecar.Handler(sidecar.Options{Backend: st, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)}))
+	audit := &syncBuf{}
+	srv := httptest.NewServer(sidecar.Handler(sidecar.Options{Backend: st, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+		Audit: zerolog.New(audit)}))
 	t.Cleanup(srv.Close)
-	return &world{dev: dev, url: srv.URL, stack: st}
+	return &world{dev: dev, url: srv.URL, stack: st, audit: audit}
 }
 
 type evidenceSource struct{ p *attest.Fake }
@@ -182,6 +216,14 @@ func TestStatusAndErrors(t *testing.T) {
 	_, body := w.call(t, "POST", "/key/release", `{"maa_endpoint":"`+hostOf(w.dev.MAAURL)+`","akv_endpoint":"`+vault+`","kid":"denied"}`)
 	if !strings.Contains(body["error"], "x-ms-sevsnpvm-hostdata") {
 		t.Fatalf("denial does not name the claim: %v", body)
+	}
+	// Refused releases are audited with their reason; malformed requests,
+	// which name no key, are not.
+	events := w.audit.events(t)
+	last := events[len(events)-1]
+	if len(events) != 4 || last["outcome"] != "denied" || last["key"] != w.dev.VaultURL+"/keys/denied" ||
+		!strings.Contains(last["reason"].(string), "x-ms-sevsnpvm-hostdata") {
+		t.Fatalf("audit events of refused releases: %v", events)
 	}
 }
 
@@ -347,6 +389,29 @@ func TestKeyRelease(t *testing.T) {
 	if after := w.dev.Vault.Stats("demo-oct").Allowed; after != before+1 {
 		t.Fatalf("a release with a caller token was not sent to the vault: %d -> %d", before, after)
 	}
+
+	// One audit event per release request, naming the key and its version
+	// and whether the caller brought a token; never the key or the token.
+	events := w.audit.events(t)
+	if len(events) != 6 {
+		t.Fatalf("%d audit events, want 6: %v", len(events), events)
+	}
+	for i, e := range events {
+		wantKey := w.dev.VaultURL + "/keys/demo-oct"
+		if i == 0 {
+			wantKey = w.dev.VaultURL + "/keys/demo-rsa"
+		}
+		if e["event"] != "api_key_release" || e["outcome"] != "allowed" || e["key"] != wantKey || e["key_version"] == "" ||
+			e["caller_token"] != (i == 5) || !strings.HasPrefix(e["remote"].(string), "127.0.0.1:") {
+			t.Errorf("audit event %d: %v", i, e)
+		}
+	}
+	w.audit.mu.Lock()
+	raw := w.audit.b.String()
+	w.audit.mu.Unlock()
+	if strings.Contains(raw, tok) || strings.Contains(raw, `"k"`) || strings.Contains(raw, `"d"`) {
+		t.Fatal("the audit log holds a token or key material")
+	}
 }
 
 func TestAllowList(t *testing.T) {
@@ -363,5 +428,33 @@ func TestAllowList(t *testing.T) {
 	// An empty maa_endpoint means the configured instance.
 	if status, body := w.call(t, "POST", "/key/release", `{"akv_endpoint":"`+vault+`","kid":"demo-oct"}`); status != 200 {
 		t.Fatalf("allowed key: %d %v", status, body)
+	}
+}
+
+// TestOtherInstance names the devstack's MAA by another host name: skrfs
+// treats it as another instance, with its own releaser and cache, and
+// verifies its tokens against that name, so the devstack's tokens (issued
+// as https://127.0.0.1:P) are refused rather than trusted.
+func TestOtherInstance(t *testing.T) {
+	w := newWorld(t, nil)
+	other := strings.Replace(hostOf(w.dev.MAAURL), "127.0.0.1", "localhost", 1)
+	rd := b64(`{"keys":[]}`)
+	status, body := w.call(t, "POST", "/attest/maa", `{"maa_endpoint":"`+other+`","runtime_data":"`+rd+`"}`)
+	if status != 403 || !strings.Contains(body["error"], "attestation failed: ") || !strings.Contains(body["error"], `"iss" not satisfied`) {
+		t.Fatalf("token of another issuer: %d %v", status, body)
+	}
+	before := w.dev.Vault.Stats("demo-oct")
+	status, body = w.call(t, "POST", "/key/release", `{"maa_endpoint":"`+other+`","akv_endpoint":"`+hostOf(w.dev.VaultURL)+`","kid":"demo-oct"}`)
+	if status != 403 || !strings.Contains(body["error"], "secure key release failed: keyrelease: attestation failed") {
+		t.Fatalf("release through another instance: %d %v", status, body)
+	}
+	if w.dev.Vault.Stats("demo-oct") != before {
+		t.Fatal("a release without a valid token reached the vault")
+	}
+	// The configured instance, named by its own host or left empty, still works.
+	for _, maaHost := range []string{hostOf(w.dev.MAAURL), strings.ToUpper(hostOf(w.dev.MAAURL)), ""} {
+		if status, body := w.call(t, "POST", "/key/release", `{"maa_endpoint":"`+maaHost+`","akv_endpoint":"`+hostOf(w.dev.VaultURL)+`","kid":"demo-oct"}`); status != 200 {
+			t.Fatalf("maa_endpoint %q: %d %v", maaHost, status, body)
+		}
 	}
 }
