@@ -128,7 +128,6 @@ type mounted struct {
 	srv     *fuse.Server
 	root    *fs.Root
 	cleanup func()
-	ep      *endpoints
 	stopped bool
 	// detached: the mount was already removed from our namespace (run);
 	// the kernel ends the FUSE session when the last user goes away.
@@ -167,7 +166,7 @@ func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug b
 		return nil, err
 	}
 	log.Info().Str("mountpoint", abs).Int("keys", len(cfg.Keys)).Int("datasets", len(cfg.Datasets)).Msg("mounted")
-	m := &mounted{dir: abs, srv: srv, root: root, cleanup: cleanup, ep: ep}
+	m := &mounted{dir: abs, srv: srv, root: root, cleanup: cleanup}
 	ep.watch(root, rt)
 	if err := ep.listen(cfg, rt, cfg.Serve.Listen, cfg.Metrics.Listen); err != nil {
 		m.stop()
