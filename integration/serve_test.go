@@ -101,7 +101,7 @@ func TestServeSidecarAPI(t *testing.T) {
 	api, mon := "http://"+addrs[0], "http://"+addrs[1]
 	maaHost, vault := hostOf(s.MAAURL), hostOf(s.VaultURL)
 
-	if code, body := get(t, api+"/status"); code != 200 || body != "{\"message\":\"Status OK\"}\n" {
+	if code, body := get(t, api+"/status"); code != 200 || body != `{"message":"Status OK"}` {
 		t.Fatalf("/status: %d %q", code, body)
 	}
 	rd := base64.StdEncoding.EncodeToString([]byte(`{"keys":[]}`))

@@ -105,10 +105,16 @@ func (h *handler) auditRelease(r *http.Request, ref keyrelease.KeyRef, k *keyrel
 	e.Str("outcome", "allowed").Msg("audit")
 }
 
+// writeJSON writes v as the sidecar (gin) does: compact JSON without a
+// trailing newline.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	w.Write(b)
 }
 
 // fail writes {"error": prefix + err}: 400 for ErrBadRequest, else status.
@@ -309,7 +315,7 @@ func (h *handler) keyRelease(w http.ResponseWriter, r *http.Request) {
 	body := make([]byte, 0, 2*len(jwk)+16)
 	body = append(body, `{"key":"`...)
 	body = appendJSONString(body, bytes.TrimSpace(jwk))
-	body = append(body, "\"}\n"...)
+	body = append(body, `"}`...)
 	clear(jwk)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
