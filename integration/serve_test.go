@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"github.com/skrfs/skrfs/crypto"
 	"github.com/skrfs/skrfs/internal/devstack"
@@ -327,3 +330,52 @@ func grepLines(page, prefix string) string {
 	}
 	return b.String()
 }
+
+// startServe runs `skrfs serve` on a free port with cfg and returns the
+// API's base URL.
+func startServe(t *testing.T, cfg string) (*daemonProc, string) {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	d := execDaemon(t, "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--ready-file", ready)
+	waitReady(t, ready, d)
+	b, err := os.ReadFile(ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, "http://" + strings.SplitN(string(b), "\n", 2)[0]
+}
+
+func TestServeAnyKey(t *testing.T) {
+	s := startDevstack(t)
+	// A releasable key that the configuration does not list.
+	kc, err := s.KeysClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := "application/json; charset=utf-8"
+	if _, err := kc.CreateKey(context.Background(), "unlisted", azkeys.CreateKeyParameters{Kty: to(azkeys.KeyTypeOctHSM), KeySize: to(int32(256)),
+		KeyAttributes: &azkeys.KeyAttributes{Exportable: to(true)},
+		ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: s.Policy(hex.EncodeToString(s.TEE.HostData[:]))}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	req := `{"maa_endpoint":"` + hostOf(s.MAAURL) + `","akv_endpoint":"` + hostOf(s.VaultURL) + `","kid":"unlisted"}`
+	for _, tc := range []struct {
+		name, extra string
+		status      int
+		inBody      string
+	}{
+		{"configured keys only (default)", "", 403, "key not allowed by configuration"},
+		{"serve.any_key", "serve:\n  any_key: true\n", 200, `"kty":"oct"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, api := startServe(t, configWith(t, s, tc.extra))
+			code, out := post(t, api+"/key/release", req)
+			if code != tc.status || !strings.Contains(out["error"]+out["key"], tc.inBody) {
+				t.Fatalf("%d %v, want %d with %q", code, out, tc.status, tc.inBody)
+			}
+			d.stop(t)
+		})
+	}
+}
+
+func to[T any](v T) *T { return &v }
