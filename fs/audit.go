@@ -24,7 +24,7 @@ const (
 // it needed (identifier and version; never its material), and the outcome
 // ("allowed", or "denied" with the errno and the reason).
 func (r *Root) audit(ctx context.Context, event, path string, ref keyrelease.KeyRef, err error) {
-	e := r.opts.Audit.Log()
+	e := r.opts.Audit.Info()
 	if e == nil { // audit disabled
 		return
 	}

@@ -86,7 +86,7 @@ type handler struct {
 
 // auditRelease writes the audit event of a key release request.
 func (h *handler) auditRelease(r *http.Request, ref keyrelease.KeyRef, k *keyrelease.Key, callerToken bool, err error) {
-	e := h.audit.Log()
+	e := h.audit.Info()
 	if e == nil {
 		return
 	}
