@@ -39,7 +39,8 @@ var (
 
 // setInfo records a version and computes its plaintext size without any
 // key: from the upload metadata when present (no storage read), else from
-// the cleartext preamble.
+// the cleartext preamble. It fails only when ctx is done, and then records
+// nothing.
 func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
 	n.mu.Lock()
 	same := n.info.ETag == info.ETag && n.info.ETag != ""
@@ -48,6 +49,13 @@ func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
 		return nil
 	}
 	size, err := plainSize(ctx, n.ds.Store, info)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The caller was interrupted (go-fuse cancels the context; the Go
+		// runtime's preemption signals interrupt FUSE requests too): say
+		// so, and leave the node for the next caller to compute. Recording
+		// the version would pin a size of 0 to it for good.
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.info, n.plainSize, n.sizeErr = info, size, err

@@ -61,10 +61,11 @@ func (s countingStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off i
 	s.c.fetches.Add(1)
 	s.c.bytesFetched.Add(int64(n))
 	if s.obs != nil {
+		failed := err
 		if err == io.EOF {
-			err = nil // a read reaching the end is a success
+			failed = nil // a read reaching the end is a success
 		}
-		s.obs.Fetched(time.Since(start), err)
+		s.obs.Fetched(time.Since(start), failed)
 	}
 	return n, err
 }
