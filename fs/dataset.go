@@ -85,7 +85,7 @@ func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, erro
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	entries, _, err := d.list(ctx)
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, d.root.fail("lookup", err)
 	}
 	e, ok := entries[name]
 	if !ok {
@@ -102,7 +102,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	// NewInode may return an existing inode for this path: update that one.
 	obj := ch.Operations().(*objectNode)
 	if err := obj.setInfo(ctx, e.info); err != nil {
-		return nil, toErrno(err)
+		return nil, d.root.fail("lookup", err)
 	}
 	if obj.stale() {
 		// The cached listing is older than the object: stat it afresh.
@@ -117,7 +117,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	entries, order, err := d.list(ctx)
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, d.root.fail("readdir", err)
 	}
 	out := make([]fuse.DirEntry, 0, len(order))
 	for _, name := range order {

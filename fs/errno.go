@@ -13,6 +13,15 @@ import (
 // may not use.
 var errObjectKeyNotAllowed = errors.New("object names a key that is not configured for this dataset")
 
+// fail maps err for operation op and tells the observer.
+func (r *Root) fail(op string, err error) syscall.Errno {
+	errno := toErrno(err)
+	if errno != 0 && r.opts.Observer != nil {
+		r.opts.Observer.Failed(op, errno)
+	}
+	return errno
+}
+
 // toErrno is the one place where errors become errno values (go-fuse turns
 // anything that is not a syscall.Errno into ENOSYS).
 func toErrno(err error) syscall.Errno {

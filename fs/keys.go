@@ -51,15 +51,22 @@ func (f *keyFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, ui
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.root.opts.OpTimeout)
 	defer cancel()
 	k, err := f.root.opts.Releaser.Release(rctx, f.key.Ref)
+	path := "keys/" + f.view.File
 	if err != nil {
 		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("ref", f.key.Ref.String()).Msg("key release failed")
-		return nil, 0, toErrno(err)
+		f.root.audit(ctx, auditKeyOpen, path, f.key.Ref, err)
+		return nil, 0, f.root.fail("open", err)
+	}
+	ref := k.Ref
+	if ref.Vault == "" {
+		ref = f.key.Ref
 	}
 	data, err := k.Marshal(f.view.Format)
 	k.Wipe()
+	f.root.audit(ctx, auditKeyOpen, path, ref, err)
 	if err != nil {
 		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("view", f.view.File).Msg("cannot render key view")
-		return nil, 0, toErrno(err)
+		return nil, 0, f.root.fail("open", err)
 	}
 	f.size.Store(int64(len(data)))
 	return &keyHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0

@@ -39,7 +39,8 @@ var (
 
 // setInfo records a version and computes its plaintext size without any
 // key: from the upload metadata when present (no storage read), else from
-// the cleartext preamble.
+// the cleartext preamble. It fails only when ctx is done, and then records
+// nothing.
 func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
 	n.mu.Lock()
 	same := n.info.ETag == info.ETag && n.info.ETag != ""
@@ -48,6 +49,13 @@ func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
 		return nil
 	}
 	size, err := plainSize(ctx, n.ds.Store, info)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The caller was interrupted (go-fuse cancels the context; the Go
+		// runtime's preemption signals interrupt FUSE requests too): say
+		// so, and leave the node for the next caller to compute. Recording
+		// the version would pin a size of 0 to it for good.
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.info, n.plainSize, n.sizeErr = info, size, err
@@ -122,19 +130,19 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	}
 	info, err := n.ds.Store.Stat(ctx, n.objName)
 	if err != nil {
-		return nil, 0, toErrno(err)
+		return nil, 0, n.root.fail("open", err)
 	}
 	n.mu.Lock()
 	oldSize := n.plainSize
 	n.mu.Unlock()
 	if err := n.setInfo(ctx, info); err != nil {
-		return nil, 0, toErrno(err)
+		return nil, 0, n.root.fail("open", err)
 	}
 	v := objectVersion{dataset: n.ds.Name, name: n.name, etag: info.ETag}
 	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, id, info) })
 	if err != nil {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("open refused")
-		return nil, 0, toErrno(err)
+		return nil, 0, n.root.fail("open", err)
 	}
 	n.mu.Lock()
 	var fl uint32
@@ -154,14 +162,20 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	return &objectHandle{node: n, v: v, o: o, ahead: -1}, fl, 0
 }
 
-// openVersion does the key-dependent part of an open, once per version.
-func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info) (*objectState, error) {
+// openVersion does the key-dependent part of an open, once per version;
+// it writes the audit event of the object's first open.
+func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info) (_ *objectState, err error) {
+	var ref keyrelease.KeyRef
+	defer func() { n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, ref, err) }()
 	h, head, err := readHeader(ctx, n.ds.Store, info)
 	if err != nil {
 		return nil, err
 	}
-	ref, err := n.allowedRef(h.KeyRef)
+	ref, err = n.allowedRef(h.KeyRef)
 	if err != nil {
+		if r, perr := keyrelease.ParseKeyRef(h.KeyRef); perr == nil {
+			ref = r // the refused key, for the audit event
+		}
 		return nil, err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.root.opts.OpTimeout)
@@ -169,6 +183,9 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info)
 	k, err := n.root.opts.Releaser.Release(rctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	if k.Ref.Version != "" {
+		ref.Version = k.Ref.Version
 	}
 	d, err := crypto.NewDecryptor(h, k.KEK(), n.name, info.Size)
 	k.Wipe()
@@ -266,7 +283,7 @@ func (h *objectHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.E
 func (h *objectHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.o.read(ctx, dest, off)
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, h.node.root.fail("read", err)
 	}
 	h.node.root.counters.reads.Add(1)
 	h.node.root.counters.bytesServed.Add(int64(n))

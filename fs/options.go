@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -46,6 +47,23 @@ type Options struct {
 	// Logger receives warnings (tampered chunks, refused objects) and
 	// debug events; never key material or plaintext.
 	Logger zerolog.Logger
+	// Audit receives one event per open of a key file and per first open
+	// of an object version: path, caller, key and outcome (audit.go).
+	// The zero Logger discards them.
+	Audit zerolog.Logger
+	// Observer is told about storage fetches and failed operations, for
+	// metrics (nil = nobody).
+	Observer Observer
+}
+
+// Observer receives events for metrics. Its methods are called on the
+// read path: they must be quick and safe for concurrent use.
+type Observer interface {
+	// Fetched reports one storage read (a ranged read, or a streamed
+	// range from open to close) and how long it took.
+	Fetched(d time.Duration, err error)
+	// Failed reports an operation answered with an error number.
+	Failed(op string, errno syscall.Errno)
 }
 
 // KeySpec is one releasable key and its files.

@@ -51,7 +51,7 @@ func NewRoot(opts Options) (*Root, error) {
 	// Every storage read is counted, for read amplification (Stats).
 	r.opts.Datasets = append([]DatasetSpec(nil), opts.Datasets...)
 	for i := range r.opts.Datasets {
-		r.opts.Datasets[i].Store = countingStore{Store: r.opts.Datasets[i].Store, c: &r.counters}
+		r.opts.Datasets[i].Store = countingStore{Store: r.opts.Datasets[i].Store, c: &r.counters, obs: opts.Observer}
 	}
 	return r, nil
 }

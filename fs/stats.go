@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/skrfs/skrfs/blob"
 )
@@ -46,36 +47,67 @@ func (r *Root) Stats() Stats {
 	}
 }
 
-// countingStore counts what a dataset's store returns.
+// countingStore counts what a dataset's store returns, and times it for
+// the observer.
 type countingStore struct {
 	blob.Store
-	c *counters
+	c   *counters
+	obs Observer // nil = none
 }
 
 func (s countingStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
+	start := time.Now()
 	n, err := s.Store.ReadAt(ctx, ref, p, off)
 	s.c.fetches.Add(1)
 	s.c.bytesFetched.Add(int64(n))
+	if s.obs != nil {
+		failed := err
+		if err == io.EOF {
+			failed = nil // a read reaching the end is a success
+		}
+		s.obs.Fetched(time.Since(start), failed)
+	}
 	return n, err
 }
 
 // OpenRange streams through the inner store's RangeOpener, or its ReadAt.
 func (s countingStore) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.ReadCloser, error) {
+	start := time.Now()
 	r, err := blob.OpenRange(ctx, s.Store, ref, off, n)
 	if err != nil {
+		if s.obs != nil {
+			s.obs.Fetched(time.Since(start), err)
+		}
 		return nil, err
 	}
 	s.c.fetches.Add(1)
-	return countingReader{r, s.c}, nil
+	return &countingReader{ReadCloser: r, c: s.c, obs: s.obs, start: start}, nil
 }
 
+// countingReader counts a streamed range; closing it reports the whole
+// range's duration, and the first read error other than EOF, to the
+// observer.
 type countingReader struct {
 	io.ReadCloser
-	c *counters
+	c     *counters
+	obs   Observer
+	start time.Time
+	err   error
 }
 
-func (r countingReader) Read(p []byte) (int, error) {
+func (r *countingReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
 	r.c.bytesFetched.Add(int64(n))
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
 	return n, err
+}
+
+func (r *countingReader) Close() error {
+	err := r.ReadCloser.Close()
+	if r.obs != nil {
+		r.obs.Fetched(time.Since(r.start), r.err)
+	}
+	return err
 }

@@ -39,11 +39,15 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", false, "log JSON lines instead of console text (default when stderr is not a terminal)")
 	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd(),
-		newMountCmd(), newRunCmd(), newDevstackCmd(), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd())
+		newMountCmd(), newRunCmd(), newDevstackCmd(), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
+		newServeCmd())
 	return root
 }
 
 var log = zerolog.Nop()
+
+// logConsole: the log is human-readable text on a terminal (else JSON).
+var logConsole bool
 
 func setupLogging(g globalFlags) error {
 	lvl, err := zerolog.ParseLevel(g.logLevel)
@@ -54,6 +58,7 @@ func setupLogging(g globalFlags) error {
 		log = zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
 	} else {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(lvl).With().Timestamp().Logger()
+		logConsole = true
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,7 +22,7 @@ import (
 )
 
 func newMountCmd() *cobra.Command {
-	var cfgFile, readyFile string
+	var cfgFile, readyFile, serveAddr, metricsAddr string
 	var debug bool
 	cmd := &cobra.Command{
 		Use:   "mount --config FILE MOUNTPOINT",
@@ -38,6 +39,9 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cfgFile)
 			if err != nil {
+				return err
+			}
+			if err := listenFlags(cfg, serveAddr, metricsAddr); err != nil {
 				return err
 			}
 			m, err := startMount(cmd.Context(), cfg, args[0], debug)
@@ -81,7 +85,27 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
 	cmd.Flags().StringVar(&readyFile, "ready-file", "", "create this file once mounted; removed at exit")
 	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request")
+	cmd.Flags().StringVar(&serveAddr, "serve", "", "also serve the SKR sidecar API on this address, sharing the key cache (default: serve.listen; docs/sidecar.md)")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this address (default: metrics.listen)")
 	return cmd
+}
+
+// listenFlags applies --serve/--listen and --metrics-listen over the
+// configuration, with the configuration's loopback rule.
+func listenFlags(cfg *config.Config, apiAddr, metricsAddr string) error {
+	for _, f := range []struct {
+		flag, addr string
+		dst        *string
+	}{{"API address", apiAddr, &cfg.Serve.Listen}, {"--metrics-listen", metricsAddr, &cfg.Metrics.Listen}} {
+		if f.addr == "" {
+			continue
+		}
+		if err := config.CheckListen(f.addr, cfg.Serve.AllowRemote); err != nil {
+			return usageError{fmt.Errorf("%s: %w", f.flag, err)}
+		}
+		*f.dst = f.addr
+	}
+	return nil
 }
 
 func loadConfig(path string) (*config.Config, error) {
@@ -131,17 +155,29 @@ func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug b
 		return nil, err
 	}
 	cleanStaleMount(abs)
-	root, cleanup, err := buildFilesystem(ctx, cfg)
+	ep, err := newEndpoints(cfg)
 	if err != nil {
 		return nil, err
 	}
+	root, rt, err := buildFilesystem(ctx, cfg, ep, cfg.Serve.Listen != "")
+	if err != nil {
+		ep.close()
+		return nil, err
+	}
+	cleanup := func() { ep.close(); rt.close() }
 	srv, err := fs.Mount(abs, root, fs.MountOptions{AllowOther: cfg.Mount.AllowOther, Debug: fuseDebug})
 	if err != nil {
 		cleanup()
 		return nil, err
 	}
 	log.Info().Str("mountpoint", abs).Int("keys", len(cfg.Keys)).Int("datasets", len(cfg.Datasets)).Msg("mounted")
-	return &mounted{dir: abs, srv: srv, root: root, cleanup: cleanup}, nil
+	m := &mounted{dir: abs, srv: srv, root: root, cleanup: cleanup}
+	ep.watch(root, rt)
+	if err := ep.listen(cfg, rt, cfg.Serve.Listen, cfg.Metrics.Listen); err != nil {
+		m.stop()
+		return nil, err
+	}
+	return m, nil
 }
 
 // stop unmounts (lazily when busy), then wipes plaintext and keys.

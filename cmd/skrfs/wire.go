@@ -12,13 +12,15 @@ import (
 
 // buildFilesystem wires the filesystem of cfg: HTTP client and identity,
 // the releaser (attestation, MAA, Key Vault, cache), the stores, and the
-// key and dataset specs. The returned cleanup wipes keys.
-func buildFilesystem(ctx context.Context, cfg *config.Config) (*fs.Root, func(), error) {
-	rt, err := newRuntime(ctx, cfg)
+// key and dataset specs, with ep's audit log and metrics. The runtime's
+// close wipes keys.
+func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, withSKR bool) (*fs.Root, *runtime, error) {
+	rt, err := newRuntimeFor(ctx, cfg, withSKR)
 	if err != nil {
 		return nil, nil, err
 	}
 	opts := fs.Options{Releaser: rt.releaser, Logger: log}
+	ep.fsOptions(&opts)
 	if cfg.Mount.UID != nil {
 		opts.UID = uint32(*cfg.Mount.UID)
 	} else {
@@ -70,5 +72,5 @@ func buildFilesystem(ctx context.Context, cfg *config.Config) (*fs.Root, func(),
 		rt.close()
 		return nil, nil, err
 	}
-	return root, rt.close, nil
+	return root, rt, nil
 }

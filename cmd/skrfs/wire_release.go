@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -28,6 +29,9 @@ type runtime struct {
 	cache    *cache.Cache
 	cred     azcore.TokenCredential
 	http     *http.Client
+	roots    *x509.CertPool
+	tee      evidenceProvider // nil without skr
+	cacheOpt cache.Options
 	close    func()
 }
 
@@ -86,6 +90,13 @@ func newEvidence(cfg *config.Config, hc *http.Client) (evidenceProvider, error) 
 // newRuntime wires HTTP trust, identity and the releaser (evidence -> MAA
 // -> Key Vault, behind the cache).
 func newRuntime(ctx context.Context, cfg *config.Config) (*runtime, error) {
+	return newRuntimeFor(ctx, cfg, false)
+}
+
+// newRuntimeFor is newRuntime; withSKR wires attestation and Secure Key
+// Release even when no key is configured (skrfs serve releases the keys
+// its callers name).
+func newRuntimeFor(ctx context.Context, cfg *config.Config, withSKR bool) (*runtime, error) {
 	var cas []string
 	for _, f := range cfg.TLS.CAFiles {
 		cas = append(cas, cfg.Path(f))
@@ -98,8 +109,8 @@ func newRuntime(ctx context.Context, cfg *config.Config) (*runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	rt := &runtime{cred: cred, http: hc, close: func() {}}
-	if len(cfg.Keys) == 0 {
+	rt := &runtime{cred: cred, http: hc, roots: pool, close: func() {}}
+	if len(cfg.Keys) == 0 && !withSKR {
 		rt.releaser = keyrelease.NewStatic()
 		return rt, nil
 	}
@@ -107,10 +118,12 @@ func newRuntime(ctx context.Context, cfg *config.Config) (*runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", keyrelease.ErrAttestation, err)
 	}
+	rt.tee = ev
 	rt.skr = &skr.Releaser{Evidence: evidenceSource{ev}, MAA: &maa.Client{BaseURL: cfg.Attestation.MAA, HTTPClient: hc},
 		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: pool}, Logger: log}
 	rt.skr.PrepareNow() // before readiness: the first open need not wait for RSA key generation
-	rt.cache = cache.New(rt.skr, cache.Options{TTL: time.Duration(cfg.Cache.TTL), MaxStale: time.Duration(cfg.Cache.MaxStale), Logger: log})
+	rt.cacheOpt = cache.Options{TTL: time.Duration(cfg.Cache.TTL), MaxStale: time.Duration(cfg.Cache.MaxStale), Logger: log}
+	rt.cache = cache.New(rt.skr, rt.cacheOpt)
 	rt.releaser = &allowList{inner: rt.cache, cfg: cfg}
 	rt.close = func() {
 		rt.cache.Close()

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -41,6 +42,12 @@ type Config struct {
 	Mount Mount `yaml:"mount"`
 	// Cache tunes the key cache.
 	Cache Cache `yaml:"cache"`
+	// Serve configures the sidecar-compatible HTTP API (docs/sidecar.md).
+	Serve Serve `yaml:"serve"`
+	// Metrics configures the Prometheus, health and readiness endpoints.
+	Metrics Metrics `yaml:"metrics"`
+	// Audit configures the audit events of key and object opens.
+	Audit Audit `yaml:"audit"`
 
 	dir string // directory of the file, for relative paths
 }
@@ -171,6 +178,39 @@ type Cache struct {
 	// MaxStale is how long a key may be served after refreshes fail
 	// (default 0: fail closed at expiry).
 	MaxStale Duration `yaml:"max_stale"`
+}
+
+// Serve configures the HTTP API of the reference SKR sidecar.
+type Serve struct {
+	// Listen is the API's address: the default of skrfs serve --listen
+	// (default 127.0.0.1:8080), and, when set, skrfs mount serves the API
+	// too, sharing its key cache.
+	Listen string `yaml:"listen"`
+	// AnyKey lets callers release any key the identity may release, as the
+	// reference sidecar does. By default only the keys listed under keys:
+	// can be released through the API.
+	AnyKey bool `yaml:"any_key"`
+	// AllowRemote permits a listen address that is not a loopback address.
+	// The API releases keys to whoever can reach it: the reference sidecar
+	// binds to localhost only, and so does skrfs unless this is set.
+	AllowRemote bool `yaml:"allow_remote"`
+}
+
+// Metrics configures the observability endpoints.
+type Metrics struct {
+	// Listen is the address of /metrics, /healthz and /readyz (default:
+	// off). Loopback addresses only, unless Serve.AllowRemote is set.
+	Listen string `yaml:"listen"`
+}
+
+// Audit configures audit events.
+type Audit struct {
+	// File receives one JSON line per audit event (appended; default: the
+	// standard error, alongside the log). Audit events are written whatever
+	// the log level.
+	File string `yaml:"file"`
+	// Disabled turns audit events off.
+	Disabled bool `yaml:"disabled"`
 }
 
 // Duration is a time.Duration written as "90s", "1h".
@@ -398,7 +438,34 @@ func (c *Config) validate() error {
 	if c.Cache.MaxStale < 0 {
 		return invalid("cache.max_stale", "negative")
 	}
+	for _, l := range []struct{ field, addr string }{{"serve.listen", c.Serve.Listen}, {"metrics.listen", c.Metrics.Listen}} {
+		if l.addr == "" {
+			continue
+		}
+		if err := CheckListen(l.addr, c.Serve.AllowRemote); err != nil {
+			return invalid(l.field, "%v", err)
+		}
+	}
 	return nil
+}
+
+// CheckListen checks a listen address: host:port, and a loopback host
+// (localhost, 127.0.0.0/8, ::1) unless remote is allowed.
+func CheckListen(addr string, allowRemote bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	if allowRemote {
+		return nil
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address: the API would release keys to the network (set serve.allow_remote to allow it)", addr)
 }
 
 // ParseMode parses an octal permission string such as "0400".

@@ -26,6 +26,10 @@ datasets:
     keys: [demo-rsa, demo-oct]
 cache:
   ttl: 30m
+serve:
+  listen: 127.0.0.1:8080
+metrics:
+  listen: "[::1]:9090"
 `
 
 func validYAML() string {
@@ -46,6 +50,11 @@ func TestParseValid(t *testing.T) {
 	}
 	if o, _ := c.KeyByName("demo-oct"); len(o.Views) != 1 || o.Views[0].File != "data.key" {
 		t.Fatalf("explicit views: %+v", o.Views)
+	}
+	// A remote address is accepted only when asked for.
+	r, err := Parse([]byte(strings.Replace(validYAML(), "listen: 127.0.0.1:8080", "listen: 0.0.0.0:8080\n  allow_remote: true", 1)))
+	if err != nil || !r.Serve.AllowRemote || r.Serve.Listen != "0.0.0.0:8080" {
+		t.Fatalf("serve.allow_remote: %v %+v", err, r)
 	}
 }
 
@@ -70,6 +79,10 @@ func TestParseErrors(t *testing.T) {
 		{"dataset unknown key", "keys: [demo-rsa, demo-oct]", "keys: [demo-rsa, nope]", "datasets[0].keys[1]: \"nope\" is not the name"},
 		{"bad ttl", "ttl: 30m", "ttl: soon", "is not a duration"},
 		{"tiny ttl", "ttl: 30m", "ttl: 1ms", "cache.ttl"},
+		{"serve on the network", "listen: 127.0.0.1:8080", "listen: 0.0.0.0:8080", "serve.listen: \"0.0.0.0:8080\" is not a loopback address"},
+		{"serve without port", "listen: 127.0.0.1:8080", "listen: localhost", "serve.listen: \"localhost\" is not host:port"},
+		{"metrics on the network", `listen: "[::1]:9090"`, "listen: 10.0.0.1:9090", "metrics.listen: \"10.0.0.1:9090\" is not a loopback"},
+		{"metrics bad port", `listen: "[::1]:9090"`, `listen: "[::1]:99999"`, "metrics.listen: \"[::1]:99999\": bad port"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -45,7 +45,7 @@ type Releaser struct {
 	spareOnce sync.Once
 	spare     chan *wrapkey.WrappingKey // a wrapping key generated ahead of need
 
-	attestations, releases atomic.Int64
+	attestations, attestOK, attestFailures, releases atomic.Int64
 }
 
 var _ keyrelease.Releaser = (*Releaser)(nil)
@@ -120,14 +120,17 @@ func (r *Releaser) attestLocked(ctx context.Context, force bool) (*wrapkey.Wrapp
 	ev, err := r.Evidence.Evidence(ctx, wk.ReportData())
 	if err != nil {
 		wk.Wipe()
+		r.attestFailures.Add(1)
 		return nil, nil, fmt.Errorf("%w: evidence: %w", keyrelease.ErrAttestation, err)
 	}
 	r.attestations.Add(1)
 	tok, err := r.MAA.Attest(ctx, ev, wk.RuntimeData)
 	if err != nil {
 		wk.Wipe()
+		r.attestFailures.Add(1)
 		return nil, nil, err
 	}
+	r.attestOK.Add(1)
 	if r.wk != nil {
 		r.wk.Wipe()
 	}
@@ -140,6 +143,13 @@ func (r *Releaser) attestLocked(ctx context.Context, force bool) (*wrapkey.Wrapp
 // is retried once with a fresh attestation, since the token's claims may be
 // older than the key's policy.
 func (r *Releaser) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	return r.ReleaseWith(ctx, ref, r.Vault)
+}
+
+// ReleaseWith is Release through another vault client: the sidecar API's
+// callers may bring their own bearer token for Key Vault. The attestation
+// token and wrapping key are shared with Release.
+func (r *Releaser) ReleaseWith(ctx context.Context, ref keyrelease.KeyRef, vault *akv.Client) (*keyrelease.Key, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for attempt := 0; attempt < 2; attempt++ {
@@ -150,7 +160,7 @@ func (r *Releaser) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrele
 		}
 		reused := prev != nil && tok == prev
 		r.releases.Add(1)
-		k, err := r.Vault.Release(ctx, ref, tok.Raw, wk)
+		k, err := vault.Release(ctx, ref, tok.Raw, wk)
 		if err == nil {
 			r.Logger.Info().Str("key", k.Ref.String()).Str("type", string(k.Type)).Msg("key released")
 			return k, nil
@@ -166,6 +176,12 @@ func (r *Releaser) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrele
 // Stats returns how many attestations and release calls were made.
 func (r *Releaser) Stats() (attestations, releases int64) {
 	return r.attestations.Load(), r.releases.Load()
+}
+
+// AttestationOutcomes returns how many attestations produced a token and
+// how many failed (no evidence, or MAA refused or could not be reached).
+func (r *Releaser) AttestationOutcomes() (ok, failed int64) {
+	return r.attestOK.Load(), r.attestFailures.Load()
 }
 
 // Close wipes the wrapping key.

@@ -1,0 +1,73 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/skrfs/skrfs/keyrelease"
+)
+
+// Audit event names (the "event" field).
+const (
+	auditKeyOpen    = "key_open"
+	auditObjectOpen = "object_open"
+)
+
+// audit writes one audit event: who (the caller's uid, gid and pid, as the
+// kernel reports them) opened what (path relative to the mount), which key
+// it needed (identifier and version; never its material), and the outcome
+// ("allowed", or "denied" with the errno and the reason).
+func (r *Root) audit(ctx context.Context, event, path string, ref keyrelease.KeyRef, err error) {
+	e := r.opts.Audit.Info()
+	if e == nil { // audit disabled
+		return
+	}
+	e.Str("event", event).Str("path", path)
+	if c, ok := fuse.FromContext(ctx); ok {
+		// The kernel names the calling thread; the process is its
+		// thread group.
+		e.Uint32("uid", c.Uid).Uint32("gid", c.Gid).Int("pid", tgid(c.Pid)).Uint32("tid", c.Pid)
+	}
+	if ref.Vault != "" {
+		v := ref
+		v.Version = ""
+		e.Str("key", v.String()).Str("key_version", ref.Version)
+	}
+	if err == nil {
+		e.Str("outcome", "allowed").Msg("audit")
+		return
+	}
+	errno := toErrno(err)
+	e.Str("outcome", "denied").Str("errno", errnoName(errno)).Str("reason", err.Error()).Msg("audit")
+}
+
+// tgid returns the process (thread group) of a thread, from
+// /proc/TID/status; the thread id itself when that cannot be read (the
+// thread has exited, or /proc is another namespace's).
+func tgid(tid uint32) int {
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return int(tid)
+}
+
+// errnoName returns the symbolic name of an errno, e.g. "EACCES".
+func errnoName(errno syscall.Errno) string {
+	if n := unix.ErrnoName(errno); n != "" {
+		return n
+	}
+	return errno.Error()
+}
