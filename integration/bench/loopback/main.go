@@ -30,10 +30,7 @@ func main() {
 		os.Exit(1)
 	}
 	lr := &fusefs.LoopbackRoot{Path: dir, Dev: uint64(st.Dev)}
-	lr.NewNode = func(r *fusefs.LoopbackRoot, _ *fusefs.Inode, _ string, _ *syscall.Stat_t) fusefs.InodeEmbedder {
-		return &node{LoopbackNode: fusefs.LoopbackNode{RootData: r}}
-	}
-	root := lr.NewNode(lr, nil, "", &st)
+	root := &node{LoopbackNode: &fusefs.LoopbackNode{RootData: lr}}
 	lr.RootNode = root
 	sec := time.Second
 	srv, err := fusefs.Mount(mnt, root, &fusefs.Options{EntryTimeout: &sec, AttrTimeout: &sec,
@@ -53,7 +50,12 @@ func main() {
 // node is a loopback node whose open files cannot be passed through to the
 // kernel: every read goes through the daemon, as skrfs's must.
 type node struct {
-	fusefs.LoopbackNode
+	*fusefs.LoopbackNode
+}
+
+// WrapChild makes every node of the tree a node of this type.
+func (n *node) WrapChild(_ context.Context, ops fusefs.InodeEmbedder) fusefs.InodeEmbedder {
+	return &node{ops.(*fusefs.LoopbackNode)}
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
