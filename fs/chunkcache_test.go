@@ -1,0 +1,84 @@
+package fs
+
+import (
+	"bytes"
+	"testing"
+)
+
+// TestChunkCacheZeroes: plaintext leaving the cache, by eviction, by an
+// object being dropped, by replacement, by recycling or by Wipe at unmount,
+// is zeroed in place (the buffers are kept for reuse, so a missed clear
+// would leave plaintext in locked memory until overwritten).
+func TestChunkCacheZeroes(t *testing.T) {
+	const size = 1024
+	fill := func(c *chunkCache, b byte) []byte {
+		d := c.newChunk(size)[:size]
+		for i := range d {
+			d[i] = b
+		}
+		return d
+	}
+	tests := []struct {
+		name string
+		// act fills the cache and returns the buffers that must now be
+		// zero and those that must still hold their bytes.
+		act func(c *chunkCache) (gone, kept [][]byte)
+	}{
+		{"eviction by size", func(c *chunkCache) (gone, kept [][]byte) {
+			a, b, d := fill(c, 1), fill(c, 2), fill(c, 3)
+			c.put(chunkKey{1, 0}, a)
+			c.put(chunkKey{1, 1}, b)
+			c.put(chunkKey{1, 2}, d) // max 2 chunks: a, the oldest, goes
+			return [][]byte{a}, [][]byte{b, d}
+		}},
+		{"object dropped", func(c *chunkCache) (gone, kept [][]byte) {
+			a, b := fill(c, 4), fill(c, 5)
+			c.put(chunkKey{1, 0}, a)
+			c.put(chunkKey{2, 0}, b)
+			c.dropObject(1)
+			return [][]byte{a}, [][]byte{b}
+		}},
+		{"replaced", func(c *chunkCache) (gone, kept [][]byte) {
+			a, b := fill(c, 6), fill(c, 7)
+			c.put(chunkKey{1, 0}, a)
+			c.put(chunkKey{1, 0}, b)
+			return [][]byte{a}, [][]byte{b}
+		}},
+		{"recycled without entering", func(c *chunkCache) (gone, kept [][]byte) {
+			a := fill(c, 8)
+			c.recycle(a[:10]) // the whole capacity, not only the length
+			return [][]byte{a}, nil
+		}},
+		{"wiped at unmount", func(c *chunkCache) (gone, kept [][]byte) {
+			a, b := fill(c, 9), fill(c, 10)
+			c.put(chunkKey{1, 0}, a)
+			c.put(chunkKey{2, 5}, b)
+			c.clear()
+			if c.bytes() != 0 || c.has(chunkKey{1, 0}) {
+				t.Error("clear left chunks behind")
+			}
+			return [][]byte{a, b}, nil
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newChunkCache(2 * size)
+			gone, kept := tc.act(c)
+			zero := make([]byte, size)
+			for i, g := range gone {
+				if !bytes.Equal(g[:size], zero) {
+					t.Errorf("buffer %d left the cache with plaintext in it", i)
+				}
+			}
+			for i, k := range kept {
+				if bytes.Equal(k, zero) {
+					t.Errorf("buffer %d still cached but zeroed", i)
+				}
+			}
+			// A reused buffer starts empty and zeroed.
+			if n := c.newChunk(size); len(n) != 0 || !bytes.Equal(n[:size], zero) {
+				t.Error("newChunk returned a buffer with old bytes")
+			}
+		})
+	}
+}
