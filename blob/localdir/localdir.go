@@ -141,10 +141,10 @@ func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (
 		return 0, mapErr(err)
 	}
 	defer f.Close()
-	if err := checkVersion(f, ref); err != nil {
+	st, err := checkVersion(f, ref)
+	if err != nil {
 		return 0, err
 	}
-	st, _ := f.Stat()
 	if off > st.Size() {
 		return 0, fmt.Errorf("%w: offset %d beyond size %d of %s", blob.ErrOutOfRange, off, st.Size(), ref.Name)
 	}
@@ -153,7 +153,7 @@ func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (
 		return 0, mapErr(rerr)
 	}
 	// A concurrent in-place rewrite may have changed bytes under us.
-	if err := checkVersion(f, ref); err != nil {
+	if _, err := checkVersion(f, ref); err != nil {
 		return 0, err
 	}
 	return n, rerr
@@ -178,14 +178,10 @@ func (s *Store) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.R
 	if err != nil {
 		return nil, mapErr(err)
 	}
-	if err := checkVersion(f, ref); err != nil {
-		f.Close()
-		return nil, err
-	}
-	st, err := f.Stat()
+	st, err := checkVersion(f, ref)
 	if err != nil {
 		f.Close()
-		return nil, mapErr(err)
+		return nil, err
 	}
 	if off > st.Size() {
 		f.Close()
@@ -206,7 +202,7 @@ func (fr *fileRange) Read(p []byte) (int, error) {
 		return n, mapErr(err)
 	}
 	if err == io.EOF {
-		if verr := checkVersion(fr.f, fr.ref); verr != nil {
+		if _, verr := checkVersion(fr.f, fr.ref); verr != nil {
 			return n, verr
 		}
 	}
@@ -215,18 +211,18 @@ func (fr *fileRange) Read(p []byte) (int, error) {
 
 func (fr *fileRange) Close() error { return fr.f.Close() }
 
-func checkVersion(f *os.File, ref blob.Ref) error {
+func checkVersion(f *os.File, ref blob.Ref) (os.FileInfo, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return mapErr(err)
+		return nil, mapErr(err)
 	}
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, ref.Name)
+		return nil, fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, ref.Name)
 	}
 	if got := etag(st); got != ref.ETag {
-		return fmt.Errorf("%w: %s has ETag %s, pinned %s", blob.ErrChanged, ref.Name, got, ref.ETag)
+		return nil, fmt.Errorf("%w: %s has ETag %s, pinned %s", blob.ErrChanged, ref.Name, got, ref.ETag)
 	}
-	return nil
+	return st, nil
 }
 
 // List implements blob.Store. It walks only the directory that contains the
