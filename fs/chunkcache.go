@@ -112,10 +112,21 @@ func (c *chunkCache) removeLocked(e *list.Element) {
 	c.keepLocked(ce.data)
 }
 
-// dropObject removes every chunk of one object.
-func (c *chunkCache) dropObject(obj uint64) {
+// dropObject removes every chunk of one object, which has the given
+// number of chunks: looked up one by one when that is fewer than the cached
+// entries (closing a small file must not walk the whole cache), else by a
+// walk of the cache.
+func (c *chunkCache) dropObject(obj uint64, chunks int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if chunks < int64(c.lru.Len()) {
+		for i := int64(0); i < chunks; i++ {
+			if e, ok := c.items[chunkKey{obj, i}]; ok {
+				c.removeLocked(e)
+			}
+		}
+		return
+	}
 	for e := c.lru.Front(); e != nil; {
 		next := e.Next()
 		if e.Value.(*chunkEntry).key.obj == obj {

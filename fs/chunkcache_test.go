@@ -31,11 +31,18 @@ func TestChunkCacheZeroes(t *testing.T) {
 			c.put(chunkKey{1, 2}, d) // max 2 chunks: a, the oldest, goes
 			return [][]byte{a}, [][]byte{b, d}
 		}},
-		{"object dropped", func(c *chunkCache) (gone, kept [][]byte) {
+		{"object dropped, walking the cache", func(c *chunkCache) (gone, kept [][]byte) {
 			a, b := fill(c, 4), fill(c, 5)
 			c.put(chunkKey{1, 0}, a)
 			c.put(chunkKey{2, 0}, b)
-			c.dropObject(1)
+			c.dropObject(1, 100)
+			return [][]byte{a}, [][]byte{b}
+		}},
+		{"object dropped, chunk by chunk", func(c *chunkCache) (gone, kept [][]byte) {
+			a, b := fill(c, 4), fill(c, 5)
+			c.put(chunkKey{1, 0}, a)
+			c.put(chunkKey{2, 0}, b)
+			c.dropObject(1, 1)
 			return [][]byte{a}, [][]byte{b}
 		}},
 		{"replaced", func(c *chunkCache) (gone, kept [][]byte) {

@@ -206,7 +206,7 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info)
 		}
 		n.root.cache.put(o.key(last), pt)
 	} else if err := o.ensure(ctx, last, last); err != nil {
-		n.root.cache.dropObject(id)
+		n.root.cache.dropObject(id, d.NumChunks())
 		return nil, err
 	}
 	return o, nil

@@ -112,7 +112,7 @@ func (r *Root) acquire(v objectVersion, mk func(id uint64) (*objectState, error)
 	defer r.mu.Unlock()
 	if existing := r.objects[v]; existing != nil { // lost a race: use the winner
 		existing.refs++
-		r.cache.dropObject(id)
+		r.cache.dropObject(id, o.d.NumChunks())
 		return existing, nil
 	}
 	o.refs = 1
@@ -136,7 +136,7 @@ func (r *Root) releaseObject(v objectVersion, o *objectState) {
 	o.refs--
 	if o.refs == 0 && r.objects[v] == o {
 		delete(r.objects, v)
-		r.cache.dropObject(o.id)
+		r.cache.dropObject(o.id, o.d.NumChunks())
 	}
 }
 
