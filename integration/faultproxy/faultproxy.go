@@ -136,9 +136,9 @@ type Proxy struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 
-	servedMu  sync.Mutex
-	isClosed  bool
-	served    sync.WaitGroup // handlers running; Add only under servedMu while open
+	servedMu sync.Mutex
+	isClosed bool
+	served   sync.WaitGroup // handlers running; Add only under servedMu while open
 
 	mu       sync.Mutex
 	cfg      Config
