@@ -277,6 +277,12 @@ func (h *objectHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.E
 // the chunks they touch.
 func (h *objectHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.o.read(ctx, dest, off)
+	if errors.Is(err, blob.ErrNotFound) {
+		// The version this handle pinned was deleted: the handle is stale
+		// (as on NFS), the path is not what is missing. read(2) callers
+		// do not expect ENOENT.
+		return nil, syscall.ESTALE
+	}
 	if err != nil {
 		return nil, toErrno(err)
 	}
