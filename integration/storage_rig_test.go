@@ -268,6 +268,7 @@ func (r *storageRig) settle(what string, goroutines, fds int) {
 	for {
 		r.tr.CloseIdleConnections()
 		r.proxy.CloseIdleConnections()
+		r.proxy.CloseIdleClientConnections()
 		r.az.HTTPClient.CloseIdleConnections()
 		g, n := runtime.NumGoroutine(), openFDs(r.t, os.Getpid())
 		if g <= goroutines+slackG && n <= fds+slackFD {
@@ -288,6 +289,7 @@ func (r *storageRig) settle(what string, goroutines, fds int) {
 func (r *storageRig) baseline() (goroutines, fds int) {
 	r.tr.CloseIdleConnections()
 	r.proxy.CloseIdleConnections()
+	r.proxy.CloseIdleClientConnections()
 	r.az.HTTPClient.CloseIdleConnections()
 	time.Sleep(200 * time.Millisecond) // let closed connections' goroutines exit
 	return runtime.NumGoroutine(), openFDs(r.t, os.Getpid())

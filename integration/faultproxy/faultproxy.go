@@ -237,6 +237,15 @@ func (p *Proxy) Stats() Stats {
 // CloseIdleConnections closes the proxy's idle connections to the target.
 func (p *Proxy) CloseIdleConnections() { p.transport.CloseIdleConnections() }
 
+// CloseIdleClientConnections closes the idle keep-alive connections of
+// the proxy's clients, as servers do after an idle timeout: a client's
+// pool then holds no connection to the proxy, which lets tests compare a
+// client's descriptors and goroutines with a baseline.
+func (p *Proxy) CloseIdleClientConnections() {
+	p.srv.SetKeepAlivesEnabled(false) // closes idle connections
+	p.srv.SetKeepAlivesEnabled(true)
+}
+
 // Close stops the proxy: it releases stalled requests, closes every
 // connection and waits for the handlers to return.
 func (p *Proxy) Close() error {
