@@ -9,7 +9,8 @@
 // generator seeded by Config.Seed and by the request's identity (method,
 // path, query, range) and attempt number. The n-th attempt of the same
 // request therefore gets the same fault in every run with the same seed,
-// however concurrent requests interleave, so failures are reproducible.
+// however concurrent requests interleave. (Which requests a client makes
+// can still vary with timing: read-ahead, cache evictions.)
 //
 // The proxy forwards everything else unchanged (shared-key and SAS
 // signatures do not cover the host, so clients sign as for the target) and
