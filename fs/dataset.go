@@ -97,10 +97,22 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		d.root.dirAttr(&out.Attr)
 		return d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode(d.ds.Name, path+"/")}), 0
 	}
-	child := &objectNode{root: d.root, ds: d.ds, name: path, objName: path + d.ds.Suffix}
-	ch := d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, path)})
-	// NewInode may return an existing inode for this path: update that one.
-	obj := ch.Operations().(*objectNode)
+	// Update the node the kernel already knows, if any: go-fuse makes a
+	// new node on every NewInode and keeps the old one for the same
+	// StableAttr only after Lookup returns, but it sends the attributes
+	// filled here. Those of a fresh node would replace the size of an
+	// open file with whatever a fresh size computation gives (0 when the
+	// storage read failed), and open handles would see a short file.
+	ch := d.GetChild(name)
+	obj, ok := (*objectNode)(nil), false
+	if ch != nil {
+		obj, ok = ch.Operations().(*objectNode)
+	}
+	if !ok {
+		child := &objectNode{root: d.root, ds: d.ds, name: path, objName: path + d.ds.Suffix}
+		ch = d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, path)})
+		obj = ch.Operations().(*objectNode)
+	}
 	if err := obj.setInfo(ctx, e.info); err != nil {
 		return nil, d.root.fail("lookup", err)
 	}

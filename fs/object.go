@@ -39,11 +39,12 @@ var (
 
 // setInfo records a version and computes its plaintext size without any
 // key: from the upload metadata when present (no storage read), else from
-// the cleartext preamble. It fails only when ctx is done, and then records
-// nothing.
+// the cleartext preamble. A computation that failed (storage unavailable,
+// say) is tried again at the next call, even for the same version; when
+// ctx is done it records nothing.
 func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
 	n.mu.Lock()
-	same := n.info.ETag == info.ETag && n.info.ETag != ""
+	same := n.info.ETag == info.ETag && n.info.ETag != "" && n.sizeErr == nil
 	n.mu.Unlock()
 	if same {
 		return nil
@@ -58,6 +59,9 @@ func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.info.ETag == info.ETag && n.sizeErr == nil {
+		return nil // an open established this version's size meanwhile: keep it
+	}
 	n.info, n.plainSize, n.sizeErr = info, size, err
 	if err != nil {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("not a valid skrfs object; shown with size 0")
@@ -145,13 +149,21 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 		return nil, 0, n.root.fail("open", err)
 	}
 	n.mu.Lock()
+	notify := o.d.PlainSize() != oldSize
+	if n.info.ETag == info.ETag {
+		// The size reported so far came from unauthenticated metadata or
+		// preamble, or from a failed storage read (size 0); from now on it
+		// is the size that the header and the final chunk prove.
+		notify = notify || n.plainSize != o.d.PlainSize() || n.sizeErr != nil
+		n.plainSize, n.sizeErr = o.d.PlainSize(), nil
+	}
 	var fl uint32
 	if n.openedTag == info.ETag {
 		fl = fuse.FOPEN_KEEP_CACHE // same version as before: the page cache is valid
 	}
 	n.openedTag = info.ETag
 	n.mu.Unlock()
-	if o.d.PlainSize() != oldSize {
+	if notify {
 		// The kernel may still hold the old size and would cut reads of a
 		// grown object short at it: have it drop its cached attributes
 		// before the open returns. With a negative offset the kernel only
@@ -282,6 +294,12 @@ func (h *objectHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.E
 // the chunks they touch.
 func (h *objectHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.o.read(ctx, dest, off)
+	if errors.Is(err, blob.ErrNotFound) {
+		// The version this handle pinned was deleted: the handle is stale
+		// (as on NFS), the path is not what is missing. read(2) callers
+		// do not expect ENOENT.
+		err = fmt.Errorf("%w: the open version was deleted: %w", syscall.ESTALE, err)
+	}
 	if err != nil {
 		return nil, h.node.root.fail("read", err)
 	}

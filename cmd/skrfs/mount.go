@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -227,7 +228,8 @@ func logStats(e *zerolog.Event, root *fs.Root) {
 	e.Int64("fetches", s.Fetches).Int64("bytes_fetched", s.BytesFetched).Int64("reads", s.Reads).
 		Int64("bytes_served", s.BytesServed).Int64("chunks_loaded", s.ChunksLoaded).
 		Int64("chunk_hits", s.ChunkHits).Int64("chunk_misses", s.ChunkMisses).
-		Float64("read_amplification", s.Amplification()).Msg("read counters")
+		Float64("read_amplification", s.Amplification()).
+		Int("goroutines", goruntime.NumGoroutine()).Msg("read counters")
 }
 
 // cleanStaleMount detaches a dead FUSE mount at dir: a FUSE mount whose
