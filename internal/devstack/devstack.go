@@ -112,10 +112,16 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devstack pki: %w", err)
 	}
-	ports, err := loadPorts(dir)
+	ports, listeners, err := bindPorts(dir)
 	if err != nil {
 		return nil, err
 	}
+	// Listeners not yet serving are closed when Start fails.
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
 	s := &Stack{Dir: dir, opts: opts, TEE: TEE(),
 		MAAURL:             fmt.Sprintf("https://127.0.0.1:%d", ports.MAA),
 		VaultURL:           fmt.Sprintf("https://127.0.0.1:%d", ports.Vault),
@@ -156,16 +162,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{p.tls}, MinVersion: tls.VersionTLS12}
 	for _, svc := range []struct {
 		name string
-		port int
 		h    http.Handler
 		tls  bool
-	}{{ServiceMAA, ports.MAA, s.MAA, true}, {ServiceVault, ports.Vault, s.Vault, true}, {ServiceIMDS, ports.IMDS, s.Identity, false},
-		{ServiceEntra, ports.Entra, s.Identity.EntraHandler(s.EntraURL), true}} {
-		l, err := listen(svc.port, svc.name)
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
+	}{{ServiceMAA, s.MAA, true}, {ServiceVault, s.Vault, true}, {ServiceIMDS, s.Identity, false},
+		{ServiceEntra, s.Identity.EntraHandler(s.EntraURL), true}} {
+		l := listeners[svc.name]
+		delete(listeners, svc.name) // served: closed by s.Close
 		if svc.tls {
 			l = tls.NewListener(l, tlsCfg)
 		}
