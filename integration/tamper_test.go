@@ -169,11 +169,9 @@ func TestTamperingThroughMount(t *testing.T) {
 		if meta {
 			dir = "tamper/meta/"
 		}
-		n := len(tamperMatrix(r, "x"))
-		for i := range n {
+		for i, c := range tamperMatrix(r, "x") {
 			// Every case seals for the name it is stored under.
-			slug := strings.ReplaceAll(tamperMatrix(r, "x")[i].name, " ", "-")
-			name := dir + slug + ".bin"
+			name := dir + strings.ReplaceAll(c.name, " ", "-") + ".bin"
 			cases := tamperMatrix(r, name)
 			var md map[string]string
 			if meta {
