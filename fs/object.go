@@ -132,6 +132,11 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EROFS
 	}
+	// The storage steps of an open are bounded like chunk loads: storage
+	// that never answers gives EIO, not an open that waits as long as the
+	// storage client keeps retrying.
+	ctx, cancel := context.WithTimeout(ctx, n.root.opts.OpTimeout)
+	defer cancel()
 	info, err := n.ds.Store.Stat(ctx, n.objName)
 	if err != nil {
 		return nil, 0, n.root.fail("open", err)

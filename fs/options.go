@@ -42,7 +42,8 @@ type Options struct {
 	// ListTTL is how long a directory listing is reused (0 = 10s).
 	ListTTL time.Duration
 	// OpTimeout bounds one key release or storage fetch, which run detached
-	// from the request that started them (0 = 2 min).
+	// from the request that started them, and the storage steps of a
+	// lookup, listing or open (0 = 2 min).
 	OpTimeout time.Duration
 	// Logger receives warnings (tampered chunks, refused objects) and
 	// debug events; never key material or plaintext.

@@ -169,11 +169,9 @@ func TestTamperingThroughMount(t *testing.T) {
 		if meta {
 			dir = "tamper/meta/"
 		}
-		n := len(tamperMatrix(r, "x"))
-		for i := range n {
+		for i, c := range tamperMatrix(r, "x") {
 			// Every case seals for the name it is stored under.
-			slug := strings.ReplaceAll(tamperMatrix(r, "x")[i].name, " ", "-")
-			name := dir + slug + ".bin"
+			name := dir + strings.ReplaceAll(c.name, " ", "-") + ".bin"
 			cases := tamperMatrix(r, name)
 			var md map[string]string
 			if meta {
@@ -266,7 +264,10 @@ func TestSwappedObjects(t *testing.T) {
 // version or a mix. A new open sees the new version (or ENOENT).
 func TestReplacedOrDeletedWhileOpen(t *testing.T) {
 	r := newStorageRig(t)
-	const size = 2 << 20 // 32 chunks of 64 KiB; the 2 MiB chunk cache cannot hold every object
+	// 64 chunks of 64 KiB. Read-ahead after the first read stays within a
+	// share of the rig's 2 MiB chunk cache, far from the chunks read
+	// after the change.
+	const size = 4 << 20
 	v1, v2 := pseudoBytes(31, size), pseudoBytes(32, size)
 	tests := []struct {
 		name    string
@@ -313,7 +314,7 @@ func TestReplacedOrDeletedWhileOpen(t *testing.T) {
 			// Chunks far from what was read (and from read-ahead) are not
 			// decrypted yet: pinned reads find the version gone.
 			p := make([]byte, 64<<10)
-			for _, off := range []int64{size / 2, size - 3*64<<10} {
+			for _, off := range []int64{3 * size / 4, size - 3*64<<10} {
 				n, err := f.ReadAt(p, off)
 				if errnoOf(err) != tc.wantErr {
 					t.Fatalf("read at %d after the change: %d bytes, %v; want %v", off, n, err, tc.wantErr)
@@ -344,7 +345,7 @@ func TestReplayOlderVersion(t *testing.T) {
 	v1, v2 := []byte("version 1: grant access to alice\n"), []byte("version 2: revoke alice, grant bob\n")
 	old, cur := r.seal(v1, "k1", name), r.seal(v2, "k1", name)
 	const big = "replay-big/big.bin"
-	b1, b2 := pseudoBytes(41, 2<<20), pseudoBytes(42, 2<<20)
+	b1, b2 := pseudoBytes(41, 4<<20), pseudoBytes(42, 4<<20)
 	o1, o2 := r.seal(b1, "k1", big), r.seal(b2, "k1", big)
 	// Every name exists before the first listing (listings are cached).
 	r.put(big, o1, true, b1)
@@ -380,7 +381,7 @@ func TestReplayOlderVersion(t *testing.T) {
 		t.Fatalf("newer version: %v", err)
 	}
 	r.put(big, o1, true, b1)
-	if _, err := f.ReadAt(p, 1<<20); errnoOf(err) != syscall.ESTALE {
+	if _, err := f.ReadAt(p, 3<<20); errnoOf(err) != syscall.ESTALE {
 		t.Fatalf("open handle of the newer version after the replay: %v, want ESTALE", err)
 	}
 	if err := readAll(r.path(big), b1); err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/skrfs/skrfs/blob"
 	"github.com/skrfs/skrfs/blob/memblob"
@@ -84,4 +85,92 @@ func TestTransientSizeFailure(t *testing.T) {
 			t.Fatalf("open file after a failed lookup: %q, %v; want %q", got, err, w.plain["hello.txt"])
 		}
 	})
+}
+
+// stallStore never answers the operations named in stall (until the
+// request's context ends or the test does), as storage that accepts
+// connections and then says nothing.
+type stallStore struct {
+	*memblob.Store
+	stall   *atomic.Value // string: "stat", "read", "list" or ""
+	release chan struct{}
+}
+
+func (s stallStore) wait(ctx context.Context, op string) error {
+	if v, _ := s.stall.Load().(string); v != op {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.release:
+		return errInjected
+	}
+}
+
+func (s stallStore) Stat(ctx context.Context, name string) (blob.Info, error) {
+	if err := s.wait(ctx, "stat"); err != nil {
+		return blob.Info{}, err
+	}
+	return s.Store.Stat(ctx, name)
+}
+
+func (s stallStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
+	if err := s.wait(ctx, "read"); err != nil {
+		return 0, err
+	}
+	return s.Store.ReadAt(ctx, ref, p, off)
+}
+
+func (s stallStore) List(ctx context.Context, opts blob.ListOptions, fn func(blob.Info) error) error {
+	if err := s.wait(ctx, "list"); err != nil {
+		return err
+	}
+	return s.Store.List(ctx, opts, fn)
+}
+
+// TestStalledStorageIsBounded: storage that never answers makes lookups,
+// listings and opens fail with EIO after Options.OpTimeout, as chunk
+// loads do; it does not hang them (they used to wait as long as the
+// storage client's own retry policy allowed, forever here).
+func TestStalledStorageIsBounded(t *testing.T) {
+	stall := &atomic.Value{}
+	stall.Store("")
+	release := make(chan struct{})
+	w := newWorld(t, func(w *world) {
+		w.tune = func(o *Options) {
+			o.Datasets[0].Store = stallStore{w.store, stall, release}
+			o.OpTimeout = 300 * time.Millisecond
+			o.ListTTL = time.Millisecond
+		}
+	})
+	// Registered after the mount's cleanup, so it runs first: a stalled
+	// request must end before the unmount can.
+	t.Cleanup(func() { close(release) })
+	tests := []struct {
+		name, stall string
+		op          func() error
+	}{
+		// First: nothing is looked up or listed yet.
+		{"listing at lookup", "list", func() error { _, err := os.Stat(w.path("data/dir/sub/nested.txt")); return err }},
+		{"listing at readdir", "list", func() error { _, err := os.ReadDir(w.path("data")); return err }},
+		{"stat at open", "stat", func() error { _, err := os.ReadFile(w.path("data/hello.txt")); return err }},
+		{"header read at open", "read", func() error { _, err := os.ReadFile(w.path("data/big.bin")); return err }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			stall.Store(tc.stall)
+			defer stall.Store("")
+			done := make(chan error, 1)
+			go func() { done <- tc.op() }()
+			select {
+			case err := <-done:
+				if errnoOf(err) != syscall.EIO {
+					t.Fatalf("%v, want EIO", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer in 10s: the operation hangs on stalled storage (hang guard)")
+			}
+		})
+	}
 }
