@@ -5,7 +5,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -49,8 +51,42 @@ func (r *Root) audit(ctx context.Context, event, path string, ref keyrelease.Key
 
 // tgid returns the process (thread group) of a thread, from
 // /proc/TID/status; the thread id itself when that cannot be read (the
-// thread has exited, or /proc is another namespace's).
+// thread has exited, or /proc is another namespace's). Answers are kept for
+// a second: the kernel formats the whole status file on every read, which
+// cost more than the rest of a small file's open, and one reader's opens
+// come from the same few threads. A thread id is reused only after the
+// kernel has cycled through pid_max ids, not within a second.
 func tgid(tid uint32) int {
+	now := time.Now()
+	tgids.mu.Lock()
+	if e, ok := tgids.m[tid]; ok && now.Sub(e.at) < tgidTTL {
+		tgids.mu.Unlock()
+		return e.tgid
+	}
+	tgids.mu.Unlock()
+	n := readTgid(tid)
+	tgids.mu.Lock()
+	defer tgids.mu.Unlock()
+	if tgids.m == nil || len(tgids.m) >= 4096 {
+		tgids.m = map[uint32]tgidEntry{}
+	}
+	tgids.m[tid] = tgidEntry{n, now}
+	return n
+}
+
+const tgidTTL = time.Second
+
+type tgidEntry struct {
+	tgid int
+	at   time.Time
+}
+
+var tgids struct {
+	mu sync.Mutex
+	m  map[uint32]tgidEntry
+}
+
+func readTgid(tid uint32) int {
 	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
 	if err == nil {
 		for _, line := range strings.Split(string(b), "\n") {

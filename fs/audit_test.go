@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // recorder is an Observer that remembers what it is told.
@@ -157,5 +159,22 @@ func TestAuditEventsAndObserver(t *testing.T) {
 	// The kernel may retry a failed read or read ahead over the chunk.
 	if rec.failed["read EIO"] == 0 {
 		t.Errorf("the failed read was not reported (all: %v)", rec.failed)
+	}
+}
+
+// TestTgid: a thread's process is its thread group, also when the answer
+// comes from the short-lived cache; an unknown thread is reported as itself.
+func TestTgid(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := uint32(unix.Gettid())
+	for i := 0; i < 2; i++ { // read, then cached
+		if got := tgid(tid); got != os.Getpid() {
+			t.Fatalf("tgid(%d) = %d, want %d", tid, got, os.Getpid())
+		}
+	}
+	const gone = 1<<31 - 5 // above any pid_max
+	if got := tgid(gone); got != gone {
+		t.Fatalf("tgid of a missing thread = %d, want the thread id", got)
 	}
 }

@@ -17,7 +17,11 @@ func TestInterruptedSizeIsNotRecorded(t *testing.T) {
 		wantOK bool
 	}{
 		{"canceled", func() context.Context { c, cancel := context.WithCancel(context.Background()); cancel(); return c }, false},
-		{"deadline", func() context.Context { c, cancel := context.WithTimeout(context.Background(), 0); defer cancel(); return c }, false},
+		{"deadline", func() context.Context {
+			c, cancel := context.WithTimeout(context.Background(), 0)
+			defer cancel()
+			return c
+		}, false},
 		{"live", context.Background, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
