@@ -174,3 +174,34 @@ func OpenRange(ctx context.Context, s Store, ref Ref, off, n int64) (io.ReadClos
 	}
 	return io.NopCloser(bytes.NewReader(buf[:k])), nil
 }
+
+// HeadReader is implemented by stores that can find an object's current
+// version and read its first bytes in one step: one ranged Get Blob on
+// Azure instead of Get Blob Properties and a Get Blob, one open(2) locally
+// instead of a stat and an open. The filesystem opens every object this
+// way.
+type HeadReader interface {
+	// ReadHead returns the current version of name (as Stat does, except
+	// that Info.Metadata may be nil) and reads its first len(p) bytes,
+	// from that version only. n < len(p) only when the object is shorter
+	// (n == Info.Size). A missing object gives ErrNotFound.
+	ReadHead(ctx context.Context, name string, p []byte) (info Info, n int, err error)
+}
+
+// ReadHead reads the current version's first len(p) bytes of name from s:
+// through s's own HeadReader when it has one, else with Stat and ReadAt.
+func ReadHead(ctx context.Context, s Store, name string, p []byte) (Info, int, error) {
+	if hr, ok := s.(HeadReader); ok {
+		return hr.ReadHead(ctx, name, p)
+	}
+	info, err := s.Stat(ctx, name)
+	if err != nil {
+		return Info{}, 0, err
+	}
+	p = p[:min(int64(len(p)), info.Size)]
+	n, err := s.ReadAt(ctx, info.Ref(), p, 0)
+	if err != nil && !(err == io.EOF && n == len(p)) {
+		return Info{}, 0, err
+	}
+	return info, n, nil
+}

@@ -115,13 +115,13 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		ch = d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, path)})
 		obj = ch.Operations().(*objectNode)
 	}
-	if err := obj.setInfo(ctx, e.info); err != nil {
+	if err := obj.setInfo(ctx, e.info, nil); err != nil {
 		return nil, d.root.fail("lookup", err)
 	}
 	if obj.stale() {
 		// The cached listing is older than the object: stat it afresh.
 		if info, err := d.ds.Store.Stat(ctx, obj.objName); err == nil {
-			obj.setInfo(ctx, info)
+			obj.setInfo(ctx, info, nil)
 		}
 	}
 	obj.fillAttr(&out.Attr)

@@ -41,15 +41,16 @@ var (
 // key: from the upload metadata when present (no storage read), else from
 // the cleartext preamble. A computation that failed (storage unavailable,
 // say) is tried again at the next call, even for the same version; when
-// ctx is done it records nothing.
-func (n *objectNode) setInfo(ctx context.Context, info blob.Info) error {
+// ctx is done it records nothing. head, when not nil, holds the version's
+// first bytes.
+func (n *objectNode) setInfo(ctx context.Context, info blob.Info, head []byte) error {
 	n.mu.Lock()
 	same := n.info.ETag == info.ETag && n.info.ETag != "" && n.sizeErr == nil
 	n.mu.Unlock()
 	if same {
 		return nil
 	}
-	size, err := plainSize(ctx, n.ds.Store, info)
+	size, err := plainSize(ctx, n.ds.Store, info, head)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		// The caller was interrupted (go-fuse cancels the context; the Go
 		// runtime's preemption signals interrupt FUSE requests too): say
@@ -77,7 +78,7 @@ func (n *objectNode) stale() bool {
 	return errors.Is(n.sizeErr, blob.ErrChanged) || errors.Is(n.sizeErr, blob.ErrNotFound)
 }
 
-func plainSize(ctx context.Context, st blob.Store, info blob.Info) (int64, error) {
+func plainSize(ctx context.Context, st blob.Store, info blob.Info, head []byte) (int64, error) {
 	h, hok := blob.MetadataValue(info.Metadata, "skrfs_header_len")
 	c, cok := blob.MetadataValue(info.Metadata, "skrfs_chunk_size")
 	if hok && cok {
@@ -90,7 +91,9 @@ func plainSize(ctx context.Context, st blob.Store, info blob.Info) (int64, error
 		}
 	}
 	var pre [crypto.PreambleSize]byte
-	if k, err := st.ReadAt(ctx, info.Ref(), pre[:], 0); err != nil && !(err == io.EOF && k > 0) {
+	if len(head) >= len(pre) || int64(len(head)) == info.Size {
+		copy(pre[:], head) // an object shorter than a preamble fails to parse below
+	} else if k, err := st.ReadAt(ctx, info.Ref(), pre[:], 0); err != nil && !(err == io.EOF && k > 0) {
 		if err == io.EOF {
 			err = crypto.ErrBadMagic
 		}
@@ -137,18 +140,22 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	// storage client keeps retrying.
 	ctx, cancel := context.WithTimeout(ctx, n.root.opts.OpTimeout)
 	defer cancel()
-	info, err := n.ds.Store.Stat(ctx, n.objName)
+	// One storage request finds the current version and reads the first
+	// bytes of it, which hold the header (and all of a small object).
+	head := make([]byte, headBytes)
+	info, k, err := blob.ReadHead(ctx, n.ds.Store, n.objName, head)
 	if err != nil {
 		return nil, 0, n.root.fail("open", err)
 	}
+	head = head[:k]
 	n.mu.Lock()
 	oldSize := n.plainSize
 	n.mu.Unlock()
-	if err := n.setInfo(ctx, info); err != nil {
+	if err := n.setInfo(ctx, info, head); err != nil {
 		return nil, 0, n.root.fail("open", err)
 	}
 	v := objectVersion{dataset: n.ds.Name, name: n.name, etag: info.ETag}
-	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, id, info) })
+	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, id, info, head) })
 	if err != nil {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("open refused")
 		return nil, 0, n.root.fail("open", err)
@@ -181,10 +188,10 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 
 // openVersion does the key-dependent part of an open, once per version;
 // it writes the audit event of the object's first open.
-func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info) (_ *objectState, err error) {
+func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info, head []byte) (_ *objectState, err error) {
 	var ref keyrelease.KeyRef
 	defer func() { n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, ref, err) }()
-	h, head, err := readHeader(ctx, n.ds.Store, info)
+	h, head, err := parseHeader(ctx, n.ds.Store, info, head)
 	if err != nil {
 		return nil, err
 	}
@@ -250,26 +257,27 @@ func (n *objectNode) allowedRef(s string) (keyrelease.KeyRef, error) {
 	return keyrelease.KeyRef{}, fmt.Errorf("%w: %s", errObjectKeyNotAllowed, hdr)
 }
 
-// readHeader reads and parses an object's header with one read of its first
-// 8 KiB (two for longer headers), and returns the bytes read: for small
-// objects they are the whole object.
-func readHeader(ctx context.Context, st blob.Store, info blob.Info) (*crypto.Header, []byte, error) {
-	buf := make([]byte, min(info.Size, 8192))
-	if _, err := st.ReadAt(ctx, info.Ref(), buf, 0); err != nil && err != io.EOF {
-		return nil, nil, err
-	}
-	p, err := crypto.ParsePreamble(buf)
+// headBytes is how much of an object an open reads in its first storage
+// request: enough for any header with a short key reference and wrapped
+// key, and all of an object of up to about 8 KiB of plaintext.
+const headBytes = 8192
+
+// parseHeader parses an object's header from head, the first bytes of the
+// pinned version, reading the rest of a header longer than head. It
+// returns the bytes it parsed from: for small objects, the whole object.
+func parseHeader(ctx context.Context, st blob.Store, info blob.Info, head []byte) (*crypto.Header, []byte, error) {
+	p, err := crypto.ParsePreamble(head)
 	if err != nil {
 		return nil, nil, err
 	}
-	if p.HeaderLen > len(buf) && int64(p.HeaderLen) <= info.Size {
-		buf = make([]byte, p.HeaderLen)
-		if _, err := st.ReadAt(ctx, info.Ref(), buf, 0); err != nil && err != io.EOF {
+	if p.HeaderLen > len(head) && int64(p.HeaderLen) <= info.Size {
+		head = make([]byte, p.HeaderLen)
+		if _, err := st.ReadAt(ctx, info.Ref(), head, 0); err != nil && err != io.EOF {
 			return nil, nil, err
 		}
 	}
-	h, err := crypto.ParseHeader(buf)
-	return h, buf, err
+	h, err := crypto.ParseHeader(head)
+	return h, head, err
 }
 
 // objectHandle is one open file of an object version.

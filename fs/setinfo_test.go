@@ -31,11 +31,11 @@ func TestInterruptedSizeIsNotRecorded(t *testing.T) {
 			}
 			info.Metadata = nil // no size hint: the preamble must be read
 			n := &objectNode{root: w.root, ds: ds, name: "hello.txt", objName: "hello.txt"}
-			err = n.setInfo(tc.ctx(), info)
+			err = n.setInfo(tc.ctx(), info, nil)
 			if tc.wantOK != (err == nil) || (err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)) {
 				t.Fatalf("setInfo: %v", err)
 			}
-			if err := n.setInfo(context.Background(), info); err != nil {
+			if err := n.setInfo(context.Background(), info, nil); err != nil {
 				t.Fatal(err)
 			}
 			if n.plainSize != int64(len(w.plain["hello.txt"])) || n.sizeErr != nil {

@@ -70,6 +70,18 @@ func (s countingStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off i
 	return n, err
 }
 
+// ReadHead reads through the inner store's HeadReader, or Stat and ReadAt.
+func (s countingStore) ReadHead(ctx context.Context, name string, p []byte) (blob.Info, int, error) {
+	start := time.Now()
+	info, n, err := blob.ReadHead(ctx, s.Store, name, p)
+	s.c.fetches.Add(1)
+	s.c.bytesFetched.Add(int64(n))
+	if s.obs != nil {
+		s.obs.Fetched(time.Since(start), err)
+	}
+	return info, n, err
+}
+
 // OpenRange streams through the inner store's RangeOpener, or its ReadAt.
 func (s countingStore) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.ReadCloser, error) {
 	start := time.Now()

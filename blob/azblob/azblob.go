@@ -166,7 +166,10 @@ type Store struct {
 	uploadConcurrency int
 }
 
-var _ blob.Store = (*Store)(nil)
+var (
+	_ blob.Store      = (*Store)(nil)
+	_ blob.HeadReader = (*Store)(nil)
+)
 
 // Open returns a store for the container and prefix that cfg describes.
 // Unless cfg.SkipCheck is set it lists at most one name to check that the
@@ -394,6 +397,77 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 		ModTime:  deref(p.LastModified),
 		Metadata: metadata(p.Metadata),
 	}, nil
+}
+
+// ReadHead implements blob.HeadReader with one ranged Get Blob of
+// [0, len(p)) without a precondition: its response names the version
+// (ETag), the size (Content-Range), the modification time and the
+// metadata, so an open costs one request instead of Get Blob Properties
+// and a Get Blob. A body that breaks off is read again, pinned to the
+// version the response named.
+func (s *Store) ReadHead(ctx context.Context, name string, p []byte) (blob.Info, int, error) {
+	if err := ctx.Err(); err != nil {
+		return blob.Info{}, 0, err
+	}
+	full, err := s.fullName(name)
+	if err != nil {
+		return blob.Info{}, 0, err
+	}
+	if len(p) == 0 {
+		info, err := s.Stat(ctx, name)
+		return info, 0, err
+	}
+	resp, err := s.c.NewBlobClient(full).DownloadStream(ctx, &sdkblob.DownloadStreamOptions{
+		Range: sdkblob.HTTPRange{Offset: 0, Count: int64(len(p))},
+	})
+	if statusCode(err) == http.StatusRequestedRangeNotSatisfiable {
+		// An empty blob has no byte 0: stat it, and read what a
+		// replacement may hold.
+		info, err := s.Stat(ctx, name)
+		if err != nil {
+			return blob.Info{}, 0, err
+		}
+		return s.readHeadPinned(ctx, info, p)
+	}
+	if err != nil {
+		return blob.Info{}, 0, mapErr("read", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.ETag == nil || resp.ContentLength == nil {
+		return blob.Info{}, 0, fmt.Errorf("azblob: read %q: response without ETag or Content-Length", name)
+	}
+	length, total := *resp.ContentLength, *resp.ContentLength
+	if resp.ContentRange != nil {
+		start, t, ok := parseContentRange(*resp.ContentRange)
+		if !ok || start != 0 {
+			return blob.Info{}, 0, fmt.Errorf("azblob: read %q: unexpected Content-Range %q", name, *resp.ContentRange)
+		}
+		total = t
+	}
+	if length != min(int64(len(p)), total) {
+		return blob.Info{}, 0, fmt.Errorf("azblob: read %q: %d bytes for the first %d of a %d-byte blob", name, length, len(p), total)
+	}
+	info := blob.Info{Name: name, Size: total, ETag: quoteETag(string(*resp.ETag)),
+		ModTime: deref(resp.LastModified), Metadata: metadata(resp.Metadata)}
+	n, err := io.ReadFull(resp.Body, p[:length])
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return blob.Info{}, 0, cerr
+		}
+		return s.readHeadPinned(ctx, info, p)
+	}
+	return info, n, nil
+}
+
+// readHeadPinned reads the first bytes of the version info describes with
+// ReadAt, which resumes broken bodies.
+func (s *Store) readHeadPinned(ctx context.Context, info blob.Info, p []byte) (blob.Info, int, error) {
+	p = p[:min(int64(len(p)), info.Size)]
+	n, err := s.ReadAt(ctx, info.Ref(), p, 0)
+	if err != nil && !(err == io.EOF && n == len(p)) {
+		return blob.Info{}, 0, err
+	}
+	return info, n, nil
 }
 
 // ReadAt implements blob.Store with one ranged Get Blob of exactly

@@ -55,6 +55,7 @@ func (s Suite) Run(t *testing.T) {
 		{"CanceledContext", testCanceledContext},
 		{"ConcurrentReads", testConcurrentReads},
 		{"OpenRange", testOpenRange},
+		{"ReadHead", testReadHead},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -405,5 +406,48 @@ func testOpenRange(t *testing.T, f Fixture) {
 	}
 	if _, err := blob.OpenRange(ctx, f.Store, blob.Ref{Name: "missing", ETag: "\"x\""}, 0, 4); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("OpenRange(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+// testReadHead checks blob.ReadHead, through the store's own HeadReader
+// when it has one: the current version and its first bytes, short only
+// when the object is, and a version that ReadAt accepts.
+func testReadHead(t *testing.T, f Fixture) {
+	ctx := context.Background()
+	for _, size := range []int{0, 1, 100, 8192, 8193, 70000} {
+		name := fmt.Sprintf("head/%d", size)
+		data := Data(uint64(size)+7, size)
+		want := put(t, f, name, data)
+		for _, n := range []int{0, 16, 8192} {
+			p := make([]byte, n)
+			info, k, err := blob.ReadHead(ctx, f.Store, name, p)
+			if err != nil {
+				t.Fatalf("ReadHead(%d-byte object, %d bytes): %v", size, n, err)
+			}
+			if info.Name != name || info.Size != int64(size) || info.ETag != want.ETag || info.IsPrefix {
+				t.Fatalf("ReadHead(%d-byte object) info = %+v, want name %s, size %d, ETag %s", size, info, name, size, want.ETag)
+			}
+			if k != min(n, size) || !bytes.Equal(p[:k], data[:k]) {
+				t.Fatalf("ReadHead(%d-byte object, %d bytes) read %d bytes (equal %v), want %d", size, n, k, bytes.Equal(p[:k], data[:k]), min(n, size))
+			}
+			if _, err := f.Store.ReadAt(ctx, info.Ref(), make([]byte, min(4, size)), 0); err != nil {
+				t.Fatalf("ReadAt with ReadHead's version: %v", err)
+			}
+		}
+	}
+	// A replaced object: the new version and its bytes.
+	put(t, f, "head/r", Data(1, 5000))
+	newer := Data(2, 6000)
+	want := put(t, f, "head/r", newer)
+	p := make([]byte, 8192)
+	info, k, err := blob.ReadHead(ctx, f.Store, "head/r", p)
+	if err != nil || info.ETag != want.ETag || !bytes.Equal(p[:k], newer) {
+		t.Fatalf("ReadHead(replaced) = %+v, %d bytes (equal %v), %v; want ETag %s and the new bytes", info, k, bytes.Equal(p[:k], newer), err, want.ETag)
+	}
+	if _, _, err := blob.ReadHead(ctx, f.Store, "head/missing", p); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("ReadHead(missing) = %v, want ErrNotFound", err)
+	}
+	if _, _, err := blob.ReadHead(ctx, f.Store, "../escape", p); !errors.Is(err, blob.ErrInvalidName) {
+		t.Fatalf("ReadHead(../escape) = %v, want ErrInvalidName", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +52,9 @@ func TestSymlinksAreNotObjects(t *testing.T) {
 	if _, err := s.Stat(context.Background(), "link"); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("Stat(symlink) = %v, want ErrNotFound", err)
 	}
+	if _, _, err := s.ReadHead(context.Background(), "link", make([]byte, 16)); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("ReadHead(symlink) = %v, want ErrNotFound", err)
+	}
 	var n int
 	if err := s.List(context.Background(), blob.ListOptions{}, func(blob.Info) error { n++; return nil }); err != nil || n != 0 {
 		t.Fatalf("List saw %d objects, err %v; want none", n, err)
@@ -95,5 +99,35 @@ func TestMetadataRoundTrip(t *testing.T) {
 	}
 	if v, _ := blob.MetadataValue(info.Metadata, "skrfs_keyref"); v != "https://v/keys/k" || info.Metadata["skrfs_sha256"] != "abc" {
 		t.Fatalf("metadata %v", info.Metadata)
+	}
+	// A listing carries the metadata only when asked for it; a long value
+	// takes the slow path of readMetadata.
+	long := strings.Repeat("v", 3000)
+	if err := s.Upload(context.Background(), "n", strings.NewReader("y"), map[string]string{"long": long}); err != nil {
+		t.Fatal(err)
+	}
+	for _, with := range []bool{false, true} {
+		got := map[string]map[string]string{}
+		err := s.List(context.Background(), blob.ListOptions{WithMetadata: with}, func(i blob.Info) error { got[i.Name] = i.Metadata; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if with && (got["m"]["skrfs_sha256"] != "abc" || got["n"]["long"] != long) || !with && (got["m"] != nil || got["n"] != nil) {
+			t.Fatalf("List(WithMetadata: %v) metadata = %v", with, got)
+		}
+	}
+}
+
+// A FIFO named like an object is not one, and reading it must not block.
+func TestFIFOIsNotAnObject(t *testing.T) {
+	s := newStore(t)
+	if err := syscall.Mkfifo(filepath.Join(s.Root(), "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ReadHead(context.Background(), "fifo", make([]byte, 16)); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("ReadHead(fifo) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.ReadAt(context.Background(), blob.Ref{Name: "fifo", ETag: "x"}, make([]byte, 16), 0); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("ReadAt(fifo) = %v, want ErrNotFound", err)
 	}
 }

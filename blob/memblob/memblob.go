@@ -89,6 +89,9 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	if err := ctx.Err(); err != nil {
 		return blob.Info{}, err
 	}
+	if err := blob.CheckName(name); err != nil {
+		return blob.Info{}, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	o, ok := s.objs[name]
