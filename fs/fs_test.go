@@ -480,3 +480,78 @@ func (s slowStore) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (i
 	time.Sleep(s.rtt)
 	return s.Store.OpenRange(ctx, ref, off, n)
 }
+
+// callStore counts a store's calls by method; it reads heads itself, as
+// localdir and azblob do.
+type callStore struct {
+	blob.Store
+	stats, readAts, heads, ranges *atomic.Int64
+}
+
+func (s callStore) Stat(ctx context.Context, name string) (blob.Info, error) {
+	s.stats.Add(1)
+	return s.Store.Stat(ctx, name)
+}
+
+func (s callStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
+	s.readAts.Add(1)
+	return s.Store.ReadAt(ctx, ref, p, off)
+}
+
+func (s callStore) ReadHead(ctx context.Context, name string, p []byte) (blob.Info, int, error) {
+	s.heads.Add(1)
+	return blob.ReadHead(ctx, s.Store, name, p)
+}
+
+func (s callStore) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.ReadCloser, error) {
+	s.ranges.Add(1)
+	return blob.OpenRange(ctx, s.Store, ref, off, n)
+}
+
+// TestOpenIsOneStorageRequest: opening and reading a small object costs
+// one storage request (one ranged GET on Azure), which finds the version
+// and brings the header and the whole object; a large one adds the final
+// chunk's read at open.
+func TestOpenIsOneStorageRequest(t *testing.T) {
+	var stats, readAts, heads, ranges atomic.Int64
+	w := newWorld(t, func(w *world) {
+		w.tune = func(o *Options) {
+			o.Datasets[0].Store = callStore{w.store, &stats, &readAts, &heads, &ranges}
+		}
+	})
+	calls := func() [4]int64 { return [4]int64{stats.Load(), readAts.Load(), heads.Load(), ranges.Load()} }
+	for _, tc := range []struct {
+		name string
+		want [4]int64 // Stat, ReadAt, ReadHead, OpenRange
+	}{
+		{"hello.txt", [4]int64{0, 0, 1, 0}},
+		{"dir/sub/nested.txt", [4]int64{0, 0, 1, 0}},
+		{"big.bin", [4]int64{0, 0, 1, 1}}, // the final chunk, then read-ahead
+	} {
+		if _, err := os.Stat(w.path("data/" + tc.name)); err != nil { // the lookup, not counted
+			t.Fatal(err)
+		}
+		before := calls()
+		f, err := os.Open(w.path("data/" + tc.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		n, err := f.Read(buf)
+		f.Close()
+		if err != nil || !bytes.Equal(buf[:n], w.plain[tc.name][:n]) {
+			t.Fatalf("%s: read %d bytes, %v", tc.name, n, err)
+		}
+		after := calls()
+		var got [4]int64
+		for i := range got {
+			got[i] = after[i] - before[i]
+		}
+		if tc.name == "big.bin" {
+			got[3] = min(got[3], 1) // read-ahead may add ranges; the open adds one
+		}
+		if got != tc.want {
+			t.Errorf("open and read of %s: Stat, ReadAt, ReadHead, OpenRange = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -650,7 +650,10 @@ func importKey(ctx context.Context, s *devstack.Stack, oct []byte) string {
 func writeConfig(s *devstack.Stack, ref keyrelease.KeyRef, datasets map[string]string, path string) string {
 	b, err := os.ReadFile(filepath.Join(s.Dir, devstack.ConfigFile))
 	must(err)
-	cfg := string(b)
+	// Audit events go to a file beside the configuration, as a deployment
+	// that keeps them would send them; on the standard error they would
+	// wake this process (and whatever reads its output) on every open.
+	cfg := "audit:\n  file: audit.jsonl\n" + string(b)
 	cfg = strings.Replace(cfg, "keys:\n", "keys:\n  - name: bench-oct\n    ref: "+ref.String()+"\n", 1)
 	for name, src := range datasets {
 		cfg += "  - name: " + name + "\n    " + src + "\n    keys: [bench-oct]\n"
