@@ -55,6 +55,11 @@ type chunkKey struct {
 type chunkEntry struct {
 	key  chunkKey
 	data []byte
+	// pins counts the replies being written to the kernel straight from
+	// data (readResult); an entry removed while pinned is dead: it is
+	// zeroed and recycled when the last pin goes.
+	pins int
+	dead bool
 }
 
 func newChunkCache(max int64) *chunkCache {
@@ -75,6 +80,33 @@ func (c *chunkCache) get(k chunkKey, dst []byte, off int) (int, bool) {
 	return copy(dst, e.Value.(*chunkEntry).data[off:]), true
 }
 
+// pin returns chunk k's entry, if cached, with its data held: neither
+// eviction nor replacement zeroes or reuses it until unpin.
+func (c *chunkCache) pin(k chunkKey) (*chunkEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[k]
+	if !ok {
+		return nil, false
+	}
+	c.lru.MoveToFront(e)
+	ce := e.Value.(*chunkEntry)
+	ce.pins++
+	return ce, true
+}
+
+// unpin releases a pin; the last pin of a removed entry zeroes its data.
+func (c *chunkCache) unpin(ce *chunkEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ce.pins--
+	if ce.pins == 0 && ce.dead {
+		clear(ce.data)
+		c.keepLocked(ce.data)
+		ce.data = nil
+	}
+}
+
 func (c *chunkCache) has(k chunkKey) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -87,17 +119,10 @@ func (c *chunkCache) put(k chunkKey, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[k]; ok {
-		old := e.Value.(*chunkEntry)
-		c.size -= int64(len(old.data))
-		clear(old.data)
-		c.keepLocked(old.data)
-		old.data = data
-		c.size += int64(len(data))
-		c.lru.MoveToFront(e)
-	} else {
-		c.items[k] = c.lru.PushFront(&chunkEntry{key: k, data: data})
-		c.size += int64(len(data))
+		c.removeLocked(e) // a pinned old copy stays until its reply is sent
 	}
+	c.items[k] = c.lru.PushFront(&chunkEntry{key: k, data: data})
+	c.size += int64(len(data))
 	for c.size > c.max && c.lru.Len() > 1 {
 		c.removeLocked(c.lru.Back())
 	}
@@ -105,11 +130,16 @@ func (c *chunkCache) put(k chunkKey, data []byte) {
 
 func (c *chunkCache) removeLocked(e *list.Element) {
 	ce := e.Value.(*chunkEntry)
-	clear(ce.data)
 	c.size -= int64(len(ce.data))
 	delete(c.items, ce.key)
 	c.lru.Remove(e)
+	if ce.pins > 0 {
+		ce.dead = true
+		return
+	}
+	clear(ce.data)
 	c.keepLocked(ce.data)
+	ce.data = nil
 }
 
 // dropObject removes every chunk of one object, which has the given
@@ -136,7 +166,8 @@ func (c *chunkCache) dropObject(obj uint64, chunks int64) {
 	}
 }
 
-// clear zeroes and drops everything.
+// clear zeroes and drops everything, pinned chunks included (at unmount
+// no reply is being written any more).
 func (c *chunkCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -56,6 +56,49 @@ func TestChunkCacheZeroes(t *testing.T) {
 			c.recycle(a[:10]) // the whole capacity, not only the length
 			return [][]byte{a}, nil
 		}},
+		{"pinned while evicted: kept until unpinned", func(c *chunkCache) (gone, kept [][]byte) {
+			a, b, d := fill(c, 11), fill(c, 12), fill(c, 13)
+			c.put(chunkKey{1, 0}, a)
+			r := &readResult{cache: c}
+			if !r.add(chunkKey{1, 0}, make([]byte, size), 0) {
+				t.Fatal("pin failed")
+			}
+			c.put(chunkKey{1, 1}, b)
+			c.put(chunkKey{1, 2}, d) // evicts a while a reply holds it
+			c.put(chunkKey{1, 1}, fill(c, 14))
+			if c.has(chunkKey{1, 0}) || a[0] != 11 || b[0] != 0 {
+				t.Fatalf("evicted pinned chunk: cached %v, first byte %d (want 11); replaced unpinned chunk first byte %d (want 0)",
+					c.has(chunkKey{1, 0}), a[0], b[0])
+			}
+			if vecs, _ := r.Slices(); len(vecs) != 1 || !bytes.Equal(vecs[0], a) {
+				t.Fatal("the reply does not hold the pinned chunk")
+			}
+			r.Done()
+			r.Done() // harmless
+			return [][]byte{a, b}, [][]byte{d}
+		}},
+		{"replaced while pinned", func(c *chunkCache) (gone, kept [][]byte) {
+			a, b := fill(c, 15), fill(c, 16)
+			c.put(chunkKey{1, 0}, a)
+			ce, _ := c.pin(chunkKey{1, 0})
+			c.put(chunkKey{1, 0}, b)
+			if a[0] != 15 {
+				t.Fatal("a pinned chunk was zeroed while a reply held it")
+			}
+			c.unpin(ce)
+			return [][]byte{a}, [][]byte{b}
+		}},
+		{"copied reply zeroed when sent", func(c *chunkCache) (gone, kept [][]byte) {
+			a := fill(c, 17)
+			c.put(chunkKey{1, 0}, a)
+			dst := make([]byte, size)
+			r := &readResult{cache: c, wipe: dst}
+			if !r.add(chunkKey{1, 0}, dst, 0) || r.Size() != size || dst[0] != 17 {
+				t.Fatal("copy failed")
+			}
+			r.Done()
+			return [][]byte{dst}, [][]byte{a}
+		}},
 		{"wiped at unmount", func(c *chunkCache) (gone, kept [][]byte) {
 			a, b := fill(c, 9), fill(c, 10)
 			c.put(chunkKey{1, 0}, a)

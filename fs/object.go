@@ -306,7 +306,7 @@ func (h *objectHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.E
 // window that doubles up to Options.MaxReadAhead; random readers fetch only
 // the chunks they touch.
 func (h *objectHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.o.read(ctx, dest, off)
+	r, err := h.o.read(ctx, dest, off)
 	if errors.Is(err, blob.ErrNotFound) {
 		// The version this handle pinned was deleted: the handle is stale
 		// (as on NFS), the path is not what is missing. read(2) callers
@@ -316,10 +316,11 @@ func (h *objectHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	if err != nil {
 		return nil, h.node.root.fail("read", err)
 	}
+	n := r.Size()
 	h.node.root.counters.reads.Add(1)
 	h.node.root.counters.bytesServed.Add(int64(n))
 	h.readAhead(off, int64(n))
-	return fuse.ReadResultData(dest[:n]), 0
+	return r, 0
 }
 
 // seqSlack is how far from the expected offset a read may land and still

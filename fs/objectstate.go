@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/rs/zerolog"
 
 	"github.com/skrfs/skrfs/blob"
@@ -81,38 +82,116 @@ func (f *flight) wait(ctx context.Context, need int64) (bool, error) {
 
 func (o *objectState) key(i int64) chunkKey { return chunkKey{obj: o.id, index: i} }
 
-// read fills dst with plaintext from offset off and returns the byte count
-// (short only at end of file).
-func (o *objectState) read(ctx context.Context, dst []byte, off int64) (int, error) {
+// maxVecs bounds the chunks one reply sends straight from the cache: a
+// read spanning more (objects with tiny chunks) is copied into one buffer,
+// so the reply never exceeds writev's limit of 1024 vectors.
+const maxVecs = 64
+
+// read returns the plaintext from offset off, up to len(dst) bytes (short
+// only at end of file), as a reply for the kernel: slices of pinned cache
+// chunks, sent without a copy, or dst when the read spans too many chunks.
+// The caller must call Done on a result it does not hand to go-fuse.
+func (o *objectState) read(ctx context.Context, dst []byte, off int64) (*readResult, error) {
 	first, last, ok := o.d.ChunkSpan(off, int64(len(dst)))
 	if !ok {
-		return 0, nil
+		return &readResult{}, nil
 	}
 	if err := o.ensure(ctx, first, last); err != nil {
-		return 0, err
+		return nil, err
 	}
 	c := int64(o.d.Header().ChunkSize)
-	n := 0
-	for i := first; i <= last; i++ {
+	r := &readResult{cache: o.fs.cache}
+	if last-first+1 > maxVecs {
+		r.wipe = dst
+	}
+	for i := first; i <= last && r.n < len(dst); i++ {
 		start := 0
 		if i == first {
 			start = int(off - first*c)
 		}
-		k, ok := o.fs.cache.get(o.key(i), dst[n:], start)
+		ok := r.add(o.key(i), dst, start)
 		if !ok {
-			// Evicted between load and copy (cache smaller than the read):
+			// Evicted between load and use (cache smaller than the read):
 			// load this chunk alone and retry once.
 			if err := o.ensure(ctx, i, i); err != nil {
-				return n, err
+				r.Done()
+				return nil, err
 			}
-			if k, ok = o.fs.cache.get(o.key(i), dst[n:], start); !ok {
-				return n, fmt.Errorf("chunk cache too small for one read of %s", o.name)
+			if !r.add(o.key(i), dst, start) {
+				r.Done()
+				return nil, fmt.Errorf("chunk cache too small for one read of %s", o.name)
 			}
 		}
-		n += k
 	}
-	return n, nil
+	if r.wipe != nil {
+		r.wipe = dst[:r.n]
+		r.vecs = [][]byte{r.wipe}
+	}
+	return r, nil
 }
+
+// readResult is the reply to one read (a fuse.ReadResult that go-fuse
+// writes with writev): pinned chunk slices, or plaintext copied into the
+// request's buffer. Done, called by go-fuse once the reply is sent, unpins
+// the chunks or zeroes the buffer, so no plaintext is left behind in
+// go-fuse's buffer pool.
+type readResult struct {
+	cache *chunkCache
+	vecs  [][]byte
+	pins  []*chunkEntry
+	wipe  []byte // the copy in the request's buffer, if any
+	n     int
+}
+
+// add appends chunk k from offset start, bounded by what dst can take:
+// pinned, or copied into dst when r copies.
+func (r *readResult) add(k chunkKey, dst []byte, start int) bool {
+	if r.wipe != nil {
+		m, ok := r.cache.get(k, dst[r.n:], start)
+		r.n += m
+		return ok
+	}
+	ce, ok := r.cache.pin(k)
+	if !ok {
+		return false
+	}
+	seg := ce.data[start:]
+	seg = seg[:min(len(seg), len(dst)-r.n)]
+	r.pins = append(r.pins, ce)
+	r.vecs = append(r.vecs, seg)
+	r.n += len(seg)
+	return true
+}
+
+// Slices gives go-fuse the reply's vectors (its vectored write path).
+func (r *readResult) Slices() ([][]byte, fuse.Status) { return r.vecs, fuse.OK }
+
+// Bytes copies the reply into buf, for go-fuse paths that want one buffer.
+func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	if len(r.vecs) == 1 {
+		return r.vecs[0], fuse.OK
+	}
+	n := 0
+	for _, v := range r.vecs {
+		n += copy(buf[n:], v)
+	}
+	return buf[:n], fuse.OK
+}
+
+// Size is the reply's length.
+func (r *readResult) Size() int { return r.n }
+
+// Done releases the reply's chunks and zeroes its copy. Safe to call twice.
+func (r *readResult) Done() {
+	for _, ce := range r.pins {
+		r.cache.unpin(ce)
+	}
+	r.pins = nil
+	clear(r.wipe)
+	r.wipe, r.vecs = nil, nil
+}
+
+var _ fuse.ReadResult = (*readResult)(nil)
 
 // ensure makes chunks [first, last] present in the cache, starting loads
 // for the missing ones (coalesced into runs of at most RangeSize) and

@@ -85,8 +85,17 @@ func (s *syncBuf) Bytes() []byte               { s.mu.Lock(); defer s.mu.Unlock(
 
 func execDaemon(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
+	return execDaemonEnv(t, nil, args...)
+}
+
+// execDaemonEnv starts the daemon with extra environment variables.
+func execDaemonEnv(t *testing.T, env []string, args ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{out: &syncBuf{}, exited: make(chan error, 1)}
 	d.cmd = exec.Command(skrfsBin(t), args...)
+	if env != nil {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

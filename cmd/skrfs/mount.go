@@ -10,8 +10,10 @@ import (
 	goruntime "runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/rs/zerolog"
@@ -79,6 +81,9 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 			case <-done:
 				log.Info().Msg("unmounted externally")
 				m.stop()
+			}
+			if p := os.Getenv("SKRFS_HOLD_AT_EXIT"); p != "" {
+				holdAtExit(p, sig)
 			}
 			return nil
 		},
@@ -253,4 +258,19 @@ func cleanStaleMount(dir string) {
 		return
 	}
 	log.Info().Str("mountpoint", dir).Msg("removed a stale mount left by an earlier crash")
+}
+
+// holdAtExit is for the test that inspects the daemon's memory after an
+// unmount (integration/wipe_test.go): with everything wiped and closed, it
+// creates the file p and waits (at most a minute) for another SIGTERM or
+// SIGINT before the process exits.
+func holdAtExit(p string, sig <-chan os.Signal) {
+	if err := os.WriteFile(p, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		log.Warn().Err(err).Msg("SKRFS_HOLD_AT_EXIT")
+		return
+	}
+	select {
+	case <-sig:
+	case <-time.After(time.Minute):
+	}
 }
