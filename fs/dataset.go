@@ -83,7 +83,7 @@ func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, erro
 // Lookup finds a child without releasing any key: an object's size comes
 // from its upload metadata or from its cleartext header.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	ctx, cancel := context.WithTimeout(ctx, d.root.opts.OpTimeout) // bounded, as opens are
+	ctx, cancel := withOpTimeout(ctx, d.root.opts.OpTimeout) // bounded, as opens are
 	defer cancel()
 	entries, _, err := d.list(ctx)
 	if err != nil {
@@ -129,7 +129,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	ctx, cancel := context.WithTimeout(ctx, d.root.opts.OpTimeout)
+	ctx, cancel := withOpTimeout(ctx, d.root.opts.OpTimeout)
 	defer cancel()
 	entries, order, err := d.list(ctx)
 	if err != nil {

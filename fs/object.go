@@ -138,7 +138,7 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	// The storage steps of an open are bounded like chunk loads: storage
 	// that never answers gives EIO, not an open that waits as long as the
 	// storage client keeps retrying.
-	ctx, cancel := context.WithTimeout(ctx, n.root.opts.OpTimeout)
+	ctx, cancel := withOpTimeout(ctx, n.root.opts.OpTimeout)
 	defer cancel()
 	// One storage request finds the current version and reads the first
 	// bytes of it, which hold the header (and all of a small object).
