@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/skrfs/skrfs/internal/devstack"
 )
 
 var (
@@ -103,6 +105,22 @@ func execDaemonEnv(t *testing.T, env []string, args ...string) *daemonProc {
 	go func() { d.exited <- d.cmd.Wait() }()
 	t.Cleanup(func() { d.cmd.Process.Kill() })
 	return d
+}
+
+// mountDevstack starts the devstack and a daemon mounting its
+// configuration (with extra environment and flags), and waits until the
+// mount is ready.
+func mountDevstack(t *testing.T, env []string, flags ...string) (mnt string, d *daemonProc) {
+	t.Helper()
+	requireFUSE(t)
+	s := startDevstack(t)
+	mnt = filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mnt, 0o755)
+	ready := filepath.Join(t.TempDir(), "ready")
+	args := append([]string{"mount", "--config", filepath.Join(s.Dir, devstack.ConfigFile), "--ready-file", ready}, flags...)
+	d = execDaemonEnv(t, env, append(args, mnt)...)
+	waitReady(t, ready, d)
+	return mnt, d
 }
 
 // waitReady waits for a readiness file with a deadline.

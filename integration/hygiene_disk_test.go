@@ -15,12 +15,17 @@ import (
 	"github.com/skrfs/skrfs/keyrelease"
 )
 
-// secretForms returns the forms in which key material or plaintext could
-// land in a file: raw oct bytes and their hex/base64 forms, PEM body lines
-// of the key files, and windows of every plaintext file.
-func secretForms(t *testing.T, mnt string, plain map[string][]byte) [][]byte {
+// keyView is one key file of the devstack's mount, read and parsed.
+type keyView struct {
+	raw []byte
+	key *keyrelease.Key
+}
+
+// readKeyViews reads and parses the raw, PEM and JWK views of the
+// devstack's demo keys (each read is an open of a key file).
+func readKeyViews(t *testing.T, mnt string) []keyView {
 	t.Helper()
-	var secrets [][]byte
+	var views []keyView
 	for _, f := range []string{"demo-rsa", "demo-rsa.jwk", "demo-oct", "demo-oct.jwk"} {
 		b, err := os.ReadFile(filepath.Join(mnt, "keys", f))
 		if err != nil {
@@ -30,6 +35,19 @@ func secretForms(t *testing.T, mnt string, plain map[string][]byte) [][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
+		views = append(views, keyView{b, k})
+	}
+	return views
+}
+
+// secretForms returns the forms in which key material or plaintext could
+// land in a file: raw oct bytes and their hex/base64 forms, PEM body lines
+// of the key files, and windows of every plaintext file.
+func secretForms(t *testing.T, mnt string, plain map[string][]byte) [][]byte {
+	t.Helper()
+	var secrets [][]byte
+	for _, v := range readKeyViews(t, mnt) {
+		k, b := v.key, v.raw
 		if k.Oct != nil {
 			secrets = append(secrets, bytes.Clone(k.Oct), []byte(hex.EncodeToString(k.Oct)),
 				[]byte(base64.StdEncoding.EncodeToString(k.Oct)), []byte(base64.RawURLEncoding.EncodeToString(k.Oct)))

@@ -2,16 +2,11 @@ package integration
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/skrfs/skrfs/internal/devstack"
-	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // TestSecretsStayOutOfLogsAndCores: with debug logging, after every key
@@ -19,35 +14,9 @@ import (
 // material and no plaintext; the daemon cannot dump core and has locked
 // its memory.
 func TestSecretsStayOutOfLogsAndCores(t *testing.T) {
-	requireFUSE(t)
-	s := startDevstack(t)
-	cfg := filepath.Join(s.Dir, devstack.ConfigFile)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	os.Mkdir(mnt, 0o755)
-	ready := filepath.Join(t.TempDir(), "ready")
-	cmd := execDaemon(t, "mount", "--log-level", "debug", "--config", cfg, "--ready-file", ready, mnt)
-	waitReady(t, ready, cmd)
+	mnt, cmd := mountDevstack(t, nil, "--log-level", "debug")
 
-	var secrets [][]byte
-	for _, f := range []string{"demo-rsa", "demo-rsa.jwk", "demo-oct", "demo-oct.jwk"} {
-		b, err := os.ReadFile(filepath.Join(mnt, "keys", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := keyrelease.ParseKey(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if k.Oct != nil {
-			secrets = append(secrets, []byte(hex.EncodeToString(k.Oct)), []byte(base64.StdEncoding.EncodeToString(k.Oct)),
-				[]byte(base64.RawURLEncoding.EncodeToString(k.Oct)))
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if len(line) > 40 && !strings.HasPrefix(line, "-----") {
-				secrets = append(secrets, []byte(line)) // PEM body lines
-			}
-		}
-	}
+	secrets := secretForms(t, mnt, nil) // key material; plaintext below
 	for _, f := range []string{"hello.txt", "docs/readme.md", "nested/deeper/numbers.csv"} {
 		b, err := os.ReadFile(filepath.Join(mnt, "data", filepath.FromSlash(f)))
 		if err != nil {

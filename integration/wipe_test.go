@@ -13,9 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/skrfs/skrfs/internal/devstack"
-	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // TestKeysWipedAtUnmount inspects the daemon's whole memory (every
@@ -29,27 +26,12 @@ import (
 // logged, not judged: Go's crypto/x509, crypto/rsa and the JWK encoder
 // copy them into garbage that no code can reach (docs/threat-model.md).
 func TestKeysWipedAtUnmount(t *testing.T) {
-	requireFUSE(t)
-	s := startDevstack(t)
-	cfg := filepath.Join(s.Dir, devstack.ConfigFile)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	os.Mkdir(mnt, 0o755)
-	ready := filepath.Join(t.TempDir(), "ready")
 	held := filepath.Join(t.TempDir(), "held")
-	d := execDaemonEnv(t, []string{"SKRFS_HOLD_AT_EXIT=" + held}, "mount", "--config", cfg, "--ready-file", ready, mnt)
-	waitReady(t, ready, d)
+	mnt, d := mountDevstack(t, []string{"SKRFS_HOLD_AT_EXIT=" + held})
 
 	needles := map[string][]byte{}
-	for _, f := range []string{"demo-oct", "demo-oct.jwk", "demo-rsa", "demo-rsa.jwk"} {
-		b, err := os.ReadFile(filepath.Join(mnt, "keys", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := keyrelease.ParseKey(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch {
+	for _, v := range readKeyViews(t, mnt) {
+		switch k := v.key; {
 		case k.Oct != nil:
 			needles["oct key"] = k.Oct
 		case k.Private != nil:
@@ -89,21 +71,7 @@ func TestKeysWipedAtUnmount(t *testing.T) {
 	open.Close()
 
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(held); err == nil {
-			break
-		}
-		select {
-		case err := <-d.exited:
-			t.Fatalf("the daemon exited instead of holding: %v\n%s", err, d.out.Bytes())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon did not unmount within 20s:\n%s", d.out.Bytes())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitReady(t, held, d) // unmounted, wiped, and holding before exit
 	after := scanMemory(t, pid, needles)
 	t.Logf("after unmount: %v", after)
 	for name, n := range after {
