@@ -82,12 +82,14 @@ var (
 	_ = (fusefs.FileReleaser)((*keyHandle)(nil))
 )
 
+// Read replies from the rendering itself, never from a copy in go-fuse's
+// reusable buffers, which nothing would wipe. The kernel sends no release
+// while a read of the handle is in flight, so the bytes outlive the reply.
 func (h *keyHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(len(h.data)) {
 		return fuse.ReadResultData(nil), 0
 	}
-	n := copy(dest, h.data[off:])
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultData(h.data[off:min(int64(len(h.data)), off+int64(len(dest)))]), 0
 }
 
 func (h *keyHandle) Release(ctx context.Context) syscall.Errno {

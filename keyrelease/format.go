@@ -2,6 +2,7 @@ package keyrelease
 
 import (
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -51,6 +52,11 @@ func (k *Key) Marshal(format string) ([]byte, error) {
 		}
 		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 	case FormatJWK:
+		if k.Oct != nil {
+			// By hand: jwk.FromRaw would keep a copy of the raw bytes in
+			// a key object that nothing wipes.
+			return octJWK(k)
+		}
 		jk, err := jwk.FromRaw(k.KEK())
 		if err != nil {
 			return nil, err
@@ -65,4 +71,22 @@ func (k *Key) Marshal(format string) ([]byte, error) {
 		return append(b, '\n'), nil
 	}
 	return nil, fmt.Errorf("%w: unknown view format %q", ErrKeyFormat, format)
+}
+
+// octJWK renders a symmetric key as a JWK ({"k","kid","kty"}, as jwx
+// writes it) without any raw copy of the key outside the result.
+func octJWK(k *Key) ([]byte, error) {
+	v := struct {
+		K   string `json:"k"`
+		Kid string `json:"kid,omitempty"`
+		Kty string `json:"kty"`
+	}{K: base64.RawURLEncoding.EncodeToString(k.Oct), Kty: "oct"}
+	if k.Ref != (KeyRef{}) {
+		v.Kid = k.Ref.String()
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }

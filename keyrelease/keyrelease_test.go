@@ -238,3 +238,27 @@ func TestMarshalViews(t *testing.T) {
 		}
 	}
 }
+
+// TestOctJWKMatchesJWX: the hand-written JWK of a symmetric key is the
+// one jwx writes, byte for byte, with and without a key id.
+func TestOctJWKMatchesJWX(t *testing.T) {
+	for _, ref := range []KeyRef{{}, {Vault: "v.vault.azure.net", Name: "k", Version: "0123"}} {
+		k := must(ParseKey(bytes.Repeat([]byte{7}, 32)))
+		k.Ref = ref
+		got, err := k.Marshal(FormatJWK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jk, err := jwk.FromRaw(k.Oct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref != (KeyRef{}) {
+			jk.Set(jwk.KeyIDKey, ref.String())
+		}
+		want, _ := json.Marshal(jk)
+		if string(got) != string(want)+"\n" {
+			t.Fatalf("oct JWK\n got %s\nwant %s", got, want)
+		}
+	}
+}
