@@ -119,6 +119,9 @@ func mountDevstack(t *testing.T, env []string, flags ...string) (mnt string, d *
 	ready := filepath.Join(t.TempDir(), "ready")
 	args := append([]string{"mount", "--config", filepath.Join(s.Dir, devstack.ConfigFile), "--ready-file", ready}, flags...)
 	d = execDaemonEnv(t, env, append(args, mnt)...)
+	// Runs before the daemon is killed: a test that stops early leaves no
+	// dead mount behind (a killed daemon cannot unmount).
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
 	waitReady(t, ready, d)
 	return mnt, d
 }
