@@ -98,3 +98,63 @@ var errDone = errors.New("changed")
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestReadHeadBodyBreaks: when the body of ReadHead's unpinned GET breaks
+// off, the head is read again pinned to the version that response named:
+// the right bytes if the blob is unchanged, ErrChanged or ErrNotFound if it
+// changed in between, never a mix of two versions.
+func TestReadHeadBodyBreaks(t *testing.T) {
+	old := blobtest.Data(6, 10000)
+	tests := []struct {
+		name   string
+		change func(ctx context.Context, s *azblob.Store) error
+		want   error
+	}{
+		{"unchanged", func(context.Context, *azblob.Store) error { return nil }, nil},
+		{"replaced", func(ctx context.Context, s *azblob.Store) error {
+			return s.Put(ctx, "obj", blobtest.Data(7, 10000), nil)
+		}, blob.ErrChanged},
+		{"deleted", func(ctx context.Context, s *azblob.Store) error { return s.Delete(ctx, "obj") }, blob.ErrNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name, _ := newContainer(t, plain, nil)
+			ctx := context.Background()
+			writer := open(t, azblob.Config{ContainerURL: plain.ContainerURL(name), AccountKey: plain.AccountKey})
+			if err := writer.Put(ctx, "obj", old, nil); err != nil {
+				t.Fatal(err)
+			}
+			want, err := writer.Stat(ctx, "obj")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gets atomic.Int32
+			flaky := open(t, azblob.Config{ContainerURL: plain.ContainerURL(name), AccountKey: plain.AccountKey,
+				Transport: transport{hc: plain.HTTPClient, tamper: func(resp *http.Response) {
+					if resp.Request.Method == http.MethodGet && gets.Add(1) == 1 {
+						if err := tc.change(ctx, writer); err != nil {
+							t.Error(err)
+						}
+						resp.Body = readCloser{io.MultiReader(io.LimitReader(resp.Body, 100), iotest.ErrReader(io.ErrUnexpectedEOF)), resp.Body}
+					}
+				}}})
+			p := make([]byte, 8192)
+			info, n, err := flaky.ReadHead(ctx, "obj", p)
+			if gets.Load() == 0 {
+				t.Fatal("no body was broken")
+			}
+			if tc.want != nil {
+				if n != 0 || !errors.Is(err, tc.want) {
+					t.Fatalf("ReadHead across the change = %d bytes, %v; want 0, %v", n, err, tc.want)
+				}
+				return
+			}
+			if gets.Load() < 2 {
+				t.Fatalf("%d GETs: the broken body was not read again", gets.Load())
+			}
+			if err != nil || info.ETag != want.ETag || info.Size != want.Size || string(p[:n]) != string(old[:8192]) {
+				t.Fatalf("ReadHead after a broken body = %+v, %d bytes, %v; want version %s and the first 8192 bytes", info, n, err, want.ETag)
+			}
+		})
+	}
+}
