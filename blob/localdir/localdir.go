@@ -148,14 +148,11 @@ func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (
 	if err != nil {
 		return 0, err
 	}
-	fd, st, err := openFile(ref.Name, path)
+	fd, st, err := openPinned(ref, path)
 	if err != nil {
 		return 0, err
 	}
 	defer syscall.Close(fd)
-	if got := etagOf(st); got != ref.ETag {
-		return 0, fmt.Errorf("%w: %s has ETag %s, pinned %s", blob.ErrChanged, ref.Name, got, ref.ETag)
-	}
 	if off > st.Size {
 		return 0, fmt.Errorf("%w: offset %d beyond size %d of %s", blob.ErrOutOfRange, off, st.Size, ref.Name)
 	}
@@ -251,13 +248,30 @@ func pread(fd int, path string, p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// openPinned opens the file of ref's object if it is the version ref pins.
+func openPinned(ref blob.Ref, path string) (int, *syscall.Stat_t, error) {
+	fd, st, err := openFile(ref.Name, path)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := pinned(st, ref); err != nil {
+		syscall.Close(fd)
+		return -1, nil, err
+	}
+	return fd, st, nil
+}
+
 // sameVersion checks that the open file is still the version ref pins.
 func sameVersion(fd int, path string, ref blob.Ref) error {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return mapErr(&fs.PathError{Op: "fstat", Path: path, Err: err})
 	}
-	if got := etagOf(&st); got != ref.ETag {
+	return pinned(&st, ref)
+}
+
+func pinned(st *syscall.Stat_t, ref blob.Ref) error {
+	if got := etagOf(st); got != ref.ETag {
 		return fmt.Errorf("%w: %s has ETag %s, pinned %s", blob.ErrChanged, ref.Name, got, ref.ETag)
 	}
 	return nil
@@ -278,55 +292,58 @@ func (s *Store) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.R
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(path)
+	fd, st, err := openPinned(ref, path)
 	if err != nil {
-		return nil, mapErr(err)
-	}
-	st, err := checkVersion(f, ref)
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
-	if off > st.Size() {
-		f.Close()
-		return nil, fmt.Errorf("%w: offset %d beyond size %d of %s", blob.ErrOutOfRange, off, st.Size(), ref.Name)
+	if off > st.Size {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("%w: offset %d beyond size %d of %s", blob.ErrOutOfRange, off, st.Size, ref.Name)
 	}
-	return &fileRange{f: f, ref: ref, r: io.NewSectionReader(f, off, min(n, st.Size()-off))}, nil
+	return &fileRange{fd: fd, path: path, ref: ref, off: off, end: off + min(n, st.Size-off)}, nil
 }
 
+// fileRange reads [off, end) of an open file, and checks at the end that
+// the file is still the pinned version.
 type fileRange struct {
-	f   *os.File
-	ref blob.Ref
-	r   *io.SectionReader
+	fd       int
+	path     string
+	ref      blob.Ref
+	off, end int64
 }
 
 func (fr *fileRange) Read(p []byte) (int, error) {
-	n, err := fr.r.Read(p)
-	if err != nil && err != io.EOF {
-		return n, mapErr(err)
+	if fr.fd < 0 {
+		return 0, os.ErrClosed
 	}
-	if err == io.EOF {
-		if _, verr := checkVersion(fr.f, fr.ref); verr != nil {
-			return n, verr
+	if fr.off >= fr.end {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), fr.end-fr.off)]
+	n, err := pread(fr.fd, fr.path, p, fr.off)
+	fr.off += int64(n)
+	if err != nil {
+		return n, err
+	}
+	if n < len(p) || fr.off == fr.end { // the end of the range, or of the file
+		fr.end = fr.off
+		if err := sameVersion(fr.fd, fr.path, fr.ref); err != nil {
+			return n, err
 		}
+		return n, io.EOF
 	}
-	return n, err
+	return n, nil
 }
 
-func (fr *fileRange) Close() error { return fr.f.Close() }
-
-func checkVersion(f *os.File, ref blob.Ref) (os.FileInfo, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return nil, mapErr(err)
+// Close closes the file once; later calls do nothing (the descriptor
+// number may belong to another file by then).
+func (fr *fileRange) Close() error {
+	if fr.fd < 0 {
+		return nil
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, ref.Name)
-	}
-	if got := etag(st); got != ref.ETag {
-		return nil, fmt.Errorf("%w: %s has ETag %s, pinned %s", blob.ErrChanged, ref.Name, got, ref.ETag)
-	}
-	return st, nil
+	fd := fr.fd
+	fr.fd = -1
+	return syscall.Close(fd)
 }
 
 // List implements blob.Store. It walks only the directory that contains the

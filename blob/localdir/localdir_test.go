@@ -3,6 +3,7 @@ package localdir_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +83,33 @@ func TestInPlaceRewriteIsChanged(t *testing.T) {
 	if _, err := s.ReadAt(context.Background(), info.Ref(), make([]byte, 4), 0); !errors.Is(err, blob.ErrChanged) {
 		t.Fatalf("ReadAt after in-place rewrite = %v, want ErrChanged", err)
 	}
+	if _, err := s.OpenRange(context.Background(), info.Ref(), 0, 4); !errors.Is(err, blob.ErrChanged) {
+		t.Fatalf("OpenRange after in-place rewrite = %v, want ErrChanged", err)
+	}
+	// A rewrite while a range is being read shows at the range's end.
+	info, err = s.Stat(context.Background(), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.OpenRange(context.Background(), info.Ref(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	first := make([]byte, 4)
+	if _, err := io.ReadFull(r, first); err != nil {
+		t.Fatal(err)
+	}
+	later = later.Add(time.Second)
+	if err := os.WriteFile(p, []byte("version 333"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(p, later, later)
+	if _, err := io.ReadAll(r); !errors.Is(err, blob.ErrChanged) {
+		t.Fatalf("reading a range across an in-place rewrite = %v, want ErrChanged", err)
+	}
+	r.Close()
+	r.Close() // harmless
 }
 
 func TestMetadataRoundTrip(t *testing.T) {
