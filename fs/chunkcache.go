@@ -95,15 +95,18 @@ func (c *chunkCache) pin(k chunkKey) (*chunkEntry, bool) {
 	return ce, true
 }
 
-// unpin releases a pin; the last pin of a removed entry zeroes its data.
-func (c *chunkCache) unpin(ce *chunkEntry) {
+// unpin releases pins (one lock for a whole reply); the last pin of a
+// removed entry zeroes its data.
+func (c *chunkCache) unpin(entries ...*chunkEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ce.pins--
-	if ce.pins == 0 && ce.dead {
-		clear(ce.data)
-		c.keepLocked(ce.data)
-		ce.data = nil
+	for _, ce := range entries {
+		ce.pins--
+		if ce.pins == 0 && ce.dead {
+			clear(ce.data)
+			c.keepLocked(ce.data)
+			ce.data = nil
+		}
 	}
 }
 

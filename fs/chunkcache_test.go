@@ -92,7 +92,7 @@ func TestChunkCacheZeroes(t *testing.T) {
 			a := fill(c, 17)
 			c.put(chunkKey{1, 0}, a)
 			dst := make([]byte, size)
-			r := &readResult{cache: c, wipe: dst}
+			r := &readResult{cache: c, copying: true}
 			if !r.add(chunkKey{1, 0}, dst, 0) || r.Size() != size || dst[0] != 17 {
 				t.Fatal("copy failed")
 			}

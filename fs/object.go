@@ -142,12 +142,13 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	defer cancel()
 	// One storage request finds the current version and reads the first
 	// bytes of it, which hold the header (and all of a small object).
-	head := make([]byte, headBytes)
-	info, k, err := blob.ReadHead(ctx, n.ds.Store, n.objName, head)
+	buf := n.root.heads.get(headBytes)
+	defer n.root.heads.put(buf) // ciphertext; the header keeps copies of what it parses
+	info, k, err := blob.ReadHead(ctx, n.ds.Store, n.objName, buf)
 	if err != nil {
 		return nil, 0, n.root.fail("open", err)
 	}
-	head = head[:k]
+	head := buf[:k]
 	n.mu.Lock()
 	oldSize := n.plainSize
 	n.mu.Unlock()

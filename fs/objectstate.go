@@ -100,9 +100,10 @@ func (o *objectState) read(ctx context.Context, dst []byte, off int64) (*readRes
 		return nil, err
 	}
 	c := int64(o.d.Header().ChunkSize)
-	r := &readResult{cache: o.fs.cache}
-	if last-first+1 > maxVecs {
-		r.wipe = dst
+	r := &readResult{cache: o.fs.cache, copying: last-first+1 > maxVecs}
+	if !r.copying {
+		r.vecs = make([][]byte, 0, last-first+1)
+		r.pins = make([]*chunkEntry, 0, last-first+1)
 	}
 	for i := first; i <= last && r.n < len(dst); i++ {
 		start := 0
@@ -123,8 +124,7 @@ func (o *objectState) read(ctx context.Context, dst []byte, off int64) (*readRes
 			}
 		}
 	}
-	if r.wipe != nil {
-		r.wipe = dst[:r.n]
+	if r.copying {
 		r.vecs = [][]byte{r.wipe}
 	}
 	return r, nil
@@ -136,19 +136,21 @@ func (o *objectState) read(ctx context.Context, dst []byte, off int64) (*readRes
 // the chunks or zeroes the buffer, so no plaintext is left behind in
 // go-fuse's buffer pool.
 type readResult struct {
-	cache *chunkCache
-	vecs  [][]byte
-	pins  []*chunkEntry
-	wipe  []byte // the copy in the request's buffer, if any
-	n     int
+	cache   *chunkCache
+	copying bool // the reply is a copy in dst, not pinned chunks
+	vecs    [][]byte
+	pins    []*chunkEntry
+	wipe    []byte // the copy in the request's buffer, if any
+	n       int
 }
 
 // add appends chunk k from offset start, bounded by what dst can take:
 // pinned, or copied into dst when r copies.
 func (r *readResult) add(k chunkKey, dst []byte, start int) bool {
-	if r.wipe != nil {
+	if r.copying {
 		m, ok := r.cache.get(k, dst[r.n:], start)
 		r.n += m
+		r.wipe = dst[:r.n]
 		return ok
 	}
 	ce, ok := r.cache.pin(k)
@@ -183,8 +185,8 @@ func (r *readResult) Size() int { return r.n }
 
 // Done releases the reply's chunks and zeroes its copy. Safe to call twice.
 func (r *readResult) Done() {
-	for _, ce := range r.pins {
-		r.cache.unpin(ce)
+	if len(r.pins) > 0 {
+		r.cache.unpin(r.pins...)
 	}
 	r.pins = nil
 	clear(r.wipe)

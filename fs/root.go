@@ -18,6 +18,7 @@ type Root struct {
 	opts     Options
 	cache    *chunkCache
 	buffers  bufferPool    // ciphertext read buffers
+	heads    bufferPool    // the first bytes an open reads
 	loads    chan struct{} // one token per storage read in flight
 	counters counters
 
