@@ -198,6 +198,13 @@ func ReadHead(ctx context.Context, s Store, name string, p []byte) (Info, int, e
 	if err != nil {
 		return Info{}, 0, err
 	}
+	return ReadHeadOf(ctx, s, info, p)
+}
+
+// ReadHeadOf reads the first len(p) bytes (fewer if the object is shorter)
+// of the version info describes, with ReadAt: the second half of ReadHead,
+// for a store that knows the version already.
+func ReadHeadOf(ctx context.Context, s Store, info Info, p []byte) (Info, int, error) {
 	p = p[:min(int64(len(p)), info.Size)]
 	n, err := s.ReadAt(ctx, info.Ref(), p, 0)
 	if err != nil && !(err == io.EOF && n == len(p)) {

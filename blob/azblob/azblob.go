@@ -427,7 +427,7 @@ func (s *Store) ReadHead(ctx context.Context, name string, p []byte) (blob.Info,
 		if err != nil {
 			return blob.Info{}, 0, err
 		}
-		return s.readHeadPinned(ctx, info, p)
+		return blob.ReadHeadOf(ctx, s, info, p) // ReadAt resumes broken bodies
 	}
 	if err != nil {
 		return blob.Info{}, 0, mapErr("read", name, err)
@@ -454,18 +454,7 @@ func (s *Store) ReadHead(ctx context.Context, name string, p []byte) (blob.Info,
 		if cerr := ctx.Err(); cerr != nil {
 			return blob.Info{}, 0, cerr
 		}
-		return s.readHeadPinned(ctx, info, p)
-	}
-	return info, n, nil
-}
-
-// readHeadPinned reads the first bytes of the version info describes with
-// ReadAt, which resumes broken bodies.
-func (s *Store) readHeadPinned(ctx context.Context, info blob.Info, p []byte) (blob.Info, int, error) {
-	p = p[:min(int64(len(p)), info.Size)]
-	n, err := s.ReadAt(ctx, info.Ref(), p, 0)
-	if err != nil && !(err == io.EOF && n == len(p)) {
-		return blob.Info{}, 0, err
+		return blob.ReadHeadOf(ctx, s, info, p) // ReadAt resumes broken bodies
 	}
 	return info, n, nil
 }
