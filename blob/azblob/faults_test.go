@@ -14,23 +14,28 @@ import (
 	"github.com/skrfs/skrfs/blob/blobtest"
 )
 
+// blobChange alters the blob "obj" behind a reader's back; want is the
+// error a read pinned to the old version must give.
+type blobChange struct {
+	name   string
+	change func(ctx context.Context, s *azblob.Store) error
+	want   error
+}
+
+var changes = []blobChange{
+	{"replaced", func(ctx context.Context, s *azblob.Store) error {
+		return s.Put(ctx, "obj", blobtest.Data(5, 10000), nil) // same size, other bytes
+	}, blob.ErrChanged},
+	{"deleted", func(ctx context.Context, s *azblob.Store) error { return s.Delete(ctx, "obj") }, blob.ErrNotFound},
+}
+
 // TestResumeAfterChange: a body that breaks off is resumed pinned to the
 // same version (If-Match), so when the blob was replaced or deleted in
 // between, the read fails with ErrChanged or ErrNotFound and returns no
 // bytes: never the first bytes of one version followed by the rest of
 // another.
 func TestResumeAfterChange(t *testing.T) {
-	tests := []struct {
-		name   string
-		change func(ctx context.Context, s *azblob.Store) error
-		want   error
-	}{
-		{"replaced", func(ctx context.Context, s *azblob.Store) error {
-			return s.Put(ctx, "obj", blobtest.Data(5, 10000), nil) // same size, other bytes
-		}, blob.ErrChanged},
-		{"deleted", func(ctx context.Context, s *azblob.Store) error { return s.Delete(ctx, "obj") }, blob.ErrNotFound},
-	}
-	for _, tc := range tests {
+	for _, tc := range changes {
 		t.Run(tc.name, func(t *testing.T) {
 			name, _ := newContainer(t, plain, nil)
 			ctx := context.Background()
@@ -105,18 +110,8 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 // changed in between, never a mix of two versions.
 func TestReadHeadBodyBreaks(t *testing.T) {
 	old := blobtest.Data(6, 10000)
-	tests := []struct {
-		name   string
-		change func(ctx context.Context, s *azblob.Store) error
-		want   error
-	}{
-		{"unchanged", func(context.Context, *azblob.Store) error { return nil }, nil},
-		{"replaced", func(ctx context.Context, s *azblob.Store) error {
-			return s.Put(ctx, "obj", blobtest.Data(7, 10000), nil)
-		}, blob.ErrChanged},
-		{"deleted", func(ctx context.Context, s *azblob.Store) error { return s.Delete(ctx, "obj") }, blob.ErrNotFound},
-	}
-	for _, tc := range tests {
+	unchanged := blobChange{"unchanged", func(context.Context, *azblob.Store) error { return nil }, nil}
+	for _, tc := range append([]blobChange{unchanged}, changes...) {
 		t.Run(tc.name, func(t *testing.T) {
 			name, _ := newContainer(t, plain, nil)
 			ctx := context.Background()
