@@ -78,17 +78,29 @@ func (n *objectNode) stale() bool {
 	return errors.Is(n.sizeErr, blob.ErrChanged) || errors.Is(n.sizeErr, blob.ErrNotFound)
 }
 
-func plainSize(ctx context.Context, st blob.Store, info blob.Info, head []byte) (int64, error) {
+// metadataSize computes an object's plaintext size from its upload
+// metadata alone. The metadata is unauthenticated storage input: values
+// that do not parse, or lie outside the format's ranges, give ok false
+// (crypto.PlainSize range-checks them before any arithmetic), and the
+// caller falls back to the cleartext preamble.
+func metadataSize(info blob.Info) (size int64, ok bool) {
 	h, hok := blob.MetadataValue(info.Metadata, "skrfs_header_len")
 	c, cok := blob.MetadataValue(info.Metadata, "skrfs_chunk_size")
-	if hok && cok {
-		hl, err1 := strconv.Atoi(h)
-		cs, err2 := strconv.Atoi(c)
-		if err1 == nil && err2 == nil {
-			if size, err := crypto.PlainSize(info.Size, hl, cs); err == nil {
-				return size, nil
-			}
-		}
+	if !hok || !cok || len(h) > 10 || len(c) > 10 {
+		return 0, false
+	}
+	hl, err1 := strconv.Atoi(h)
+	cs, err2 := strconv.Atoi(c)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	size, err := crypto.PlainSize(info.Size, hl, cs)
+	return size, err == nil
+}
+
+func plainSize(ctx context.Context, st blob.Store, info blob.Info, head []byte) (int64, error) {
+	if size, ok := metadataSize(info); ok {
+		return size, nil
 	}
 	var pre [crypto.PreambleSize]byte
 	if len(head) >= len(pre) || int64(len(head)) == info.Size {
