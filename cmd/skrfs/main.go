@@ -6,11 +6,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/skrfs/skrfs/blob"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -54,13 +57,20 @@ func setupLogging(g globalFlags) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--log-level: %v", err)}
 	}
-	if g.logJSON || !term.IsTerminal(int(os.Stderr.Fd())) {
-		log = zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
-	} else {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(lvl).With().Timestamp().Logger()
-		logConsole = true
-	}
+	log = newLogger(os.Stderr, lvl, !g.logJSON && term.IsTerminal(int(os.Stderr.Fd())))
+	logConsole = !g.logJSON && term.IsTerminal(int(os.Stderr.Fd()))
 	return nil
+}
+
+// newLogger returns the process logger: JSON lines, or console text, with
+// every line passed through blob.Redact so that no SAS (a URL query, a
+// sig= parameter) reaches the log, whatever error a line quotes.
+func newLogger(w io.Writer, lvl zerolog.Level, console bool) zerolog.Logger {
+	w = blob.RedactWriter(w)
+	if console {
+		w = zerolog.ConsoleWriter{Out: w}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }
 
 func main() {
@@ -73,7 +83,7 @@ func main() {
 	if errors.As(err, &ee) { // skrfs run: the child's status, already reported by the child
 		os.Exit(ee.code)
 	}
-	fmt.Fprintf(os.Stderr, "skrfs: %v\n", err)
+	fmt.Fprintf(os.Stderr, "skrfs: %v\n", blob.Redact(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		fmt.Fprintf(os.Stderr, "Run 'skrfs %s --help' for usage.\n", subcommandName(cmd))
