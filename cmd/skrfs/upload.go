@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -28,7 +32,7 @@ type uploadDest interface {
 }
 
 func newUploadCmd() *cobra.Command {
-	var keyArg, to, keyRef, suffix string
+	var keyArg, to, keyRef, suffix, fpKeyFile string
 	var chunkSize, parallel int
 	var force bool
 	cmd := &cobra.Command{
@@ -48,8 +52,12 @@ identity, Azure CLI).
 
 Objects are named by their path relative to each SRC directory (a file SRC by
 its base name) and sealed for that name. The run is idempotent: an object
-whose metadata records the same plaintext SHA-256, key reference and chunk
-size is skipped. Files are uploaded in parallel with bounded memory.`,
+whose metadata records the same keyed fingerprint (HMAC-SHA256 of the
+plaintext, name, key reference and chunk size), key reference and chunk size
+is skipped. The fingerprint key never leaves the producer: with an oct key it
+is derived from the key; with an RSA or EC key it is a random secret kept in
+--fingerprint-key (default $XDG_STATE_HOME/skrfs/upload-fingerprint.key,
+created with mode 0600). Files are uploaded in parallel with bounded memory.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyArg == "" || to == "" {
@@ -61,6 +69,11 @@ size is skipped. Files are uploaded in parallel with bounded memory.`,
 				return err
 			}
 			defer key.Wipe()
+			fpKey, err := uploadFingerprintKey(fpKeyFile, key)
+			if err != nil {
+				return err
+			}
+			defer clear(fpKey)
 			files, err := upload.Collect(args)
 			if err != nil {
 				return err
@@ -72,7 +85,7 @@ size is skipped. Files are uploaded in parallel with bounded memory.`,
 			prog := newProgressPrinter(os.Stderr)
 			res := upload.Run(ctx, dst, files, upload.Options{
 				KEK: key.KEK(), KeyRef: ref, ChunkSize: chunkSize, Suffix: suffix,
-				Parallel: parallel, Force: force, Progress: prog.update, Logger: log,
+				Parallel: parallel, Force: force, Progress: prog.update, Logger: log, FingerprintKey: fpKey,
 			})
 			prog.done()
 			fmt.Fprintf(cmd.OutOrStdout(), "%d uploaded, %d unchanged, %d failed (%d files, %s)\n",
@@ -93,7 +106,92 @@ size is skipped. Files are uploaded in parallel with bounded memory.`,
 	cmd.Flags().IntVar(&chunkSize, "chunk-size", crypto.DefaultChunkSize, "plaintext chunk size in bytes")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "files uploaded at once")
 	cmd.Flags().BoolVar(&force, "force", false, "upload even when an identical object exists")
+	cmd.Flags().StringVar(&fpKeyFile, "fingerprint-key", "", "file of the secret that keys the change-detection fingerprints (default: derived from an oct key; else $XDG_STATE_HOME/skrfs/upload-fingerprint.key, created if missing)")
 	return cmd
+}
+
+// fingerprintKeySize is the size of a fingerprint key file.
+const fingerprintKeySize = 32
+
+// uploadFingerprintKey returns the key of the change-detection
+// fingerprints: the file's when one is named; else, for an oct key, one
+// derived from it; else the default state file's, created with a random
+// secret if missing. A key file must be a regular file of 32 bytes that
+// only its owner may access.
+func uploadFingerprintKey(file string, key *keyrelease.Key) ([]byte, error) {
+	if file == "" && key.Oct != nil {
+		return upload.DeriveFingerprintKey(key.Oct), nil
+	}
+	create := file == ""
+	if create {
+		dir := os.Getenv("XDG_STATE_HOME")
+		if dir == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return nil, fmt.Errorf("fingerprint key: no home directory for the state file; use --fingerprint-key: %w", err)
+			}
+			dir = filepath.Join(home, ".local", "state")
+		}
+		file = filepath.Join(dir, "skrfs", "upload-fingerprint.key")
+	}
+	b, err := readFingerprintKey(file)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		return createFingerprintKey(file)
+	}
+	return b, err
+}
+
+func readFingerprintKey(file string) ([]byte, error) {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("fingerprint key %s: must be a regular file that only its owner can access (mode 0600), is %v", file, st.Mode())
+	}
+	b := make([]byte, fingerprintKeySize+1)
+	n, err := io.ReadFull(f, b)
+	if n != fingerprintKeySize || err != io.ErrUnexpectedEOF {
+		clear(b)
+		return nil, fmt.Errorf("fingerprint key %s: want exactly %d bytes", file, fingerprintKeySize)
+	}
+	return b[:n], nil
+}
+
+// createFingerprintKey writes a fresh random key, mode 0600 in a
+// directory of mode 0700; a concurrent creator's key wins.
+func createFingerprintKey(file string) ([]byte, error) {
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	b := make([]byte, fingerprintKeySize)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		clear(b)
+		return readFingerprintKey(file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(file)
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(file)
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	log.Info().Str("file", file).Msg("created the upload fingerprint key; keep it to skip unchanged files in later uploads")
+	return b, nil
 }
 
 // loadUploadKey loads the sealing key from a file or from Key Vault and
