@@ -42,9 +42,9 @@ import (
 const (
 	MetaFingerprint = "skrfs_fingerprint" // hex keyed fingerprint (Fingerprint)
 	MetaKeyRef      = "skrfs_keyref"      // the header's key reference
-	MetaHeaderLen = "skrfs_header_len" // H, so listings can compute sizes
-	MetaChunkSize = "skrfs_chunk_size" // C
-	MetaVersion   = "skrfs_version"    // format version
+	MetaHeaderLen   = "skrfs_header_len"  // H, so listings can compute sizes
+	MetaChunkSize   = "skrfs_chunk_size"  // C
+	MetaVersion     = "skrfs_version"     // format version
 )
 
 // Destination is where objects go: blob.Store for the skip check, plus an
