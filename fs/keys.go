@@ -61,6 +61,7 @@ func (f *keyFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, ui
 	if ref.Vault == "" {
 		ref = f.key.Ref
 	}
+	f.root.noteKeyType(ref, k.Type)
 	data, err := k.Marshal(f.view.Format)
 	k.Wipe()
 	f.root.audit(ctx, auditKeyOpen, path, ref, err)

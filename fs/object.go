@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -224,6 +225,11 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 	if k.Ref.Version != "" {
 		ref.Version = k.Ref.Version
 	}
+	n.root.noteKeyType(ref, k.Type)
+	if err := n.versionAllowed(ref, true); err != nil {
+		k.Wipe() // the key's current version, released for a header without one, is not listed
+		return nil, err
+	}
 	d, err := crypto.NewDecryptor(h, k.KEK(), n.name, info.Size)
 	k.Wipe()
 	if err != nil {
@@ -264,10 +270,37 @@ func (n *objectNode) allowedRef(s string) (keyrelease.KeyRef, error) {
 			if r.Version == "" {
 				r.Version = hdr.Version
 			}
+			if err := n.versionAllowed(r, false); err != nil {
+				return keyrelease.KeyRef{}, err
+			}
 			return r, nil
 		}
 	}
 	return keyrelease.KeyRef{}, fmt.Errorf("%w: %s", errObjectKeyNotAllowed, hdr)
+}
+
+// versionAllowed checks ref's version against the dataset's version
+// allow-list of its key, if any. Before the release (released false) a
+// reference without a version passes: the released key's version is
+// checked once known, and a released key of unknown version fails.
+func (n *objectNode) versionAllowed(ref keyrelease.KeyRef, released bool) error {
+	if len(n.ds.Versions) == 0 || (ref.Version == "" && !released) {
+		return nil
+	}
+	base := ref
+	base.Version = ""
+	for allowed, versions := range n.ds.Versions {
+		if !allowed.Matches(base) || allowed.Version != "" {
+			continue
+		}
+		for _, v := range versions {
+			if strings.EqualFold(v, ref.Version) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: version %s of %s is not in the dataset's allowed versions", errObjectKeyNotAllowed, ref.Version, base)
+	}
+	return nil
 }
 
 // headBytes is how much of an object an open reads in its first storage

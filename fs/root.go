@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // Root is the root directory: keys/ and one directory per dataset.
@@ -26,6 +29,40 @@ type Root struct {
 	nextID  uint64
 	objects map[objectVersion]*objectState
 	started time.Time // directories carry the mount time
+
+	warnedMu     sync.Mutex
+	warnedPublic map[string]bool // datasets warned about public-key sealing
+}
+
+// noteKeyType is told the type of every released key. The first time an
+// RSA or EC key turns out to be usable by a dataset without producer
+// authentication, it logs one warning for that dataset: anyone who can
+// write to the dataset's storage and has the public key can seal objects,
+// so the dataset can serve plaintext chosen by storage writers.
+func (r *Root) noteKeyType(ref keyrelease.KeyRef, kty keyrelease.KeyType) {
+	if kty == keyrelease.KeyTypeOct || kty == "" {
+		return
+	}
+	for i := range r.opts.Datasets {
+		ds := &r.opts.Datasets[i]
+		if ds.ProducerAuthenticated || !slices.ContainsFunc(ds.Keys, ref.Matches) {
+			continue
+		}
+		r.warnedMu.Lock()
+		warned := r.warnedPublic[ds.Name]
+		if r.warnedPublic == nil {
+			r.warnedPublic = map[string]bool{}
+		}
+		r.warnedPublic[ds.Name] = true
+		r.warnedMu.Unlock()
+		if warned {
+			continue
+		}
+		base := ref
+		base.Version = ""
+		r.log().Warn().Str("dataset", ds.Name).Str("key", base.String()).Str("kty", string(kty)).
+			Msg("dataset accepts objects sealed with an RSA or EC key and has no producer authentication: anyone who can write to its storage can seal chosen plaintext with the public key; use oct keys where producers must be authenticated")
+	}
 }
 
 type objectVersion struct{ dataset, name, etag string }

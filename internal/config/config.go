@@ -127,6 +127,13 @@ type Key struct {
 	// (PEM for RSA/EC, raw bytes for oct), <name>.jwk and, for RSA/EC,
 	// <name>.pub.pem.
 	Views []View `yaml:"views"`
+	// Versions, for a ref without a version, lists the only versions of
+	// the key that dataset objects may be opened with (Key Vault version
+	// identifiers). Without it, an object may name any version of the key,
+	// and storage picks which one is released. Key Vault versions are
+	// opaque, unordered identifiers, so there is no minimum version: list
+	// the versions to accept.
+	Versions []string `yaml:"versions"`
 }
 
 // View formats.
@@ -318,6 +325,9 @@ func (c *Config) defaults() {
 
 var fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
 
+// versionRE matches a key version: Key Vault's are 32 hex digits.
+var versionRE = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
+
 func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
 }
@@ -378,8 +388,17 @@ func (c *Config) validate() error {
 			return invalid(f+".name", "%q is used twice", k.Name)
 		}
 		names[k.Name] = true
-		if _, err := keyrelease.ParseKeyRef(k.Ref); err != nil {
+		ref, err := keyrelease.ParseKeyRef(k.Ref)
+		if err != nil {
 			return invalid(f+".ref", "%v", err)
+		}
+		if len(k.Versions) > 0 && ref.Version != "" {
+			return invalid(f+".versions", "the ref already pins version %s; list versions only for a ref without one", ref.Version)
+		}
+		for j, v := range k.Versions {
+			if !versionRE.MatchString(v) {
+				return invalid(fmt.Sprintf("%s.versions[%d]", f, j), "%q is not a Key Vault key version (letters and digits)", v)
+			}
 		}
 		for j, v := range k.Views {
 			vf := fmt.Sprintf("%s.views[%d]", f, j)

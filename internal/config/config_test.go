@@ -97,3 +97,25 @@ func TestParseErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestKeyVersions(t *testing.T) {
+	const v1, v2 = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	withVersions := strings.Replace(validYAML(), "ref: https://127.0.0.1:8444/keys/demo-oct\n",
+		"ref: https://127.0.0.1:8444/keys/demo-oct\n    versions: ["+v1+", "+v2+"]\n", 1)
+	c, err := Parse([]byte(withVersions))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := c.KeyByName("demo-oct"); len(k.Versions) != 2 || k.Versions[1] != v2 {
+		t.Fatalf("versions: %+v", k)
+	}
+	for _, tc := range []struct{ from, to, want string }{
+		{v2, "not/a/version", `keys[1].versions[1]: "not/a/version" is not a Key Vault key version`},
+		{"keys/demo-oct\n", "keys/demo-oct/" + v1 + "\n", "keys[1].versions: the ref already pins version"},
+	} {
+		_, err := Parse([]byte(strings.Replace(withVersions, tc.from, tc.to, 1)))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse = %v, want ErrInvalid containing %q", err, tc.want)
+		}
+	}
+}
