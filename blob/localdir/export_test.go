@@ -6,3 +6,6 @@ func SetNoOpenat2(v bool) func() {
 	old := noOpenat2.Swap(v)
 	return func() { noOpenat2.Store(old) }
 }
+
+// SetProcFD chooses whether s reads metadata through /proc/self/fd.
+func (s *Store) SetProcFD(v bool) { s.procFD = v }

@@ -93,8 +93,9 @@ func (s *Store) Path(name string) (string, error) {
 	return filepath.Join(s.root, filepath.FromSlash(name)), nil
 }
 
-// Stat implements blob.Store: one open beneath the root, then fstat and
-// fgetxattr on the descriptor.
+// Stat implements blob.Store: one O_PATH open beneath the root (which
+// opens nothing: a device or FIFO is not touched), fstat, and the metadata
+// read through the descriptor.
 func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	if err := ctx.Err(); err != nil {
 		return blob.Info{}, err
@@ -102,13 +103,23 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	if err := blob.CheckName(name); err != nil {
 		return blob.Info{}, err
 	}
-	fd, st, err := s.openFile(name)
+	fd, st, err := s.open(name, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW)
 	if err != nil {
 		return blob.Info{}, err
 	}
 	defer syscall.Close(fd)
 	i := blob.Info{Name: name, Size: st.Size, ETag: etagOf(st), ModTime: time.Unix(st.Mtim.Unix())}
-	i.Metadata = readMetadataFD(fd)
+	if s.procFD {
+		// fgetxattr does not take O_PATH descriptors; the descriptor's
+		// /proc link names exactly the file opened.
+		fdPath := fmt.Sprintf("/proc/self/fd/%d", fd)
+		i.Metadata = getMetadata(func(buf []byte) (int, error) { return unix.Getxattr(fdPath, xattrName, buf) })
+	} else if rfd, _, err := s.openFile(name); err == nil {
+		if m := readMetadataFD(rfd); m != nil {
+			i.Metadata = m
+		}
+		syscall.Close(rfd)
+	}
 	return i, nil
 }
 
@@ -238,8 +249,13 @@ func (s *Store) ReadHead(ctx context.Context, name string, p []byte) (blob.Info,
 // costs five more per open (it tries to register the descriptor with the
 // poller), which showed in profiles of small-file opens.
 func (s *Store) openFile(name string) (int, *syscall.Stat_t, error) {
+	return s.open(name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+}
+
+// open is openFile with the given open flags.
+func (s *Store) open(name string, flags int) (int, *syscall.Stat_t, error) {
 	path := filepath.Join(s.root, filepath.FromSlash(name)) // for messages only
-	fd, err := s.openBeneath(name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+	fd, err := s.openBeneath(name, flags)
 	if err == syscall.ELOOP || err == syscall.EXDEV {
 		return -1, nil, fmt.Errorf("%w: %s is not a regular file beneath the root (symbolic link)", blob.ErrNotFound, name)
 	}

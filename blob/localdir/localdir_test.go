@@ -252,3 +252,24 @@ func TestSymlinkedDirectoriesAreNotFollowed(t *testing.T) {
 		})
 	}
 }
+
+// Metadata is read through the descriptor of the file found beneath the
+// root, with /proc/self/fd or, without /proc, an open of its own.
+func TestMetadataWithoutProc(t *testing.T) {
+	for _, proc := range []bool{true, false} {
+		s := newStore(t)
+		s.SetProcFD(proc)
+		if err := s.Upload(context.Background(), "d/m", strings.NewReader("x"), map[string]string{"K": "v"}); err != nil {
+			t.Fatal(err)
+		}
+		i, err := s.Stat(context.Background(), "d/m")
+		if err != nil || i.Metadata["k"] != "v" {
+			t.Errorf("proc=%v: Stat = %+v, %v", proc, i, err)
+		}
+		var got map[string]string
+		s.List(context.Background(), blob.ListOptions{Prefix: "d/", WithMetadata: true}, func(i blob.Info) error { got = i.Metadata; return nil })
+		if got["k"] != "v" {
+			t.Errorf("proc=%v: List metadata %v", proc, got)
+		}
+	}
+}
