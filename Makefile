@@ -31,7 +31,7 @@ test: deps
 	$(MAKE) --no-print-directory pyvectors
 
 unit:
-	$(GO) test -race -count=1 -short ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/...
+	$(GO) test -race -count=1 -short . ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/...
 
 integration: deps
 	$(GO) test -race -count=1 ./integration/...
@@ -39,7 +39,7 @@ integration: deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./internal/keywrap
+	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto/keywrap
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE)))x ./keyrelease/policy
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
