@@ -187,6 +187,14 @@ func checkPod(t *testing.T, path string, pod corev1.Pod, objs k8sObjects, cfgs m
 			t.Errorf("%s: volume %s: ConfigMap %s is not in the file", where, v.Name, v.ConfigMap.Name)
 		}
 	}
+	// A service account the pod names must be defined in the file, in the
+	// pod's namespace: Kubernetes refuses a pod whose account is missing.
+	if sa := pod.Spec.ServiceAccountName; sa != "" && sa != "default" &&
+		!slices.ContainsFunc(objs.accounts, func(a corev1.ServiceAccount) bool {
+			return a.Name == sa && a.Namespace == pod.Namespace
+		}) {
+		t.Errorf("%s: serviceAccountName %s is not defined in the file (namespace %q)", where, sa, pod.Namespace)
+	}
 	confidential := pod.Spec.RuntimeClassName != nil && *pod.Spec.RuntimeClassName == "kata-cc-isolation"
 	if confidential != wantConfidential {
 		t.Errorf("%s: runtimeClassName %v, want confidential=%v", where, pod.Spec.RuntimeClassName, wantConfidential)
@@ -292,7 +300,7 @@ func TestKubernetesManifests(t *testing.T) {
 	}{
 		{file: "aks-kata-cc/sidecar.yaml", pods: 1, configMaps: 1, accounts: 1, confidential: true},
 		{file: "aks-kata-cc/run-wrapper.yaml", pods: 1, configMaps: 1, accounts: 1, confidential: true},
-		{file: "kafka/consumer.yaml", pods: 1, configMaps: 1, services: 1, confidential: true},
+		{file: "kafka/consumer.yaml", pods: 1, configMaps: 1, services: 1, accounts: 1, confidential: true},
 		{file: "kafka/consumer-outside-tee.yaml", pods: 1},
 		{file: "kafka/producer.yaml", pods: 1, external: []string{"kafka-demo-pubkey"}},
 	} {
