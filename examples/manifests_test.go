@@ -218,6 +218,9 @@ func checkPod(t *testing.T, path string, pod corev1.Pod, objs k8sObjects, cfgs m
 				t.Errorf("%s: volume mount %s names no volume", cwhere, vm.Name)
 			}
 		}
+		if cmd := strings.Join(append(slices.Clone(c.Command), c.Args...), " "); fileServers.MatchString(cmd) {
+			t.Errorf("%s serves files over the network (%q): never publish what skrfs decrypts", cwhere, fileServers.FindString(cmd))
+		}
 		args := skrfsArgs(c)
 		if args == nil {
 			continue
@@ -531,10 +534,14 @@ func TestARMTemplate(t *testing.T) {
 	checkARMContainers(t, tmpl)
 }
 
-// servesFiles matches commands that serve files over the network (or
-// open a listening socket): an example app must never publish the
-// plaintext it reads from skrfs.
-var servesFiles = regexp.MustCompile(`http\.server|SimpleHTTPServer|\bhttpd\b|\bnginx\b|\bcaddy\b|php -S|\bserve\b|\bsocat\b|\bnc(at)? .*-l|--listen|\bminiserve\b|\bdufs\b`)
+// fileServers matches commands that serve a directory over the network: an
+// example app must never publish the plaintext it reads from skrfs.
+var fileServers = regexp.MustCompile(`http\.server|SimpleHTTPServer|\bhttpd\b|\bnginx\b|\bcaddy\b|php -S|\bminiserve\b|\bdufs\b`)
+
+// servesFiles also matches any listening socket: the ACI example's app
+// listens on nothing at all (the Kafka consumer's page of decrypted demo
+// messages, as in Microsoft's demo, is the one example that listens).
+var servesFiles = regexp.MustCompile(fileServers.String() + `|\bserve\b|\bsocat\b|\bnc(at)? .*-l|--listen`)
 
 // checkARMContainers checks the container group's safety and the sidecar
 // pattern: nothing is reachable from the internet (no public IP, no
