@@ -15,7 +15,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZ_SCALE ?= 1
 PYTHON     := /usr/bin/python3
 
-.PHONY: all build test unit integration fuzz pyvectors demo bench lint fmt deps deps-apt deps-azurite deps-bench azurite clean
+.PHONY: all build test unit integration fuzz pyvectors demo bench lint tidy-check fmt deps deps-apt deps-azurite deps-bench azurite clean
 
 all: build
 
@@ -24,14 +24,14 @@ build:
 
 ## test: everything CI runs: vet, unit and integration tests with -race,
 ## bounded fuzzing, and the independent Python decryptor on the golden vectors.
-test: deps
+test: deps tidy-check
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory pyvectors
 
 unit:
-	$(GO) test -race -count=1 -short ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/...
+	$(GO) test -race -count=1 -short . ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/...
 
 integration: deps
 	$(GO) test -race -count=1 ./integration/...
@@ -40,7 +40,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
-	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./internal/keywrap
+	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto/keywrap
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE)))x ./keyrelease/policy
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
@@ -78,9 +78,16 @@ deps-bench: deps-apt
 	@missing=""; for tool in gocryptfs rclone fio; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-lint: $(GOBIN_DIR)/staticcheck
+lint: tidy-check $(GOBIN_DIR)/staticcheck
 	$(GO) vet ./...
 	$(GOBIN_DIR)/staticcheck ./...
+
+## tidy-check: fail when `go mod tidy` would change go.mod or go.sum (a
+## direct dependency marked indirect, an unused requirement, a missing sum).
+tidy-check:
+	@if ! out=$$($(GO) mod tidy -diff 2>&1); then \
+	  echo "$$out"; echo "go.mod/go.sum are not tidy: run 'go mod tidy', check that pinned versions stay, and commit"; exit 1; \
+	fi
 
 $(GOBIN_DIR)/staticcheck:
 	GOBIN=$(GOBIN_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -1,5 +1,5 @@
 // Command skrfs is the skrfs daemon and tool: one binary with subcommands
-// (docs/cli.md, ../shared/docs/cli-contract.md). This package parses flags
+// (the command table in README.md). This package parses flags
 // and wires concrete types; the work is done by the library packages.
 package main
 

@@ -26,7 +26,7 @@ import (
 
 func newMountCmd() *cobra.Command {
 	var cfgFile, readyFile, serveAddr, metricsAddr string
-	var debug bool
+	var debug, mkdir bool
 	cmd := &cobra.Command{
 		Use:   "mount --config FILE MOUNTPOINT",
 		Short: "Mount the filesystem: keys/ and the configured datasets",
@@ -46,6 +46,11 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 			}
 			if err := listenFlags(cfg, serveAddr, metricsAddr); err != nil {
 				return err
+			}
+			if mkdir {
+				if err := createMountpoint(args[0]); err != nil {
+					return err
+				}
 			}
 			m, err := startMount(cmd.Context(), cfg, args[0], debug)
 			if err != nil {
@@ -91,6 +96,7 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
 	cmd.Flags().StringVar(&readyFile, "ready-file", "", "create this file once mounted; removed at exit")
 	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request")
+	cmd.Flags().BoolVar(&mkdir, "mkdir", false, "create MOUNTPOINT (mode 0755, with its parents) when it does not exist, e.g. a subdirectory of a volume shared with other containers")
 	cmd.Flags().StringVar(&serveAddr, "serve", "", "also serve the SKR sidecar API on this address, sharing the key cache (default: serve.listen; docs/sidecar.md)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this address (default: metrics.listen)")
 	return cmd
@@ -273,4 +279,22 @@ func holdAtExit(p string, sig <-chan os.Signal) {
 	case <-sig:
 	case <-time.After(time.Minute):
 	}
+}
+
+// createMountpoint makes dir (and its parents) when nothing is there. An
+// existing path is left alone: a directory is used as it is, anything else
+// fails in the mount with its own message, and a dead mount left by a
+// crash (ENOTCONN, not ENOENT) is cleaned up by startMount.
+func createMountpoint(dir string) error {
+	_, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("--mkdir: %w", err)
+	case !errors.Is(err, os.ErrNotExist):
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--mkdir: %w", err)
+	}
+	return nil
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
-	"github.com/skrfs/skrfs/internal/keywrap"
+	"github.com/skrfs/skrfs/crypto/keywrap"
 	"github.com/skrfs/skrfs/keyrelease"
 	"github.com/skrfs/skrfs/keyrelease/wrapkey"
 )

@@ -40,7 +40,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/rs/zerolog"
 
-	"github.com/skrfs/skrfs/internal/keywrap"
+	"github.com/skrfs/skrfs/crypto/keywrap"
 	"github.com/skrfs/skrfs/keyrelease/maa"
 	"github.com/skrfs/skrfs/keyrelease/policy"
 )
