@@ -21,7 +21,6 @@ import (
 
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
-	"github.com/skrfs/skrfs/internal/harden"
 )
 
 func newMountCmd() *cobra.Command {
@@ -143,9 +142,7 @@ type mounted struct {
 // startMount hardens the process, builds the filesystem from cfg, cleans
 // up a stale mount at dir, and mounts.
 func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug bool) (*mounted, error) {
-	if r := harden.Apply(); r.Err() != nil {
-		log.Warn().Err(r.Err()).Msg("some memory protections are unavailable")
-	}
+	hardenProcess(true)
 	// Memory is locked (so never swapped) and cannot be handed back to the
 	// kernel: keep the heap close to the live data (chunk cache, reads in
 	// flight) with a tighter GC and a soft limit.
