@@ -58,9 +58,12 @@ pyvectors: deps-apt
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
-## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C.
+## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C. Its
+## state (CA, keys, data) lives in this checkout's .cache/demo-state, which
+## the demo prints; rm -rf it for a fresh start.
+DEMO_STATE ?= $(CACHE)/demo-state
 demo: build deps-apt
-	$(BIN) demo skrfs-demo
+	$(BIN) demo --state $(DEMO_STATE) skrfs-demo
 
 ## bench: benchmarks; figures are ratios against a baseline measured in the
 ## same run (median of 3 runs, with min and max). SKRFS_BENCH_SIZE sets the

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 // TestUsageHint: the hint after a usage error names the whole command path,
 // not only its last word (issue: "Run 'skrfs create --help'").
@@ -19,6 +24,47 @@ func TestUsageHint(t *testing.T) {
 	} {
 		if got := usageHint(newRootCmd(), tc.args); got != tc.want {
 			t.Errorf("usageHint(%q) = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+// TestDemoStateIsPerUser: the demo's default state directory is the
+// user's own, never the /tmp/skrfs-demo-state that every user shared, and
+// a state directory of another user or writable by others is refused.
+func TestDemoStateIsPerUser(t *testing.T) {
+	home := t.TempDir()
+	for _, tc := range []struct {
+		xdg, home, want string
+	}{
+		{"/x/state", home, "/x/state/skrfs/demo-state"},
+		{"", home, filepath.Join(home, ".local/state/skrfs/demo-state")},
+		{"relative", home, filepath.Join(home, ".local/state/skrfs/demo-state")},
+		{"", "", filepath.Join(os.TempDir(), fmt.Sprintf("skrfs-demo-state-%d", os.Getuid()))},
+	} {
+		t.Setenv("XDG_STATE_HOME", tc.xdg)
+		t.Setenv("HOME", tc.home)
+		if got := defaultDemoState(); got != tc.want {
+			t.Errorf("XDG_STATE_HOME=%q HOME=%q: %s, want %s", tc.xdg, tc.home, got, tc.want)
+		}
+	}
+	mine := filepath.Join(home, "mine")
+	os.Mkdir(mine, 0o700)
+	open := filepath.Join(home, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	file := filepath.Join(home, "file")
+	os.WriteFile(file, nil, 0o600)
+	for dir, ok := range map[string]bool{mine: true, filepath.Join(home, "absent"): true, open: false, file: false} {
+		if err := checkOwnDir(dir); (err == nil) != ok {
+			t.Errorf("checkOwnDir(%s) = %v, want ok=%v", dir, err, ok)
+		}
+	}
+	if os.Geteuid() == 0 {
+		theirs := filepath.Join(home, "theirs")
+		os.Mkdir(theirs, 0o700)
+		os.Chown(theirs, 65534, 65534)
+		if err := checkOwnDir(theirs); err == nil {
+			t.Error("a directory of another user was accepted")
 		}
 	}
 }
