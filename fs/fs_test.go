@@ -54,6 +54,9 @@ type world struct {
 	oct    *keyrelease.Key
 	plain  map[string][]byte
 	tune   func(*Options) // set by an extra func of newWorld: adjusts the options
+	// debugOut: set by an extra func of newWorld: mount with the FUSE
+	// debug log going there.
+	debugOut io.Writer
 }
 
 var (
@@ -137,7 +140,7 @@ func newWorld(t *testing.T, extra ...func(w *world)) *world {
 	}
 	w.root = root
 	w.mnt = t.TempDir()
-	srv, err := Mount(w.mnt, root, MountOptions{Debug: os.Getenv("FUSEDEBUG") != ""})
+	srv, err := Mount(w.mnt, root, MountOptions{Debug: os.Getenv("FUSEDEBUG") != "" || w.debugOut != nil, DebugOut: w.debugOut})
 	if err != nil {
 		t.Fatal(err)
 	}

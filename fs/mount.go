@@ -2,6 +2,7 @@ package fs
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -16,8 +17,11 @@ type MountOptions struct {
 	// AllowOther lets users other than the mounting one access the files
 	// (mount option allow_other). Off by default.
 	AllowOther bool
-	// Debug logs every FUSE request (very verbose).
+	// Debug logs every FUSE request (very verbose), without payload bytes
+	// (data, xattr values, link targets): see redactPayload.
 	Debug bool
+	// DebugOut receives the debug log; default os.Stderr.
+	DebugOut io.Writer
 }
 
 // Mount mounts root at dir with settings tuned for large sequential reads:
@@ -48,6 +52,14 @@ func Mount(dir string, root *Root, mo MountOptions) (*fuse.Server, error) {
 			Debug:         mo.Debug,
 		},
 	}
+	out := mo.DebugOut
+	if out == nil {
+		out = os.Stderr
+	}
+	// go-fuse's debug output would show the first bytes of every read and
+	// write; its error lines and the fs layer's go through the same filter.
+	opts.MountOptions.Logger = debugLogger(out)
+	opts.Logger = opts.MountOptions.Logger
 	srv, err := fusefs.Mount(dir, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
