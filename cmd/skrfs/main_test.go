@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -65,6 +66,39 @@ func TestDemoStateIsPerUser(t *testing.T) {
 		os.Chown(theirs, 65534, 65534)
 		if err := checkOwnDir(theirs); err == nil {
 			t.Error("a directory of another user was accepted")
+		}
+	}
+}
+
+// TestKeyCreateRefusesUnusableKeys: key create refuses what upload or the
+// release would refuse later: P-521 (the object format takes P-256 and
+// P-384), software keys (Key Vault releases HSM-backed keys only), and
+// sizes the format cannot use.
+func TestKeyCreateRefusesUnusableKeys(t *testing.T) {
+	for _, tc := range []struct {
+		kty, curve string
+		size       int
+		want       string // canonical kty, or a part of the error
+		ok         bool
+	}{
+		{"EC-HSM", "P-256", 0, "EC-HSM", true},
+		{"EC-HSM", "P-384", 0, "EC-HSM", true},
+		{"ec-hsm", "", 0, "EC-HSM", true},
+		{"EC-HSM", "P-521", 0, "P-256 and P-384 keys only", false},
+		{"EC-HSM", "P-256K", 0, "P-256 and P-384 keys only", false},
+		{"RSA-HSM", "", 3072, "RSA-HSM", true},
+		{"RSA-HSM", "", 1024, "2048, 3072 or 4096", false},
+		{"oct-HSM", "", 256, "oct-HSM", true},
+		{"oct-HSM", "", 128, "AES-256", false},
+		{"RSA", "", 0, "HSM-backed exportable keys", false},
+		{"EC", "P-256", 0, "use EC-HSM", false},
+		{"oct", "", 0, "use oct-HSM", false},
+		{"RSA-HSM", "P-256", 0, "--curve is for EC-HSM", false},
+		{"AES", "", 0, "want RSA-HSM, EC-HSM or oct-HSM", false},
+	} {
+		got, err := checkKeySpec(tc.kty, tc.curve, tc.size)
+		if tc.ok && (err != nil || got != tc.want) || !tc.ok && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("checkKeySpec(%q, %q, %d) = %q, %v; want ok=%v %q", tc.kty, tc.curve, tc.size, got, err, tc.ok, tc.want)
 		}
 	}
 }
