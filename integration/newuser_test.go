@@ -57,14 +57,14 @@ func TestCLIFailsEarlyWithOneLine(t *testing.T) {
 		r := runEnv(t, env, tc.args...)
 		for _, w := range tc.want {
 			if r.code != tc.code || !strings.Contains(r.stderr, w) {
-				t.Fatalf("%s: exit %d, want %d and %q:\n%s%s", tc.name, r.code, tc.code, w, r.stdout, r.stderr)
+				t.Errorf("%s: exit %d, want %d and %q:\n%s%s", tc.name, r.code, tc.code, w, r.stdout, r.stderr)
 			}
 		}
 	}
 	// The refused keys were not created.
 	for _, name := range []string{"ec521", "soft"} {
 		if r := runEnv(t, env, "key", "release", "--config", configWithKey(t, s, name), name); !strings.Contains(r.stderr, "not found") {
-			t.Fatalf("refused key %s exists in the vault: %d %s", name, r.code, r.stderr)
+			t.Errorf("refused key %s exists in the vault: %d %s", name, r.code, r.stderr)
 		}
 	}
 
@@ -78,7 +78,7 @@ func TestCLIFailsEarlyWithOneLine(t *testing.T) {
 	}
 	if r.code == 0 || len(errLines) != 1 || !strings.HasPrefix(errLines[0], "skrfs: ") || !strings.Contains(r.stderr, "key not found") ||
 		!strings.Contains(r.stderr, "HTTP 404") || strings.Contains(r.stderr, "RESPONSE") || strings.Contains(r.stderr, "----") {
-		t.Fatalf("explain of a missing key: exit %d, want one line:\n%s", r.code, r.stderr)
+		t.Errorf("explain of a missing key: exit %d, want one line:\n%s", r.code, r.stderr)
 	}
 
 	// Mounts that cannot work.
@@ -91,11 +91,11 @@ func TestCLIFailsEarlyWithOneLine(t *testing.T) {
 	} {
 		r := runEnv(t, env, "mount", "--config", cfg, tc.mnt)
 		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
-			t.Fatalf("mount at %s: exit %d, want %q:\n%s", tc.mnt, r.code, tc.want, r.stderr)
+			t.Errorf("mount at %s: exit %d, want %q:\n%s", tc.mnt, r.code, tc.want, r.stderr)
 		}
 		if n := fuseMountsAt(tc.mnt); n != 0 {
 			syscall.Unmount(tc.mnt, syscall.MNT_DETACH)
-			t.Fatalf("the failed mount at %s left %d mounts", tc.mnt, n)
+			t.Errorf("the failed mount at %s left %d mounts", tc.mnt, n)
 		}
 	}
 }
@@ -138,13 +138,13 @@ func TestKeyFilesForNewUsers(t *testing.T) {
 	n, _ := syscall.Read(fd, buf)
 	syscall.Close(fd)
 	if err := unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_SIZE, &stx); err != nil || stx.Size != 32 || n != 32 {
-		t.Fatalf("read %d bytes, then stat size %d (%v), want 32", n, stx.Size, err)
+		t.Errorf("read %d bytes, then stat size %d (%v), want 32", n, stx.Size, err)
 	}
 	oct := bytes.Clone(buf[:32])
 
 	// demo-oct is oct: its pub.pem is gone; demo-rsa's stays.
 	if _, err := os.Stat(filepath.Join(keys, "demo-oct.pub.pem")); errnoOf(err) != syscall.ENOENT {
-		t.Fatalf("demo-oct.pub.pem after a release: %v, want ENOENT", err)
+		t.Errorf("demo-oct.pub.pem after a release: %v, want ENOENT", err)
 	}
 	ents, _ := os.ReadDir(keys)
 	var names []string
@@ -152,7 +152,7 @@ func TestKeyFilesForNewUsers(t *testing.T) {
 		names = append(names, e.Name())
 	}
 	if strings.Contains(strings.Join(names, " "), "demo-oct.pub.pem") || !strings.Contains(strings.Join(names, " "), "demo-rsa.pub.pem") {
-		t.Fatalf("keys/ after the release of demo-oct: %v", names)
+		t.Errorf("keys/ after the release of demo-oct: %v", names)
 	}
 	rsaPEM, err := os.ReadFile(filepath.Join(keys, "demo-rsa"))
 	if err != nil {
@@ -174,7 +174,7 @@ func TestKeyFilesForNewUsers(t *testing.T) {
 		}
 	}
 	if warnings != 1 {
-		t.Fatalf("reading the denied key logged %d warnings, want 1:\n%s", warnings, logs)
+		t.Errorf("reading the denied key logged %d warnings, want 1", warnings)
 	}
 	if !bytes.Contains(logs, []byte("rx ")) || !bytes.Contains(logs, []byte("READ")) {
 		t.Fatalf("no FUSE debug output; the check below would be empty:\n%.2000s", logs)
@@ -186,7 +186,7 @@ func TestKeyFilesForNewUsers(t *testing.T) {
 	}
 	for _, secret := range [][]byte{oct[:8], []byte(hex.EncodeToString(oct[:8])), []byte(q[:len(q)-1]), rsaPEM[28:60], jwkRSA[len(jwkRSA)-40:]} {
 		if bytes.Contains(logs, secret) {
-			t.Fatalf("key bytes %q in the daemon's log", secret)
+			t.Errorf("key bytes %q in the daemon's log", secret)
 		}
 	}
 }
