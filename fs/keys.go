@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"syscall"
 
@@ -80,13 +81,14 @@ func (f *keyFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, ui
 	}
 	data, err := k.Marshal(f.view.Format)
 	k.Wipe()
-	f.root.audit(ctx, auditKeyOpen, path, ref, err)
 	if errors.Is(err, keyrelease.ErrNoPublicKey) {
-		// dropPublicViews said why, once; the file is gone now.
-		return nil, 0, syscall.ENOENT
-	}
-	if err != nil {
+		// The file is gone now; dropPublicViews said why, once.
+		err = fmt.Errorf("%w: %w", syscall.ENOENT, err)
+	} else if err != nil {
 		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("view", f.view.File).Msg("cannot render key view")
+	}
+	f.root.audit(ctx, auditKeyOpen, path, ref, err)
+	if err != nil {
 		return nil, 0, f.root.fail("open", err)
 	}
 	if n := int64(len(data)); f.size.Swap(n) != n {
