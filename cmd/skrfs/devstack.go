@@ -103,11 +103,11 @@ func newDemoCmd() *cobra.Command {
 				return err
 			}
 			defer m.stop()
-			state := "new, created now"
+			state := "new"
 			if reused {
-				state = "reused from an earlier run (same CA, keys and data); remove it, or pass --state DIR, for a fresh start"
+				state = "reused from an earlier run (same CA, keys and data; remove it or pass --state DIR for a fresh start)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "devstack state: %s (%s)\n", s.Dir, state)
+			fmt.Fprintf(cmd.OutOrStdout(), "devstack state: %s, %s\n", s.Dir, state)
 			fmt.Fprintf(cmd.OutOrStdout(), `skrfs demo mounted at %[1]s (fake TEE, local devstack in %[2]s). Try, in another shell:
 
   ls -l %[1]s/keys %[1]s/data            # no attestation needed to list
