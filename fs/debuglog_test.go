@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -70,4 +71,38 @@ func TestFuseDebugLogsNoPayload(t *testing.T) {
 	if bytes.Contains([]byte(l), []byte(marker[:8])) {
 		t.Fatal("the marker is in the log")
 	}
+}
+
+// FuzzRedactPayload: whatever bytes a request or reply carries (file names
+// and data come from users and files), the filter never panics and never
+// lets a payload through: the payload, quoted as go-fuse quotes it, is not
+// in the output line, and an entry name stays exactly as quoted.
+func FuzzRedactPayload(f *testing.F) {
+	f.Add("demo-oct", []byte("\x01\x02secret"), uint8(0))
+	f.Add("a \"quoted\" name", []byte(`"...`), uint8(1))
+	f.Add("x", []byte("\\x00"), uint8(2))
+	f.Fuzz(func(t *testing.T, name string, payload []byte, shape uint8) {
+		if len(payload) > 64 {
+			payload = payload[:64]
+		}
+		p := fmt.Sprintf("%q", payload)
+		var line string
+		switch shape % 4 {
+		case 0: // a reply with data
+			line = fmt.Sprintf("tx 7:     OK,  %db data %s...", len(payload), p)
+		case 1: // a write
+			line = fmt.Sprintf("rx 8: WRITE n5 {Fh 1 [0 +%d)  L 0 RDWR,0x8000} %s... %db p42", len(payload), p, len(payload))
+		case 2: // setxattr: a name, then the value
+			line = fmt.Sprintf("rx 9: SETXATTR n2 {sz %d f0} %q %s %db p7", len(payload), name, p, len(payload))
+		case 3: // symlink: the link's name, then its target
+			line = fmt.Sprintf("rx 10: SYMLINK n1 {} %q %s p7", name, p)
+		}
+		out := redactPayload(line)
+		if len(payload) >= 3 && strings.Contains(out, p) && !strings.Contains(fmt.Sprintf("%q", name), p) {
+			t.Fatalf("payload %s passed: %s", p, out)
+		}
+		if shape%4 >= 2 && !strings.Contains(out, fmt.Sprintf("%q", name)) {
+			t.Fatalf("name %q lost: %s", name, out)
+		}
+	})
 }
