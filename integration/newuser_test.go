@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -189,4 +190,32 @@ func TestKeyFilesForNewUsers(t *testing.T) {
 			t.Errorf("key bytes %q in the daemon's log", secret)
 		}
 	}
+}
+
+// TestServeIsHardened: the sidecar API daemon holds released keys, so it
+// runs with no core dumps and locked memory, like the mount. It starts
+// with a core limit set (ulimit -c), which it must drop.
+func TestServeIsHardened(t *testing.T) {
+	s := startDevstack(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	d := &daemonProc{out: &syncBuf{}, exited: make(chan error, 1)}
+	d.cmd = exec.Command("sh", "-c", `ulimit -c 1024 && exec "$0" "$@"`, skrfsBin(t), "serve",
+		"--config", filepath.Join(s.Dir, devstack.ConfigFile), "--listen", "127.0.0.1:0", "--ready-file", ready)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() { d.cmd.Process.Kill() })
+	waitReady(t, ready, d)
+	pid := d.cmd.Process.Pid
+	limits, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/limits")
+	if !strings.Contains(string(limits), "Max core file size        0") {
+		t.Errorf("skrfs serve can dump core:\n%s", limits)
+	}
+	status, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if !strings.Contains(string(status), "VmLck:") || strings.Contains(string(status), "VmLck:\t       0 kB") {
+		t.Errorf("skrfs serve locked no memory:\n%s", status)
+	}
+	d.stop(t)
 }
