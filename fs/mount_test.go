@@ -135,3 +135,59 @@ func TestMountNonRootWithoutFusermount(t *testing.T) {
 	}
 	fmt.Println("HINT OK:", err)
 }
+
+// TestMountRealFailureHints: real mounts that fail for the causes users
+// meet in containers give the sentence for that cause and leave nothing
+// mounted: root without CAP_SYS_ADMIN (EPERM from mount(2)), and no
+// /dev/fuse (an empty /dev in a private mount namespace).
+func TestMountRealFailureHints(t *testing.T) {
+	if want := os.Getenv("SKRFS_TEST_MOUNT_HINT"); want != "" {
+		dir, err := os.MkdirTemp("", "skrfs-hint-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(dir)
+		root, err := NewRoot(Options{Releaser: &countingReleaser{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := Mount(dir, root, MountOptions{})
+		if srv != nil {
+			srv.Unmount()
+		}
+		var me *MountError
+		if !errors.As(err, &me) || me.Hint != want {
+			t.Fatalf("Mount: %v, want the hint %q", err, want)
+		}
+		if n := fuseMountsAt(dir); n != 0 {
+			t.Fatalf("the failed mount left %d mounts", n)
+		}
+		fmt.Println("HINT OK:", err)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	for _, tc := range []struct {
+		name, hint string
+		wrap       []string
+	}{
+		{"no CAP_SYS_ADMIN", HintNoCapability, []string{"setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin", "--"}},
+		{"no /dev/fuse", HintNoDevFuse, []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", `mount -t tmpfs none /dev && exec "$0" "$@"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := exec.LookPath(tc.wrap[0]); err != nil {
+				t.Skipf("%s: %v", tc.wrap[0], err)
+			}
+			args := append(append([]string{}, tc.wrap[1:]...), os.Args[0], "-test.run=^TestMountRealFailureHints$", "-test.count=1", "-test.v")
+			cmd := exec.Command(tc.wrap[0], args...)
+			cmd.Env = append(os.Environ(), "SKRFS_TEST_MOUNT_HINT="+tc.hint)
+			out, err := cmd.CombinedOutput()
+			i := strings.Index(string(out), "HINT OK")
+			if err != nil || i < 0 {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			t.Log(strings.SplitN(string(out[i:]), "\n", 2)[0])
+		})
+	}
+}
