@@ -40,10 +40,8 @@ func Mount(dir string, root *Root, mo MountOptions) (*fuse.Server, error) {
 	}
 	asRoot := os.Geteuid() == 0
 	if !asRoot {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			if _, err2 := exec.LookPath("fusermount"); err2 != nil {
-				return nil, &MountError{Dir: dir, Err: err, Hint: HintNoFusermount}
-			}
+		if err := findFusermount(); err != nil {
+			return nil, &MountError{Dir: dir, Err: err, Hint: HintNoFusermount}
 		}
 	}
 	opts := fuseOptions(root, mo, asRoot)
@@ -169,6 +167,31 @@ func checkMountpoint(dir string) error {
 		return &MountError{Dir: dir, Err: syscall.ENOTDIR, Hint: HintNotDirectory}
 	}
 	return nil
+}
+
+// fusermountDirs are where go-fuse looks for fusermount3 (and the older
+// fusermount) when PATH has none.
+var fusermountDirs = []string{"/bin"}
+
+// findFusermount reports whether go-fuse will find a fusermount binary,
+// which users other than root need to mount.
+func findFusermount() error {
+	var first error
+	for _, name := range []string{"fusermount3", "fusermount"} {
+		_, err := exec.LookPath(name)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+		for _, d := range fusermountDirs {
+			if st, err := os.Stat(filepath.Join(d, name)); err == nil && st.Mode().IsRegular() {
+				return nil
+			}
+		}
+	}
+	return first
 }
 
 func devFuseExists() bool {

@@ -119,6 +119,7 @@ func TestMountNonRootWithoutFusermount(t *testing.T) {
 		}
 		return
 	}
+	fusermountDirs = nil // and PATH=/nonexistent: as in an image without fuse3
 	dir, err := os.MkdirTemp("", "skrfs-nonroot-")
 	if err != nil {
 		t.Fatal(err)
