@@ -89,7 +89,7 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
 	cmd.Flags().StringVar(&readyFile, "ready-file", "", "create this file once mounted; removed at exit")
-	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request")
+	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request and reply to stderr (never their data: payloads show as their length)")
 	cmd.Flags().StringVar(&serveAddr, "serve", "", "also serve the SKR sidecar API on this address, sharing the key cache (default: serve.listen; docs/sidecar.md)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this address (default: metrics.listen)")
 	return cmd
