@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/wrapkey
+	$(GO) test -run '^$$' -fuzz '^FuzzRedactPayload$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
 
 ## pyvectors: the Python decryptor, written from docs/format.md alone,
 ## decrypts the frozen golden vectors and round-trips its own objects.
@@ -59,9 +60,12 @@ pyvectors: deps-apt
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
-## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C.
+## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C. Its
+## state (CA, keys, data) lives in this checkout's .cache/demo-state, which
+## the demo prints; rm -rf it for a fresh start.
+DEMO_STATE ?= $(CACHE)/demo-state
 demo: build deps-apt
-	$(BIN) demo skrfs-demo
+	$(BIN) demo --state $(DEMO_STATE) skrfs-demo
 
 ## bench: benchmarks; figures are ratios against a baseline measured in the
 ## same run (median of 3 runs, with min and max). SKRFS_BENCH_SIZE sets the

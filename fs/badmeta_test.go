@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -14,24 +13,6 @@ import (
 	"github.com/skrfs/skrfs/blob/memblob"
 	"github.com/skrfs/skrfs/crypto"
 )
-
-// syncBuffer is a log sink for tests that read what the filesystem logged.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Storage metadata is unauthenticated input: a chunk size of -16 (which
 // divided by zero in crypto.PlainSize), 0, absurd values, or a header length

@@ -99,8 +99,9 @@ func (r *Root) OnAdd(ctx context.Context) {
 	keys := r.NewPersistentInode(ctx, &dirAttr{root: r}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode("keys", "")})
 	r.AddChild("keys", keys, false)
 	for _, k := range r.opts.Keys {
+		st := &keyState{}
 		for _, v := range k.Views {
-			f := &keyFile{root: r, key: k, view: v}
+			f := &keyFile{root: r, dir: keys, key: k, view: v, state: st}
 			keys.AddChild(v.File, keys.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode("keys/", v.File)}), false)
 		}
 	}

@@ -46,7 +46,7 @@ released.`,
 		},
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
-	cmd.AddCommand(newAttestVerifyCmd())
+	cmd.AddCommand(noHarden(newAttestVerifyCmd())) // public evidence only
 	return cmd
 }
 

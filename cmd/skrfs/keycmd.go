@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
@@ -56,6 +59,10 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 			if vault == "" || name == "" || kty == "" {
 				return usageError{fmt.Errorf("--vault, --name and --kty are required")}
 			}
+			var err error
+			if kty, err = checkKeySpec(kty, curve, size); err != nil {
+				return usageError{err}
+			}
 			var doc []byte
 			switch {
 			case policyFile != "" && ccePolicy != "":
@@ -100,7 +107,7 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 			}
 			resp, err := kc.CreateKey(cmd.Context(), name, params, nil)
 			if err != nil {
-				return fmt.Errorf("create %s: %w", ref, err)
+				return vaultError("create", ref, err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), string(*resp.Key.KID))
 			return nil
@@ -109,8 +116,8 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 	cmd.Flags().StringVar(&vault, "vault", "", "vault URL, e.g. https://myvault.vault.azure.net")
 	cmd.Flags().StringVar(&name, "name", "", "key name")
 	cmd.Flags().StringVar(&kty, "kty", "", "RSA-HSM, EC-HSM or oct-HSM")
-	cmd.Flags().IntVar(&size, "size", 0, "key size in bits (RSA 2048/3072/4096, oct 256)")
-	cmd.Flags().StringVar(&curve, "curve", "", "EC curve (P-256, P-384, P-521)")
+	cmd.Flags().IntVar(&size, "size", 0, "key size in bits (RSA-HSM 2048/3072/4096, oct-HSM 256)")
+	cmd.Flags().StringVar(&curve, "curve", "", "EC-HSM curve: P-256 (Key Vault's default) or P-384")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "release policy JSON")
 	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
 	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy")
@@ -118,6 +125,75 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 }
 
 func to[T any](v T) *T { return &v }
+
+// checkKeySpec refuses, before anything is created, a key that Secure Key
+// Release or the skrfs object format cannot use, and returns the key type
+// as Key Vault spells it.
+func checkKeySpec(kty, curve string, size int) (string, error) {
+	var canon string
+	for _, k := range []string{"RSA-HSM", "EC-HSM", "oct-HSM"} {
+		if strings.EqualFold(kty, k) {
+			canon = k
+		}
+	}
+	if canon == "" {
+		for _, k := range []string{"RSA", "EC", "oct"} {
+			if strings.EqualFold(kty, k) {
+				return "", fmt.Errorf("--kty %s: Key Vault releases only HSM-backed exportable keys (Secure Key Release), so a software %s key could never be released: use %s-HSM (Key Vault Premium or Managed HSM)", kty, k, k)
+			}
+		}
+		return "", fmt.Errorf("--kty %s: want RSA-HSM, EC-HSM or oct-HSM", kty)
+	}
+	switch canon {
+	case "EC-HSM":
+		if curve != "" && curve != "P-256" && curve != "P-384" {
+			return "", fmt.Errorf("--curve %s: skrfs objects can be sealed for P-256 and P-384 keys only", curve)
+		}
+		if size != 0 {
+			return "", fmt.Errorf("--size is for RSA-HSM and oct-HSM keys; EC-HSM keys take --curve")
+		}
+	case "RSA-HSM":
+		if size != 0 && size != 2048 && size != 3072 && size != 4096 {
+			return "", fmt.Errorf("--size %d: RSA-HSM keys are 2048, 3072 or 4096 bits", size)
+		}
+	case "oct-HSM":
+		if size != 0 && size != 256 {
+			return "", fmt.Errorf("--size %d: skrfs objects need 256-bit (AES-256) oct keys", size)
+		}
+	}
+	if curve != "" && canon != "EC-HSM" {
+		return "", fmt.Errorf("--curve is for EC-HSM keys only")
+	}
+	return canon, nil
+}
+
+// vaultError turns an error of a Key Vault call into one line, as key
+// release reports it: the status, the service's error code and message,
+// never the SDK's multi-line dump of the request and response. A missing
+// key is keyrelease.ErrNotFound.
+func vaultError(op string, ref keyrelease.KeyRef, err error) error {
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("%s %s: %w", op, ref, err)
+	}
+	msg := re.ErrorCode
+	if re.RawResponse != nil && re.RawResponse.Body != nil {
+		var body struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.NewDecoder(re.RawResponse.Body).Decode(&body) == nil && body.Error.Message != "" {
+			msg = body.Error.Code + ": " + body.Error.Message
+		}
+	}
+	msg = strings.Join(strings.Fields(msg), " ") // one line
+	if msg == "" {
+		msg = http.StatusText(re.StatusCode)
+	}
+	if re.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%w: %s %s: HTTP 404: %s", keyrelease.ErrNotFound, op, ref, msg)
+	}
+	return fmt.Errorf("%s %s: HTTP %d: %s", op, ref, re.StatusCode, msg)
+}
 
 // keysClient returns an azkeys client for ref's vault with
 // DefaultAzureCredential.
@@ -229,7 +305,7 @@ Exits 0 when the release would be allowed, 20 when it would be denied.`,
 			}
 			resp, err := kc.GetKey(cmd.Context(), ref.Name, ref.Version, nil)
 			if err != nil {
-				return fmt.Errorf("get %s: %w", ref, err)
+				return vaultError("get", ref, err)
 			}
 			if resp.ReleasePolicy == nil || len(resp.ReleasePolicy.EncodedPolicy) == 0 {
 				return fmt.Errorf("%s has no release policy: it cannot be released", ref)

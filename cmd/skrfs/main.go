@@ -36,13 +36,22 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return setupLogging(g)
+			if err := setupLogging(g); err != nil {
+				return err
+			}
+			// Before any key, token or plaintext enters the process.
+			if hardened(cmd) {
+				hardenProcess(cmd.Name() == "serve" || cmd.Name() == "mount")
+			}
+			return nil
 		},
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", false, "log JSON lines instead of console text (default when stderr is not a terminal)")
-	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd(),
-		newMountCmd(), newRunCmd(), newDevstackCmd(), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
+	// inspect and ls read only public headers and metadata; the devstack
+	// stands in for Azure services and its keys are throwaway.
+	root.AddCommand(newEncryptCmd(), newDecryptCmd(), noHarden(newInspectCmd()), newUploadCmd(), noHarden(newLsCmd()),
+		newMountCmd(), newRunCmd(), noHarden(newDevstackCmd()), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
 		newServeCmd())
 	return root
 }
@@ -86,15 +95,17 @@ func main() {
 	fmt.Fprintf(os.Stderr, "skrfs: %v\n", blob.Redact(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
-		fmt.Fprintf(os.Stderr, "Run 'skrfs %s --help' for usage.\n", subcommandName(cmd))
+		fmt.Fprintln(os.Stderr, usageHint(cmd, os.Args[1:]))
 	}
 	os.Exit(exitCode(err))
 }
 
-// subcommandName returns the name of the subcommand in os.Args, if any.
-func subcommandName(root *cobra.Command) string {
-	if c, _, err := root.Find(os.Args[1:]); err == nil && c != root {
-		return c.Name()
+// usageHint names the help of the (sub)command that args select, by its
+// full path ("skrfs key create"), or the root's help when none matches.
+func usageHint(root *cobra.Command, args []string) string {
+	path := root.CommandPath()
+	if c, _, err := root.Find(args); err == nil && c != nil {
+		path = c.CommandPath()
 	}
-	return ""
+	return fmt.Sprintf("Run '%s --help' for usage.", path)
 }

@@ -21,7 +21,6 @@ import (
 
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
-	"github.com/skrfs/skrfs/internal/harden"
 )
 
 func newMountCmd() *cobra.Command {
@@ -95,7 +94,7 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
 	cmd.Flags().StringVar(&readyFile, "ready-file", "", "create this file once mounted; removed at exit")
-	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request")
+	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request and reply to stderr (never their data: payloads show as their length)")
 	cmd.Flags().BoolVar(&mkdir, "mkdir", false, "create MOUNTPOINT (mode 0755, with its parents) when it does not exist, e.g. a subdirectory of a volume shared with other containers")
 	cmd.Flags().StringVar(&serveAddr, "serve", "", "also serve the SKR sidecar API on this address, sharing the key cache (default: serve.listen; docs/sidecar.md)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this address (default: metrics.listen)")
@@ -149,9 +148,7 @@ type mounted struct {
 // startMount hardens the process, builds the filesystem from cfg, cleans
 // up a stale mount at dir, and mounts.
 func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug bool) (*mounted, error) {
-	if r := harden.Apply(); r.Err() != nil {
-		log.Warn().Err(r.Err()).Msg("some memory protections are unavailable")
-	}
+	hardenProcess(true)
 	// Memory is locked (so never swapped) and cannot be handed back to the
 	// kernel: keep the heap close to the live data (chunk cache, reads in
 	// flight) with a tighter GC and a soft limit.

@@ -246,10 +246,15 @@ func getVaultKey(ctx context.Context, ref keyrelease.KeyRef, cred azcore.TokenCr
 	}
 	resp, err := c.GetKey(ctx, ref.Name, ref.Version, nil)
 	if err != nil {
-		return nil, fmt.Errorf("get key %s: %w", ref, err)
+		return nil, vaultError("get key", ref, err)
 	}
 	if resp.Key == nil || resp.Key.KID == nil {
 		return nil, fmt.Errorf("get key %s: empty response", ref)
+	}
+	if resp.Key.Kty != nil && (*resp.Key.Kty == azkeys.KeyTypeOct || *resp.Key.Kty == azkeys.KeyTypeOctHSM) {
+		// Key Vault returns no k for them: say so before the JWK parser
+		// complains that k is missing.
+		return nil, fmt.Errorf("%w: %s is an oct key: oct keys cannot be fetched; pass the key file (--key FILE --key-ref %s)", crypto.ErrKeyType, ref, ref)
 	}
 	raw, err := resp.Key.MarshalJSON()
 	if err != nil {
