@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/wrapkey
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence/sgxquote
 
 ## pyvectors: the Python decryptor, written from docs/format.md alone,
 ## decrypts the frozen golden vectors and round-trips its own objects.

@@ -58,6 +58,7 @@ func printJSON(w io.Writer, v any) error {
 
 func newAttestVerifyCmd() *cobra.Command {
 	var reportFile, certsFile, policyFile, runtimeFile, at string
+	var sgx sgxVerifyFlags
 	cmd := &cobra.Command{
 		Use:   "verify --report FILE --certs FILE [--policy FILE] [--runtime-data FILE]",
 		Short: "Verify given SEV-SNP evidence offline and print its claims",
@@ -69,9 +70,19 @@ MAA-style claims as JSON and exits non-zero on any failure.
 --certs is THIM's JSON, an ACI host-amd-cert-base64 file, or "VCEK||ASK||ARK"
 PEM. --policy is a CCE policy (Rego, or its base64 as in an ARM template):
 HOST_DATA must be its SHA-256. --runtime-data: REPORT_DATA must be the
-SHA-256 of this file's bytes followed by zeros.`,
+SHA-256 of this file's bytes followed by zeros.
+
+--sgx-quote FILE verifies an Intel SGX DCAP quote v3 instead: the enclave
+report signature by the attestation key, the QE report signature by the PCK
+certificate, the QE's binding of the attestation key, and the PCK chain up
+to the Intel SGX Root CA (pinned by its key). --held-data FILE: REPORT_DATA
+must be its SHA-256 followed by zeros. Prints the x-ms-sgx-* claims; the TCB
+status needs Intel's collateral and is reported as not evaluated.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if sgx.quoteFile != "" {
+				return runSGXVerify(cmd, sgx, reportFile != "" || certsFile != "" || policyFile != "" || runtimeFile != "", at)
+			}
 			if reportFile == "" || certsFile == "" {
 				return usageError{fmt.Errorf("--report and --certs are required")}
 			}
@@ -121,6 +132,8 @@ SHA-256 of this file's bytes followed by zeros.`,
 	cmd.Flags().StringVar(&policyFile, "policy", "", "CCE policy whose SHA-256 HOST_DATA must be")
 	cmd.Flags().StringVar(&runtimeFile, "runtime-data", "", "runtime data bound into REPORT_DATA")
 	cmd.Flags().StringVar(&at, "at", "", "check certificates at this RFC 3339 time instead of now")
+	cmd.Flags().StringVar(&sgx.quoteFile, "sgx-quote", "", "verify this SGX DCAP quote v3 instead (up to the Intel SGX Root CA)")
+	cmd.Flags().StringVar(&sgx.heldDataFile, "held-data", "", "with --sgx-quote: enclave-held data whose SHA-256 REPORT_DATA must be")
 	return cmd
 }
 
