@@ -59,3 +59,41 @@ func TestAttestVerifySGXQuote(t *testing.T) {
 		t.Errorf("--sgx-quote with --report: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestKeyCreateSGXPolicy: `skrfs key create --sgx-*` stores the SGX policy
+// in the devstack's vault, and `skrfs explain` on that key, with the SNP
+// devstack's token, names the SGX conditions that fail.
+func TestKeyCreateSGXPolicy(t *testing.T) {
+	s := startDevstack(t)
+	env := devstackEnv(t, s)
+	signer := "feb995eb86c349ac98e5afbbb5732ca7376ec9979002702ea17ad476e0853a04"
+	r := runEnv(t, env, "key", "create", "--vault", s.VaultURL, "--name", "sgx-app", "--kty", "oct-HSM",
+		"--sgx-mrsigner", signer, "--sgx-product-id", "1", "--sgx-min-svn", "1", "--authority", s.MAAURL)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, s.VaultURL+"/keys/sgx-app/") {
+		t.Fatalf("key create --sgx-*: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runEnv(t, env, "key", "create", "--vault", s.VaultURL, "--name", "x", "--kty", "oct-HSM",
+		"--sgx-mrsigner", signer, "--sgx-min-svn", "1", "--authority", s.MAAURL); r.code != 2 || !strings.Contains(r.stderr, "--sgx-product-id") {
+		t.Fatalf("missing --sgx-product-id: %d %s", r.code, r.stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir, "skrfs.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "skrfs.yaml")
+	os.WriteFile(cfg, []byte(strings.Replace(string(b), "keys:\n", "keys:\n  - name: sgx-app\n    ref: "+s.VaultURL+"/keys/sgx-app\n", 1)), 0o600)
+	r = runEnv(t, env, "explain", "--config", cfg, "sgx-app")
+	for _, want := range []string{"RELEASE WOULD BE DENIED", `FAIL claim x-ms-attestation-type: want equals "sgx", have "sevsnpvm"`,
+		`FAIL claim x-ms-sgx-mrsigner: want equals "` + signer + `", have missing`, "the token has no SGX claims",
+		`FAIL claim x-ms-sgx-svn: want greater 0, have missing`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("explain lacks %q", want)
+		}
+	}
+	if r.code != 20 {
+		t.Fatalf("explain: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runEnv(t, env, "key", "release", "--config", cfg, "sgx-app"); r.code != 20 {
+		t.Fatalf("release of the SGX key from SNP: %d\n%s", r.code, r.stderr)
+	}
+}
