@@ -86,6 +86,9 @@ type Options struct {
 type Stats struct {
 	Files int
 	Bytes int64
+	// Denied names the keys whose release was denied: their views are
+	// not delivered.
+	Denied []string
 }
 
 // Fetch delivers opts' keys and datasets into dir, which must be empty or
@@ -182,11 +185,25 @@ func (f *fetcher) keys(ctx context.Context) error {
 	}
 	for _, k := range f.o.Keys {
 		key, err := f.o.Releaser.Release(ctx, k.Ref)
+		if errors.Is(err, keyrelease.ErrDenied) {
+			// As in the mount, where only this key's files fail to open
+			// (EACCES): its views are absent, everything else is
+			// delivered. Objects sealed with it still fail the fetch.
+			f.o.Logger.Warn().Err(err).Str("key", k.Name).Str("ref", k.Ref.String()).Msg("key release denied: its files are not delivered")
+			f.st.Denied = append(f.st.Denied, k.Name)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("key %s: %w", k.Name, err)
 		}
 		for _, v := range k.Views {
 			data, err := key.Marshal(v.Format)
+			if errors.Is(err, keyrelease.ErrNoPublicKey) {
+				// The default views include pub.pem for every key; an
+				// oct key has none (the mount's file fails to open).
+				f.o.Logger.Info().Str("key", k.Name).Str("view", v.File).Msg("view skipped: oct keys have no public part")
+				continue
+			}
 			if err != nil {
 				key.Wipe()
 				return fmt.Errorf("key %s view %s: %w", k.Name, v.File, err)
@@ -264,7 +281,7 @@ func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name s
 	k := keys[ref]
 	if k == nil {
 		if k, err = f.o.Releaser.Release(ctx, ref); err != nil {
-			return err
+			return fmt.Errorf("key %s: %w", ref, err)
 		}
 		keys[ref] = k
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -76,7 +77,10 @@ func (w *world) opts() Options {
 	return Options{Releaser: w.rel, Logger: zerolog.New(zerolog.NewTestWriter(w.t)).Level(zerolog.WarnLevel),
 		Keys: []Key{{Name: "demo-rsa", Ref: keyrelease.KeyRef{Vault: refRSA.Vault, Name: refRSA.Name}, Views: []View{
 			{File: "demo-rsa", Format: keyrelease.FormatDefault, Mode: 0o400},
-			{File: "demo-rsa.pub.pem", Format: keyrelease.FormatPubPEM, Mode: 0o444}}}},
+			{File: "demo-rsa.pub.pem", Format: keyrelease.FormatPubPEM, Mode: 0o444}}},
+			{Name: "demo-oct", Ref: refOct, Views: []View{
+				{File: "demo-oct.jwk", Format: keyrelease.FormatJWK, Mode: 0o400},
+				{File: "demo-oct.pub.pem", Format: keyrelease.FormatPubPEM, Mode: 0o400}}}},
 		Datasets: []Dataset{{Name: "data", Store: w.store, Suffix: ".enc",
 			Keys: []keyrelease.KeyRef{{Vault: refRSA.Vault, Name: refRSA.Name}, {Vault: refOct.Vault, Name: refOct.Name}}}}}
 }
@@ -105,7 +109,7 @@ func TestFetchLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"data", "data/big.bin", "data/dir", "data/dir/sub", "data/dir/sub/nested.txt", "data/empty", "data/hello.txt",
-		"keys", "keys/demo-rsa", "keys/demo-rsa.pub.pem"}
+		"keys", "keys/demo-oct.jwk", "keys/demo-rsa", "keys/demo-rsa.pub.pem"}
 	if got := listTree(t, dir); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("tree\n got %v\nwant %v", got, want)
 	}
@@ -127,7 +131,7 @@ func TestFetchLayout(t *testing.T) {
 			t.Errorf("%s: mode %v, want %v (%v)", p, fi.Mode(), mode, err)
 		}
 	}
-	if st.Files != 6 || st.Bytes < 1<<20 {
+	if st.Files != 7 || st.Bytes < 1<<20 {
 		t.Errorf("stats %+v", st)
 	}
 	if err := Wipe(dir, true); err != nil {
@@ -177,6 +181,9 @@ func TestFetchFailuresWipe(t *testing.T) {
 		{"unsafe name", func(w *world, o *Options) {
 			o.Datasets[0].Store = evilNames{w.store}
 		}, ErrUnsafeName, `"../escape.enc"`},
+		{"object of a denied key", func(w *world, o *Options) {
+			o.Releaser = denyOct{w.rel}
+		}, keyrelease.ErrDenied, "demo-oct"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
@@ -329,5 +336,39 @@ func TestCheckName(t *testing.T) {
 		if err := checkName(name); (err == nil) != ok {
 			t.Errorf("checkName(%q) = %v", name, err)
 		}
+	}
+}
+
+// denyOct denies demo-oct as Key Vault does when the policy fails.
+type denyOct struct{ keyrelease.Releaser }
+
+func (d denyOct) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	if ref.Name == "demo-oct" {
+		return nil, fmt.Errorf("%w: policy", keyrelease.ErrDenied)
+	}
+	return d.Releaser.Release(ctx, ref)
+}
+
+// TestDeniedKeyViewsAbsent: a key whose release is denied has no files
+// (the mount answers EACCES for them); the rest is delivered.
+func TestDeniedKeyViewsAbsent(t *testing.T) {
+	w := newWorld(t)
+	o := w.opts()
+	o.Releaser = denyOct{w.rel}
+	o.Datasets[0].Keys = o.Datasets[0].Keys[:1]
+	w.store.Delete("empty.enc")
+	w.store.Delete("big.bin.enc")
+	w.store.Delete("dir/sub/nested.txt.enc")
+	dir := t.TempDir()
+	st, err := Fetch(context.Background(), dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Denied) != 1 || st.Denied[0] != "demo-oct" {
+		t.Fatalf("denied %v", st.Denied)
+	}
+	want := "data data/hello.txt keys keys/demo-rsa keys/demo-rsa.pub.pem"
+	if got := strings.Join(listTree(t, dir), " "); got != want {
+		t.Fatalf("tree %s, want %s", got, want)
 	}
 }
