@@ -98,7 +98,7 @@ func TestNoFuseOnSNPDevstack(t *testing.T) {
 			t.Errorf("keys/denied: %v\n%s", err, r.stderr)
 		}
 		// DIR must be empty: nothing is mixed with or wiped from a non-empty DIR.
-		if r := runEnv(t, env, "fetch", "--config", cfg, dir); r.code == 0 || !strings.Contains(r.stderr, "not empty") {
+		if r := runEnv(t, env, "fetch", "--config", cfg, dir); r.code != 2 || !strings.Contains(r.stderr, "not empty") {
 			t.Errorf("fetch into a non-empty DIR: %d %s", r.code, r.stderr)
 		}
 	})
@@ -199,6 +199,31 @@ func TestNoFuseOnSNPDevstack(t *testing.T) {
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("DIR after SIGTERM: %v", err)
 		}
+	})
+
+	t.Run("tampered object", func(t *testing.T) {
+		// Runs last but one: it breaks the devstack's copy of hello.txt.
+		obj := filepath.Join(s.Dir, "store", "data", "hello.txt")
+		b, err := os.ReadFile(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)-5] ^= 1
+		os.WriteFile(obj, b, 0o644)
+		dir := shmDir(t)
+		ran := filepath.Join(t.TempDir(), "ran")
+		r := runEnv(t, env, "run", "--no-fuse", "--config", cfg, "--dir", dir, "--", "touch", ran)
+		if r.code != 11 || !strings.Contains(r.stderr, "hello.txt") {
+			t.Fatalf("tampered object: exit %d, want 11 (authentication failed)\n%s", r.code, r.stderr)
+		}
+		if _, err := os.Stat(ran); err == nil {
+			t.Fatal("the program ran although the delivery failed")
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("DIR after a failed delivery: %v", err)
+		}
+		b[len(b)-5] ^= 1
+		os.WriteFile(obj, b, 0o644)
 	})
 
 	t.Run("refusals", func(t *testing.T) {

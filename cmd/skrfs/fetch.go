@@ -124,7 +124,11 @@ func fetchInto(ctx context.Context, cfg *config.Config, dir string, f deliveryFl
 			return deliver.Stats{}, usageError{fmt.Errorf("--max-size: %q is not a positive size such as 512MiB", f.maxSize)}
 		}
 	}
-	return deliver.Fetch(ctx, abs, opts)
+	st, err := deliver.Fetch(ctx, abs, opts)
+	if errors.Is(err, deliver.ErrNotEmpty) {
+		err = usageError{err}
+	}
+	return st, err
 }
 
 // deliveryOptions wires cfg as buildFilesystem does for the mount: the
