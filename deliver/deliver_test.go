@@ -372,3 +372,35 @@ func TestDeniedKeyViewsAbsent(t *testing.T) {
 		t.Fatalf("tree %s, want %s", got, want)
 	}
 }
+
+// cancelStore cancels the fetch when the first chunk of big.bin is read:
+// the signal path of `run --no-fuse` during delivery.
+type cancelStore struct {
+	blob.Store
+	cancel context.CancelFunc
+}
+
+func (s cancelStore) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
+	if ref.Name == "big.bin.enc" && off > 0 {
+		s.cancel()
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return s.Store.ReadAt(ctx, ref, p, off)
+}
+
+func TestCanceledFetchWipes(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := w.opts()
+	o.Datasets[0].Store = cancelStore{w.store, cancel}
+	dir := t.TempDir()
+	if _, err := Fetch(ctx, dir, o); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if left := listTree(t, dir); len(left) != 0 {
+		t.Fatalf("left behind after a canceled fetch: %v", left)
+	}
+}
