@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
@@ -144,7 +145,8 @@ func TestVerifyErrors(t *testing.T) {
 		return b
 	}
 	// A chain with a fake root: the signatures hold, the root is not Intel's.
-	fakeRoot, fakeQuote := fakeChainQuote(t, quote)
+	fakeRoot, fakeQuote := fakeChainQuote(t, quote, true)
+	_, noExtQuote := fakeChainQuote(t, quote, false)
 	for _, tc := range []struct {
 		name    string
 		quote   []byte
@@ -165,6 +167,7 @@ func TestVerifyErrors(t *testing.T) {
 		{"fake root not trusted", fakeQuote, Options{Now: now}, "PCK certificate chain"},
 		{"fake root trusted when given", fakeQuote, Options{Now: now, Roots: []*x509.Certificate{fakeRoot}, HeldData: held}, ""},
 		{"Intel quote under fake root only", quote, Options{Now: now, Roots: []*x509.Certificate{fakeRoot}}, "PCK certificate chain"},
+		{"leaf without SGX extension", noExtQuote, Options{Now: now, Roots: []*x509.Certificate{noExtRoot(t, noExtQuote)}}, "not a PCK certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Verify(tc.quote, tc.opts)
@@ -184,7 +187,7 @@ func TestVerifyErrors(t *testing.T) {
 // fakeChainQuote re-signs the genuine quote's QE report under a fake
 // root -> PCK chain of the same shape: it must verify only when its root is
 // passed explicitly (the devstack's case).
-func fakeChainQuote(t *testing.T, quote []byte) (*x509.Certificate, []byte) {
+func fakeChainQuote(t *testing.T, quote []byte, sgxExt bool) (*x509.Certificate, []byte) {
 	t.Helper()
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pckKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -194,6 +197,18 @@ func fakeChainQuote(t *testing.T, quote []byte) (*x509.Certificate, []byte) {
 			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
 		if parent == nil {
 			parent = tpl
+		} else if sgxExt {
+			type item struct {
+				ID    asn1.ObjectIdentifier
+				Value asn1.RawValue
+			}
+			ext, err := asn1.Marshal([]item{
+				{oidPCEID, asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte{0, 0}}},
+				{oidFMSPC, asn1.RawValue{Tag: asn1.TagOctetString, Bytes: []byte{0, 0x90, 0x6e, 0xd5, 0, 0}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tpl.ExtraExtensions = []pkix.Extension{{Id: oidSGXExtensions, Value: ext}}
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tpl, parent, &pub.PublicKey, signer)
 		if err != nil {
@@ -235,4 +250,18 @@ func TestParseFields(t *testing.T) {
 	if q.QEReport.Debuggable() || q.CertDataType != 5 || len(q.QEAuthData) != 32 {
 		t.Errorf("QE debug %v cert type %d auth %d", q.QEReport.Debuggable(), q.CertDataType, len(q.QEAuthData))
 	}
+}
+
+// noExtRoot returns the root certificate carried in a fake quote's chain.
+func noExtRoot(t *testing.T, quote []byte) *x509.Certificate {
+	t.Helper()
+	q, err := Parse(quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := parsePEMChain(q.CertData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs[len(certs)-1]
 }

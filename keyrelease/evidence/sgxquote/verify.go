@@ -74,7 +74,8 @@ type Result struct {
 	Chain []*x509.Certificate
 	// FMSPC and PCEID come from the PCK certificate's SGX extension: the
 	// keys of Intel's TCB info collateral, which this package does not
-	// evaluate. Empty when the extension lacks them.
+	// evaluate. A leaf without an FMSPC is not a PCK certificate and
+	// fails verification; PCEID may be empty.
 	FMSPC, PCEID string
 }
 
@@ -114,6 +115,13 @@ func Verify(b []byte, opts Options) (*Result, error) {
 		return nil, err
 	}
 	pck := certs[0]
+	fmspc, pceid := pckExtension(pck)
+	if fmspc == "" {
+		// Other certificates chain to the Intel SGX Root CA too (the TCB
+		// signing certificate); only a PCK certificate carries the SGX
+		// extension with the platform's FMSPC.
+		return nil, fmt.Errorf("%w: the leaf certificate %q is not a PCK certificate (no SGX extension with an FMSPC)", ErrInvalid, pck.Subject.CommonName)
+	}
 	pckKey, ok := pck.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pckKey.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("%w: PCK key is not ECDSA P-256", ErrInvalid)
@@ -142,9 +150,7 @@ func Verify(b []byte, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	res := &Result{Quote: q, PCK: pck, Chain: chain}
-	res.FMSPC, res.PCEID = pckExtension(pck)
-	return res, nil
+	return &Result{Quote: q, PCK: pck, Chain: chain, FMSPC: fmspc, PCEID: pceid}, nil
 }
 
 // CheckHeldData requires REPORT_DATA = SHA-256(held) followed by 32 zeros.
