@@ -201,6 +201,45 @@ func TestNoFuseOnSNPDevstack(t *testing.T) {
 		}
 	})
 
+	t.Run("no secrets in logs or left behind", func(t *testing.T) {
+		// Key material and plaintext, in every form, from a fetch with
+		// debug logging (the layout is the mount's, so the mount's
+		// hygiene helpers apply).
+		dir := shmDir(t)
+		r := runEnv(t, env, "--log-level", "debug", "fetch", "--config", cfg, dir)
+		if r.code != 0 || !strings.Contains(r.stderr, "dataset delivered") {
+			t.Fatalf("fetch: %d\n%s", r.code, r.stderr)
+		}
+		plain := map[string][]byte{}
+		for _, f := range []string{"hello.txt", "docs/readme.md", "nested/deeper/numbers.csv"} {
+			b, _ := os.ReadFile(filepath.Join(dir, "data", filepath.FromSlash(f)))
+			plain[f] = b
+		}
+		secrets := secretForms(t, dir, plain)
+		keysOnly := secretForms(t, dir, nil)
+		for _, sec := range secrets {
+			if len(sec) >= 16 && strings.Contains(r.stderr, string(sec)) {
+				t.Fatalf("secret material %.20q... in the logs", sec)
+			}
+		}
+		// The same keys (one devstack) through run --no-fuse, delivering to
+		// its default DIR under /dev/shm: once it has exited, no file in
+		// /dev/shm holds them.
+		r = runEnv(t, env, "--log-level", "debug", "run", "--no-fuse", "--config", cfg, "--", "cat", "/dev/null")
+		if r.code != 0 {
+			t.Fatalf("run --no-fuse: %d\n%s", r.code, r.stderr)
+		}
+		for _, sec := range secrets {
+			if len(sec) >= 16 && strings.Contains(r.stderr, string(sec)) {
+				t.Fatalf("secret material %.20q... in the logs of run --no-fuse", sec)
+			}
+		}
+		os.RemoveAll(filepath.Dir(dir)) // our own fetch
+		if hits, n := scanForSecrets(t, keysOnly, "/dev/shm"); len(hits) > 0 {
+			t.Fatalf("key material left in %v (%d files scanned)", hits, n)
+		}
+	})
+
 	t.Run("tampered object", func(t *testing.T) {
 		// Runs last but one: it breaks the devstack's copy of hello.txt.
 		obj := filepath.Join(s.Dir, "store", "data", "hello.txt")
