@@ -59,6 +59,7 @@ func printJSON(w io.Writer, v any) error {
 func newAttestVerifyCmd() *cobra.Command {
 	var reportFile, certsFile, policyFile, runtimeFile, at string
 	var endorsementFiles []string
+	var sgx sgxVerifyFlags
 	cmd := &cobra.Command{
 		Use:   "verify --report FILE --certs FILE [--endorsement FILE] [--policy FILE] [--runtime-data FILE]",
 		Short: "Verify given SEV-SNP evidence offline and print its claims",
@@ -77,9 +78,19 @@ security context's reference-info-base64). It must be signed (PS384) by the
 leaf of its x5chain, chain up to the CA that Microsoft's did:x509 issuer
 names, come from the ContainerPlat-AMD-UVM feed, and endorse the report's
 launch measurement; then the claims carry x-ms-compliance-status:
-azure-compliant-uvm, as MAA's do. Repeat the flag for several.`,
+azure-compliant-uvm, as MAA's do. Repeat the flag for several.
+
+--sgx-quote FILE verifies an Intel SGX DCAP quote v3 instead: the enclave
+report signature by the attestation key, the QE report signature by the PCK
+certificate, the QE's binding of the attestation key, and the PCK chain up
+to the Intel SGX Root CA (pinned by its key). --held-data FILE: REPORT_DATA
+must be its SHA-256 followed by zeros. Prints the x-ms-sgx-* claims; the TCB
+status needs Intel's collateral and is reported as not evaluated.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if sgx.quoteFile != "" {
+				return runSGXVerify(cmd, sgx, reportFile != "" || certsFile != "" || policyFile != "" || runtimeFile != "" || len(endorsementFiles) > 0, at)
+			}
 			if reportFile == "" || certsFile == "" {
 				return usageError{fmt.Errorf("--report and --certs are required")}
 			}
@@ -149,6 +160,8 @@ azure-compliant-uvm, as MAA's do. Repeat the flag for several.`,
 	cmd.Flags().StringVar(&policyFile, "policy", "", "CCE policy whose SHA-256 HOST_DATA must be")
 	cmd.Flags().StringVar(&runtimeFile, "runtime-data", "", "runtime data bound into REPORT_DATA")
 	cmd.Flags().StringVar(&at, "at", "", "check certificates at this RFC 3339 time instead of now")
+	cmd.Flags().StringVar(&sgx.quoteFile, "sgx-quote", "", "verify this SGX DCAP quote v3 instead (up to the Intel SGX Root CA)")
+	cmd.Flags().StringVar(&sgx.heldDataFile, "held-data", "", "with --sgx-quote: enclave-held data whose SHA-256 REPORT_DATA must be")
 	return cmd
 }
 

@@ -42,6 +42,7 @@ func aciPolicy(authority, hostData string) []byte {
 func newKeyCreateCmd() *cobra.Command {
 	var vault, name, kty, policyFile, ccePolicy, authority, curve string
 	var size int
+	var sgx sgxPolicyFlags
 	cmd := &cobra.Command{
 		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL]",
 		Short: "Create an exportable key with a release policy",
@@ -53,7 +54,12 @@ FILE derives HOST_DATA from an ACI confidential computing enforcement policy
 (the ccePolicy of the ARM template, Rego or base64, as 'az confcom
 acipolicygen' writes it) and writes the recommended ACI policy: that
 host_data, azure-compliant-uvm, not debuggable, VMPL 0, for tokens of the MAA
-instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
+instance --authority. Credentials: azidentity's DefaultAzureCredential.
+
+--sgx-mrsigner HEX --sgx-product-id N --sgx-min-svn N [--sgx-mrenclave HEX]
+writes the policy for SGX enclaves attested by MAA's attest/SgxEnclave at
+--authority: that signer (and enclave), product id, ISV SVN at least N, and
+never a debuggable enclave.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if vault == "" || name == "" || kty == "" {
@@ -65,6 +71,14 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 			}
 			var doc []byte
 			switch {
+			case sgx.set() && (policyFile != "" || ccePolicy != ""):
+				return usageError{fmt.Errorf("use --policy, --cce-policy or the --sgx-* flags, not several")}
+			case sgx.set():
+				b, err := sgxPolicy(authority, sgx)
+				if err != nil {
+					return usageError{err}
+				}
+				doc = b
 			case policyFile != "" && ccePolicy != "":
 				return usageError{fmt.Errorf("use --policy or --cce-policy, not both")}
 			case policyFile != "":
@@ -120,7 +134,8 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 	cmd.Flags().StringVar(&curve, "curve", "", "EC-HSM curve: P-256 (Key Vault's default) or P-384")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "release policy JSON")
 	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
-	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy")
+	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy or the --sgx-* policy")
+	sgx.register(cmd)
 	return cmd
 }
 
@@ -366,4 +381,7 @@ func printOutcome(w io.Writer, o policy.Outcome, indent string) {
 		return
 	}
 	fmt.Fprintf(w, "%s%s %s\n", indent, mark, policy.Describe(o))
+	if hint := sgxHint(o); hint != "" {
+		fmt.Fprintf(w, "%s     %s\n", indent, hint)
+	}
 }
