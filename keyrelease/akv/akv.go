@@ -105,8 +105,8 @@ func (c *Client) Scope(host string) (string, error) {
 			return DefaultScope, nil
 		}
 	}
-	return "", fmt.Errorf("%w %q is neither the vault of a configured key nor in an Azure Key Vault or Managed HSM domain (%s)",
-		ErrVaultHost, host, strings.Join(vaultDomains, ", "))
+	return "", fmt.Errorf("%w %q is neither the vault of a configured key nor in an Azure Key Vault or Managed HSM domain "+
+		"(*.vault.azure.net, *.managedhsm.azure.net, or their sovereign-cloud counterparts)", ErrVaultHost, host)
 }
 
 func (c *Client) client(ref keyrelease.KeyRef) (*azkeys.Client, error) {

@@ -109,7 +109,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.rel = &skr.Releaser{Evidence: deviceEvidence{dev}, MAA: &maa.Client{BaseURL: maaTS.URL, HTTPClient: maaTS.Client()},
-		Vault: &akv.Client{Credential: staticCred{}, Transport: e.ts.Client(), Roots: roots}}
+		Vault: &akv.Client{Credential: staticCred{}, Transport: e.ts.Client(), Roots: roots, Hosts: []string{strings.TrimPrefix(e.ts.URL, "https://")}}}
 	return e
 }
 
