@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -381,6 +382,16 @@ func TestKeyRelease(t *testing.T) {
 			if string(k.Type) != tc.kty || !k.IsPrivate() || k.Ref.Name != tc.kid || k.Ref.Version == "" {
 				t.Fatalf("released %s %s private=%v", k.Type, k.Ref, k.IsPrivate())
 			}
+			// key_ops are copied from the release payload, as upstream
+			// does: they are the vault key's (upstream's tests/skr/test.py
+			// asserts exactly this).
+			var jwk struct {
+				KeyOps []string `json:"key_ops"`
+			}
+			json.Unmarshal([]byte(body["key"]), &jwk)
+			if want := vaultKeyOps(t, w.dev, tc.kid); len(want) == 0 || !slices.Equal(jwk.KeyOps, want) {
+				t.Fatalf("released JWK has key_ops %v, the vault key %v", jwk.KeyOps, want)
+			}
 			if tc.kid == "demo-rsa" {
 				openObject(t, w.dev, "hello.txt", k)
 			}
@@ -586,4 +597,33 @@ func TestCallerVaultGetsNoToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// vaultKeyOps reads a key's key_ops from the devstack's vault.
+func vaultKeyOps(t *testing.T, dev *devstack.Stack, name string) []string {
+	t.Helper()
+	tok, _, err := dev.Identity.Mint("https://vault.azure.net", devstack.ClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, _, err := azauth.HTTPClient([]string{dev.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", dev.VaultURL+"/keys/"+name+"?api-version=7.4", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var bundle struct {
+		Key struct {
+			KeyOps []string `json:"key_ops"`
+		} `json:"key"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&bundle); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET key %s: %d %v", name, resp.StatusCode, err)
+	}
+	return bundle.Key.KeyOps
 }
