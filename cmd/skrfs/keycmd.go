@@ -39,8 +39,9 @@ func aciPolicy(authority, hostData string) []byte {
 func newKeyCreateCmd() *cobra.Command {
 	var vault, name, kty, policyFile, ccePolicy, authority, curve string
 	var size int
+	var ops []string
 	cmd := &cobra.Command{
-		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL]",
+		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL] [--ops OP,...]",
 		Short: "Create an exportable key with a release policy",
 		Long: `Create an exportable, HSM-backed key in Key Vault Premium or Managed HSM with a
 release policy, and print its key identifier.
@@ -98,6 +99,9 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 			if curve != "" {
 				params.Curve = to(azkeys.CurveName(curve))
 			}
+			if params.KeyOps, err = keyOps(ops); err != nil {
+				return usageError{err}
+			}
 			resp, err := kc.CreateKey(cmd.Context(), name, params, nil)
 			if err != nil {
 				return fmt.Errorf("create %s: %w", ref, err)
@@ -114,6 +118,8 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 	cmd.Flags().StringVar(&policyFile, "policy", "", "release policy JSON")
 	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
 	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy")
+	cmd.Flags().StringSliceVar(&ops, "ops", nil, "permitted key operations, comma-separated ("+strings.Join(keyOpNames, ", ")+
+		"; default: all the key type permits); released JWKs carry them as key_ops")
 	return cmd
 }
 
