@@ -140,10 +140,11 @@ func vaultClient(ref keyrelease.KeyRef, cred azcore.TokenCredential, tr *azcore.
 	if tr != nil {
 		opts.ClientOptions = *tr
 	}
-	host := strings.Split(ref.Vault, ":")[0]
-	if !strings.HasSuffix(host, ".vault.azure.net") && !strings.HasSuffix(host, ".managedhsm.azure.net") {
-		opts.DisableChallengeResourceVerification = true
-	}
+	// The token's audience comes from the vault's domain, never from its
+	// 401 challenge (a host that is not Key Vault would get a token for
+	// whatever resource it names).
+	cred, azure := pinVaultScope(cred, ref.Vault)
+	opts.DisableChallengeResourceVerification = !azure
 	return azkeys.NewClient("https://"+ref.Vault, cred, opts)
 }
 

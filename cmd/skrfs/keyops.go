@@ -5,7 +5,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+
+	"github.com/skrfs/skrfs/keyrelease/akv"
 )
 
 // keyOpNames are Key Vault's key operations (JsonWebKeyOperation).
@@ -31,4 +34,9 @@ func keyOps(ops []string) ([]*azkeys.KeyOperation, error) {
 		out = append(out, to(azkeys.KeyOperation(keyOpNames[i])))
 	}
 	return out, nil
+}
+
+// pinVaultScope is akv.PinScope for the key CLIs' azkeys clients.
+func pinVaultScope(cred azcore.TokenCredential, host string) (azcore.TokenCredential, bool) {
+	return akv.PinScope(cred, host)
 }

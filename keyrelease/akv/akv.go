@@ -124,6 +124,18 @@ func (c *Client) client(ref keyrelease.KeyRef) (*azkeys.Client, error) {
 	return azkeys.NewClient("https://"+ref.Vault, pinnedScope{cred: c.Credential, scope: scope}, opts)
 }
 
+// PinScope returns a credential that asks cred for the token scope of a
+// vault host (AzureScope, else DefaultScope) whatever azkeys requests, for
+// the key CLIs' own azkeys clients; and whether the host is in an Azure
+// vault domain (where azkeys' own challenge check can stay on).
+func PinScope(cred azcore.TokenCredential, host string) (azcore.TokenCredential, bool) {
+	scope, ok := AzureScope(host)
+	if !ok {
+		scope = DefaultScope
+	}
+	return pinnedScope{cred: cred, scope: scope}, ok
+}
+
 // pinnedScope asks its credential for one scope whatever azkeys requests:
 // azkeys takes the scope from the vault's 401 challenge, which a vault
 // that is not Key Vault could point at another resource (Azure Resource

@@ -242,3 +242,18 @@ func TestReleaseBoundToRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestPinScope: the key CLIs' credential asks for the vault domain's scope
+// (DefaultScope outside Azure's domains) whatever scope azkeys requests.
+func TestPinScope(t *testing.T) {
+	for host, want := range map[string]string{"v.managedhsm.azure.cn": "https://managedhsm.azure.cn/.default", "127.0.0.1:8443": DefaultScope} {
+		rec := &recordingCred{}
+		cred, azure := PinScope(rec, host)
+		if _, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://management.azure.com/.default"}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.asked(); len(got) != 1 || !slices.Equal(got[0], []string{want}) || azure != (want != DefaultScope) {
+			t.Errorf("%s: asked for %v (azure domain %v), want %s", host, got, azure, want)
+		}
+	}
+}
