@@ -3,6 +3,8 @@ package integration
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -49,5 +51,28 @@ func TestKeyCreateOps(t *testing.T) {
 		"--cce-policy", s.Dir+"/cce-policy.rego", "--authority", s.MAAURL, "--ops", "encrypt,frobnicate")
 	if r.code != 2 || !strings.Contains(r.stderr, `"frobnicate" is not a key operation`) {
 		t.Fatalf("key create with an unknown op: %d %s", r.code, r.stderr)
+	}
+}
+
+// TestKeyFileJWKCarriesKeyOps: the mount's <name>.jwk view carries the
+// key_ops of the release payload (the devstack's keys were created without
+// --ops, so they hold all their type permits, as in Key Vault).
+func TestKeyFileJWKCarriesKeyOps(t *testing.T) {
+	mnt, _ := mountDevstack(t, nil)
+	for name, want := range map[string][]string{
+		"demo-oct": {"encrypt", "decrypt", "wrapKey", "unwrapKey"},
+		"demo-rsa": {"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"},
+	} {
+		b, err := os.ReadFile(filepath.Join(mnt, "keys", name+".jwk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var jwk struct {
+			KeyOps []string `json:"key_ops"`
+			Kid    string   `json:"kid"`
+		}
+		if err := json.Unmarshal(b, &jwk); err != nil || !slices.Equal(jwk.KeyOps, want) || jwk.Kid == "" {
+			t.Errorf("keys/%s.jwk: key_ops %v kid %q (%v), want key_ops %v", name, jwk.KeyOps, jwk.Kid, err, want)
+		}
 	}
 }
