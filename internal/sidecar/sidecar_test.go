@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -80,6 +81,15 @@ func (s *syncBuf) events(t *testing.T) []map[string]any {
 var dev *devstack.Stack
 
 func TestMain(m *testing.M) {
+	// Fuzzing (FuzzAPIRequest) needs no devstack: its workers would each
+	// start one.
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "sidecar-test-")
 	if err != nil {
 		panic(err)
