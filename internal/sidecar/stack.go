@@ -168,6 +168,9 @@ func (s *Stack) Release(ctx context.Context, maaHost string, ref keyrelease.KeyR
 	// is a configured key's vault or in an Azure vault domain (whose token
 	// audience is then pinned by the domain): a caller must not be able to
 	// point skrfs's identity at a host of its choosing.
+	if s.Vault == nil {
+		return nil, fmt.Errorf("%w: no Key Vault client", keyrelease.ErrUnavailable)
+	}
 	if _, err := s.Vault.Scope(ref.Vault); err != nil {
 		return nil, err
 	}
