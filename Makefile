@@ -50,6 +50,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./keyrelease/maa
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./internal/sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/wrapkey
 	$(GO) test -run '^$$' -fuzz '^FuzzRedactPayload$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence/sgxquote

@@ -107,7 +107,8 @@ func (ep *endpoints) listen(cfg *config.Config, rt *runtime, apiAddr, metricsAdd
 			return fmt.Errorf("the sidecar API needs attestation.maa")
 		}
 		ep.stack = sidecarStack(cfg, rt)
-		var h http.Handler = sidecar.Handler(sidecar.Options{Backend: ep.stack, Logger: log, Audit: ep.audit})
+		var h http.Handler = sidecar.Handler(sidecar.Options{Backend: ep.stack, Logger: log, Audit: ep.audit,
+			Attest: cfg.Serve.Attest || cfg.Serve.AnyKey, CombinedReport: cfg.Serve.CombinedReport})
 		if ep.metrics != nil {
 			h = ep.metrics.InstrumentAPI(h)
 		}
@@ -116,7 +117,7 @@ func (ep *endpoints) listen(cfg *config.Config, rt *runtime, apiAddr, metricsAdd
 			return fmt.Errorf("sidecar API: %w", err)
 		}
 		ep.APIAddr = addr
-		log.Info().Str("listen", addr).Bool("any_key", cfg.Serve.AnyKey).Msg("serving the sidecar API")
+		log.Info().Str("listen", addr).Bool("any_key", cfg.Serve.AnyKey).Bool("attest", cfg.Serve.Attest || cfg.Serve.AnyKey).Msg("serving the sidecar API")
 	}
 	if metricsAddr != "" && ep.metrics != nil {
 		addr, err := ep.serve(metricsAddr, ep.metrics.Handler())

@@ -43,8 +43,9 @@ func newKeyCreateCmd() *cobra.Command {
 	var vault, name, kty, policyFile, ccePolicy, authority, curve string
 	var size int
 	var sgx sgxPolicyFlags
+	var ops []string
 	cmd := &cobra.Command{
-		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL]",
+		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL] [--ops OP,...]",
 		Short: "Create an exportable key with a release policy",
 		Long: `Create an exportable, HSM-backed key in Key Vault Premium or Managed HSM with a
 release policy, and print its key identifier.
@@ -119,6 +120,9 @@ never a debuggable enclave.`,
 			if curve != "" {
 				params.Curve = to(azkeys.CurveName(curve))
 			}
+			if params.KeyOps, err = keyOps(ops); err != nil {
+				return usageError{err}
+			}
 			resp, err := kc.CreateKey(cmd.Context(), name, params, nil)
 			if err != nil {
 				return vaultError("create", ref, err)
@@ -136,6 +140,8 @@ never a debuggable enclave.`,
 	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
 	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy or the --sgx-* policy")
 	sgx.register(cmd)
+	cmd.Flags().StringSliceVar(&ops, "ops", nil, "permitted key operations, comma-separated ("+strings.Join(keyOpNames, ", ")+
+		"; default: all the key type permits); released JWKs carry them as key_ops")
 	return cmd
 }
 
@@ -225,10 +231,11 @@ func vaultClient(ref keyrelease.KeyRef, cred azcore.TokenCredential, tr *azcore.
 	if tr != nil {
 		opts.ClientOptions = *tr
 	}
-	host := strings.Split(ref.Vault, ":")[0]
-	if !strings.HasSuffix(host, ".vault.azure.net") && !strings.HasSuffix(host, ".managedhsm.azure.net") {
-		opts.DisableChallengeResourceVerification = true
-	}
+	// The token's audience comes from the vault's domain, never from its
+	// 401 challenge (a host that is not Key Vault would get a token for
+	// whatever resource it names).
+	cred, azure := pinVaultScope(cred, ref.Vault)
+	opts.DisableChallengeResourceVerification = !azure
 	return azkeys.NewClient("https://"+ref.Vault, cred, opts)
 }
 

@@ -116,8 +116,14 @@ type Identity struct {
 
 // TLS configures extra trust.
 type TLS struct {
-	// CAFiles are PEM files of extra trusted roots, added to the system pool.
+	// CAFiles are PEM files of extra trusted roots for connections (a
+	// TLS-inspecting proxy, the devstack), added to the system pool. They
+	// are not trusted to sign key releases.
 	CAFiles []string `yaml:"ca_files"`
+	// ReleaseCAFiles are PEM files of extra roots trusted to sign Key
+	// Vault's release responses, added to the system pool (the devstack's
+	// CA). Real Key Vault needs none.
+	ReleaseCAFiles []string `yaml:"release_ca_files"`
 }
 
 // Key is one releasable key and its files under keys/.
@@ -200,6 +206,15 @@ type Serve struct {
 	// reference sidecar does. By default only the keys listed under keys:
 	// can be released through the API.
 	AnyKey bool `yaml:"any_key"`
+	// Attest turns on /attest/raw, /attest/combined and /attest/maa. They
+	// hand out evidence and MAA tokens bound to the caller's runtime data,
+	// with which a caller can release any key the identity may release, so
+	// they are off (403) unless this or AnyKey is set.
+	Attest bool `yaml:"attest"`
+	// CombinedReport makes /attest/combined answer the older upstream
+	// shape {"combined_report": "<JSON string>"} instead of the newer
+	// top-level fields.
+	CombinedReport bool `yaml:"combined_report"`
 	// AllowRemote permits a listen address that is not a loopback address.
 	// The API releases keys to whoever can reach it: the reference sidecar
 	// binds to localhost only, and so does skrfs unless this is set.
@@ -358,10 +373,10 @@ func (c *Config) validate() error {
 	default:
 		return invalid("attestation.provider", "%q is not one of auto, snp, fake", a.Provider)
 	}
-	if len(c.Keys) > 0 {
-		if err := checkHTTPS("attestation.maa", a.MAA, true); err != nil {
-			return err
-		}
+	// The MAA URL is https whenever it is set (skrfs serve and attest use
+	// it without keys), and required when keys are configured.
+	if err := checkHTTPS("attestation.maa", a.MAA, len(c.Keys) > 0); err != nil {
+		return err
 	}
 	switch c.Identity.Kind {
 	case IdentityDefault, IdentityManaged, IdentityWorkload:

@@ -149,3 +149,41 @@ func TestDeliveryConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestMAAAlwaysHTTPS: attestation.maa must be https whenever it is set,
+// also without keys (skrfs serve and skrfs attest use it then); it is
+// required only with keys.
+func TestMAAAlwaysHTTPS(t *testing.T) {
+	for _, tc := range []struct {
+		yaml    string
+		wantErr string
+	}{
+		{"attestation:\n  maa: http://sharedeus.eus.attest.azure.net\n", `attestation.maa: "http://sharedeus.eus.attest.azure.net" is not an https URL`},
+		{"attestation:\n  maa: sharedeus.eus.attest.azure.net\n", "is not an https URL"},
+		{"attestation:\n  maa: https://\n", "is not an https URL"},
+		{"attestation:\n  maa: https://sharedeus.eus.attest.azure.net\n", ""},
+		{"serve:\n  any_key: true\n", ""},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if (tc.wantErr == "") != (err == nil) || (err != nil && (!strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrInvalid))) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.wantErr)
+		}
+	}
+}
+
+// TestSidecarAndReleaseTrustKeys: serve.attest, serve.combined_report and
+// tls.release_ca_files parse (off and empty by default).
+func TestSidecarAndReleaseTrustKeys(t *testing.T) {
+	c, err := Parse([]byte(validYAML()))
+	if err != nil || c.Serve.Attest || c.Serve.CombinedReport || len(c.TLS.ReleaseCAFiles) != 0 {
+		t.Fatalf("defaults: %v %+v %+v", err, c.Serve, c.TLS)
+	}
+	in := strings.Replace(validYAML(), "serve:\n", "serve:\n  attest: true\n  combined_report: true\n", 1) +
+		"tls:\n  ca_files: [proxy.pem]\n  release_ca_files: [vault-ca.pem]\n"
+	if c, err = Parse([]byte(in)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Serve.Attest || !c.Serve.CombinedReport || c.Serve.AnyKey || len(c.TLS.CAFiles) != 1 || c.TLS.ReleaseCAFiles[0] != "vault-ca.pem" {
+		t.Fatalf("parsed %+v %+v", c.Serve, c.TLS)
+	}
+}
