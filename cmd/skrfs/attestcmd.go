@@ -57,9 +57,9 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func newAttestVerifyCmd() *cobra.Command {
-	var reportFile, certsFile, policyFile, runtimeFile, at string
+	var reportFile, certsFile, policyFile, runtimeFile, at, hclFile string
 	cmd := &cobra.Command{
-		Use:   "verify --report FILE --certs FILE [--policy FILE] [--runtime-data FILE]",
+		Use:   "verify (--report FILE --certs FILE [--policy FILE] [--runtime-data FILE] | --hcl-report FILE [--certs FILE])",
 		Short: "Verify given SEV-SNP evidence offline and print its claims",
 		Long: `Verify a raw 1184-byte SEV-SNP report against its AMD certificates offline,
 as MAA does: the report signature by the VCEK, the VCEK -> ASK -> ARK chain to
@@ -69,11 +69,26 @@ MAA-style claims as JSON and exits non-zero on any failure.
 --certs is THIM's JSON, an ACI host-amd-cert-base64 file, or "VCEK||ASK||ARK"
 PEM. --policy is a CCE policy (Rego, or its base64 as in an ARM template):
 HOST_DATA must be its SHA-256. --runtime-data: REPORT_DATA must be the
-SHA-256 of this file's bytes followed by zeros.`,
+SHA-256 of this file's bytes followed by zeros.
+
+Azure confidential VMs (vTPM): --hcl-report is the HCL report read from vTPM
+NV index 0x01400001 (e.g. tpm2_nvread 0x01400001 -C o). Its runtime JSON
+must be bound into the SEV-SNP REPORT_DATA and carry HCLAkPub; with --certs
+(the VCEK from THIM, then ASK and ARK) the report's signature and chain are
+verified too. The same check runs for --report with --runtime-data when
+the runtime data is an HCL's JSON. Claims are printed AzureGuest-style:
+x-ms-isolation-tee.* with the HCL JSON (HCLAkPub, vm-configuration) as its
+x-ms-runtime. Without --certs the claims are printed, stderr says
+"signature: not verified (no certificates)" and the exit status is 22. A
+TDX HCL report is reported as TDX and refused (exit 21): TDX confidential
+VMs are not supported yet.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if hclFile != "" || (reportFile != "" && runtimeFile != "" && policyFile == "" && isHCLRuntime(runtimeFile)) {
+				return verifyCVM(cmd, hclFile, reportFile, runtimeFile, certsFile, at)
+			}
 			if reportFile == "" || certsFile == "" {
-				return usageError{fmt.Errorf("--report and --certs are required")}
+				return usageError{fmt.Errorf("--report and --certs (or --hcl-report) are required")}
 			}
 			report, err := os.ReadFile(reportFile)
 			if err != nil {
@@ -120,6 +135,7 @@ SHA-256 of this file's bytes followed by zeros.`,
 	cmd.Flags().StringVar(&certsFile, "certs", "", "AMD certificates: THIM JSON, host-amd-cert-base64, or PEM chain")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "CCE policy whose SHA-256 HOST_DATA must be")
 	cmd.Flags().StringVar(&runtimeFile, "runtime-data", "", "runtime data bound into REPORT_DATA")
+	cmd.Flags().StringVar(&hclFile, "hcl-report", "", "Azure CVM HCL report (vTPM NV index 0x01400001)")
 	cmd.Flags().StringVar(&at, "at", "", "check certificates at this RFC 3339 time instead of now")
 	return cmd
 }
