@@ -46,6 +46,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTHIM$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyEndorsement$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHCLReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
+	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/attest/cvm
 	$(GO) test -run '^$$' -fuzz '^FuzzEvidence$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./keyrelease/maa
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
@@ -99,6 +100,7 @@ deps-apt:
 	$(PYTHON) -c 'import cryptography' 2>/dev/null || missing="$$missing python3-cryptography"; \
 	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
 	for tool in sqlite3 openssl unzip tar; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
