@@ -126,4 +126,3 @@ func (s *Server) sign(claims map[string]any) (string, error) {
 	b, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, s.opts.Key, jws.WithProtectedHeaders(hdr)))
 	return string(b), err
 }
-

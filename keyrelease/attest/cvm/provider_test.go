@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/skrfs/skrfs/internal/devstack/fakecvm"
-	"github.com/skrfs/skrfs/internal/keywrap"
 	devmaa "github.com/skrfs/skrfs/internal/devstack/maa"
+	"github.com/skrfs/skrfs/internal/keywrap"
 	"github.com/skrfs/skrfs/keyrelease"
 	"github.com/skrfs/skrfs/keyrelease/attest/cvm"
 	"github.com/skrfs/skrfs/keyrelease/attest/fakesnp"
