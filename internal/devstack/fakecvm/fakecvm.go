@@ -29,11 +29,13 @@ import (
 
 // SWTPM is a running swtpm.
 type SWTPM struct {
-	// Addr is the TPM's data channel, "tcp:127.0.0.1:PORT": the value of
-	// attestation.cvm.tpm.
+	// Addr is the TPM, "tcp:127.0.0.1:PORT": the value of
+	// attestation.cvm.tpm. It is a small resource manager in front of
+	// swtpm's data channel (see proxy).
 	Addr string
 	cmd  *exec.Cmd
 	done chan struct{}
+	px   *proxy
 }
 
 // ErrNoSWTPM: swtpm is not installed.
@@ -75,8 +77,9 @@ func StartSWTPM(dir string) (*SWTPM, error) {
 			case <-s.done:
 				lastErr = fmt.Errorf("swtpm exited: %s", bytes.TrimSpace(stderr.Bytes()))
 			default:
-				if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
-					c.Close()
+				if px, err := newProxy("127.0.0.1:" + strconv.Itoa(port)); err == nil {
+					s.px = px
+					s.Addr = "tcp:" + px.addr()
 					return s, nil
 				}
 				time.Sleep(50 * time.Millisecond)
@@ -94,6 +97,9 @@ func StartSWTPM(dir string) (*SWTPM, error) {
 
 // Close stops swtpm.
 func (s *SWTPM) Close() {
+	if s.px != nil {
+		s.px.close()
+	}
 	if s.cmd.Process != nil {
 		s.cmd.Process.Kill()
 	}

@@ -100,7 +100,7 @@ func TestProviderAttest(t *testing.T) {
 	}
 
 	// A genuine chip's certificates for the fake report: MAA refuses, classified as attestation.
-	p.Close() // swtpm serves one connection at a time
+	// Another client while p is open: the devstack's TPM serves many.
 	ov, err1 := os.ReadFile("../../../../shared/testdata/cvm/vcek.pem")
 	oa, err2 := os.ReadFile("../../../../shared/testdata/cvm/ask_ark.pem")
 	if err1 != nil || err2 != nil {
@@ -112,6 +112,7 @@ func TestProviderAttest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p2.Close()
+	defer p.Close()
 	if _, err := p2.Attest(context.Background()); !errors.Is(err, keyrelease.ErrAttestation) {
 		t.Fatalf("other chip: %v", err)
 	}
