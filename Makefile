@@ -60,9 +60,10 @@ pyvectors: deps-apt
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
-## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C.
+## fake SEV-SNP TEE; TEE=cvm: a fake Azure confidential VM on swtpm) in-process,
+## mounted at ./skrfs-demo until Ctrl-C.
 demo: build deps-apt
-	$(BIN) demo skrfs-demo
+	$(BIN) demo --tee $(or $(TEE),snp) skrfs-demo
 
 ## bench: benchmarks; figures are ratios against a baseline measured in the
 ## same run (median of 3 runs, with min and max). SKRFS_BENCH_SIZE sets the

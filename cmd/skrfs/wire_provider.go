@@ -69,4 +69,3 @@ type noRawEvidence struct{}
 func (noRawEvidence) Evidence(context.Context, [64]byte) (*attest.Evidence, error) {
 	return nil, fmt.Errorf("%w: %w", keyrelease.ErrAttestation, attest.ErrNoRawEvidence)
 }
-
