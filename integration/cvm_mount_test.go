@@ -49,6 +49,52 @@ func TestMountDevstackCVM(t *testing.T) {
 	if r.code != 20 || !strings.Contains(r.stdout, "FAIL claim x-ms-azurevm-vmid") || !strings.Contains(r.stdout, "ok   claim x-ms-isolation-tee.x-ms-compliance-status") {
 		t.Fatalf("explain denied: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// key create --cvm: the CVM policy (nested claims) pinned to this VM
+	// releases; pinned to another VM, explain names the vmid. A policy
+	// with anyOf inside allOf names the failed nested conditions.
+	env := devstackEnv(t, s)
+	if r = runEnv(t, env, "key", "create", "--vault", s.VaultURL, "--name", "cvm-pinned", "--kty", "oct-HSM", "--size", "256",
+		"--cvm", "--vm-id", devstack.CVMVMID, "--authority", s.MAAURL); r.code != 0 {
+		t.Fatalf("key create --cvm: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = runEnv(t, env, "key", "create", "--vault", s.VaultURL, "--name", "cvm-other", "--kty", "oct-HSM", "--size", "256",
+		"--cvm", "--vm-id", "11111111-2222-4333-8444-555555555555", "--authority", s.MAAURL); r.code != 0 {
+		t.Fatalf("key create --cvm (other VM): %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = runEnv(t, env, "key", "create", "--vault", s.VaultURL, "--name", "x", "--kty", "oct-HSM", "--cvm", "--vm-id", "not-a-guid", "--authority", s.MAAURL); r.code != 2 {
+		t.Fatalf("key create --cvm --vm-id not-a-guid: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	nested := filepath.Join(t.TempDir(), "nested.json")
+	os.WriteFile(nested, []byte(`{"version":"1.0.0","anyOf":[{"authority":"`+s.MAAURL+`","allOf":[
+	  {"claim":"x-ms-isolation-tee.x-ms-compliance-status","equals":"azure-compliant-cvm"},
+	  {"anyOf":[{"claim":"x-ms-isolation-tee.x-ms-attestation-type","equals":"tdxvm"},{"claim":"x-ms-azurevm-vmid","equals":"11111111-2222-4333-8444-555555555555"}]}]}]}`), 0o644)
+	if r = runEnv(t, env, "key", "create", "--vault", s.VaultURL, "--name", "cvm-nested", "--kty", "oct-HSM", "--size", "256", "--policy", nested); r.code != 0 {
+		t.Fatalf("key create --policy nested: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	base, _ := os.ReadFile(cfg)
+	extra := ""
+	for _, n := range []string{"cvm-pinned", "cvm-other", "cvm-nested"} {
+		extra += "  - name: " + n + "\n    ref: " + s.VaultURL + "/keys/" + n + "\n"
+	}
+	cfg2 := filepath.Join(t.TempDir(), "skrfs.yaml")
+	os.WriteFile(cfg2, []byte(strings.Replace(string(base), "keys:\n", "keys:\n"+extra, 1)), 0o600)
+	if r = run(t, skrfsBin(t), "explain", "--config", cfg2, "cvm-pinned"); r.code != 0 || !strings.Contains(r.stdout, "release would be allowed") ||
+		!strings.Contains(r.stdout, "ok   claim x-ms-isolation-tee.x-ms-sevsnpvm-is-debuggable") {
+		t.Fatalf("explain cvm-pinned: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = run(t, skrfsBin(t), "key", "release", "--config", cfg2, "cvm-pinned"); r.code != 0 || !strings.Contains(r.stdout, "256 bits") {
+		t.Fatalf("key release cvm-pinned: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = run(t, skrfsBin(t), "explain", "--config", cfg2, "cvm-other"); r.code != 20 || !strings.Contains(r.stdout, "FAIL claim x-ms-azurevm-vmid") {
+		t.Fatalf("explain cvm-other: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, skrfsBin(t), "explain", "--config", cfg2, "cvm-nested")
+	if r.code != 20 || !strings.Contains(r.stdout, "      FAIL anyOf:") ||
+		!strings.Contains(r.stdout, `        FAIL claim x-ms-isolation-tee.x-ms-attestation-type: want equals "tdxvm", have "sevsnpvm"`) ||
+		!strings.Contains(r.stdout, `        FAIL claim x-ms-azurevm-vmid: want equals "11111111-2222-4333-8444-555555555555"`) ||
+		!strings.Contains(r.stdout, "      ok   claim x-ms-isolation-tee.x-ms-compliance-status") {
+		t.Fatalf("explain cvm-nested: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// The seeded HCL report verifies offline as far as it can without certificates.
 	r = run(t, skrfsBin(t), "attest", "verify", "--hcl-report", filepath.Join(s.Dir, "cvm", "hcl_report.bin"))
 	if r.code != 22 || !strings.Contains(r.stdout, devstack.CVMVMID) {
