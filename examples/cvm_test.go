@@ -20,7 +20,7 @@ type cvmARMTemplate struct {
 	ContentVersion string                     `json:"contentVersion"`
 	Parameters     map[string]json.RawMessage `json:"parameters"`
 	Variables      map[string]string          `json:"variables"`
-	Resources      []cvmARMResource              `json:"resources"`
+	Resources      []cvmARMResource           `json:"resources"`
 	Outputs        map[string]struct {
 		Type     string            `json:"type"`
 		Value    string            `json:"value"`
