@@ -95,6 +95,23 @@ func TestMountDevstackCVM(t *testing.T) {
 		!strings.Contains(r.stdout, "      ok   claim x-ms-isolation-tee.x-ms-compliance-status") {
 		t.Fatalf("explain cvm-nested: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// The sidecar API under azure-cvm: caller runtime data cannot enter an
+	// HCL report, so the raw and MAA endpoints answer with a JSON error
+	// (403; /attest/combined maps evidence errors to 500, as the reference
+	// sidecar does); /key/release works with the TPM key.
+	sd, api := startServe(t, cfg)
+	rd := `{"runtime_data":"eyJrZXlzIjpbXX0="}`
+	for path, status := range map[string]int{"/attest/raw": 403, "/attest/combined": 500, "/attest/maa": 403} {
+		code, out := post(t, api+path, rd)
+		if code != status || !strings.Contains(out["error"], "cannot bind caller runtime data") {
+			t.Fatalf("%s under azure-cvm: %d %v", path, code, out)
+		}
+	}
+	code, out := post(t, api+"/key/release", `{"maa_endpoint":"`+hostOf(s.MAAURL)+`","akv_endpoint":"`+hostOf(s.VaultURL)+`","kid":"demo-oct"}`)
+	if code != 200 || !strings.Contains(out["key"], `"kty":"oct"`) {
+		t.Fatalf("/key/release under azure-cvm: %d %v", code, out)
+	}
+	sd.stop(t)
 	// The seeded HCL report verifies offline as far as it can without certificates.
 	r = run(t, skrfsBin(t), "attest", "verify", "--hcl-report", filepath.Join(s.Dir, "cvm", "hcl_report.bin"))
 	if r.code != 22 || !strings.Contains(r.stdout, devstack.CVMVMID) {
