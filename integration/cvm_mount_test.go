@@ -112,6 +112,15 @@ func TestMountDevstackCVM(t *testing.T) {
 		t.Fatalf("/key/release under azure-cvm: %d %v", code, out)
 	}
 	sd.stop(t)
+	// provider auto: no SEV-SNP device here, so the vTPM with an HCL
+	// report is chosen, and the log says so and why.
+	autoCfg := filepath.Join(t.TempDir(), "auto.yaml")
+	os.WriteFile(autoCfg, []byte(strings.Replace(string(base), "provider: azure-cvm", "provider: auto", 1)), 0o600)
+	r = run(t, skrfsBin(t), "attest", "--config", autoCfg, "--log-level", "info")
+	if r.code != 0 || !strings.Contains(r.stderr, "attestation.provider auto: no SEV-SNP guest device, but a vTPM holding an HCL report") ||
+		!strings.Contains(r.stdout, `"x-ms-attestation-type": "azurevm"`) {
+		t.Fatalf("provider auto: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// The seeded HCL report verifies offline as far as it can without certificates.
 	r = run(t, skrfsBin(t), "attest", "verify", "--hcl-report", filepath.Join(s.Dir, "cvm", "hcl_report.bin"))
 	if r.code != 22 || !strings.Contains(r.stdout, devstack.CVMVMID) {

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +116,53 @@ func TestProviderAttest(t *testing.T) {
 	defer p.Close()
 	if _, err := p2.Attest(context.Background()); !errors.Is(err, keyrelease.ErrAttestation) {
 		t.Fatalf("other chip: %v", err)
+	}
+}
+
+// TestMAARefusesForeignAK: a quote and certify signed by a vTPM key that
+// is not the HCL report's HCLAkPub are refused by the AzureGuest endpoint,
+// though each signature verifies.
+func TestMAARefusesForeignAK(t *testing.T) {
+	tpm, dev := seeded(t)
+	old, err := cvm.ReadHCL(tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldHCL, _ := cvm.ReadNV(tpm, cvm.HCLReportIndex)
+	if _, err := fakecvm.Seed(tpm, dev, fakecvm.VMConfig{VMUniqueID: "x"}); err != nil { // a new AK at 0x81000003
+		t.Fatal(err)
+	}
+	ak2, err := cvm.ReadKey(tpm, cvm.AKHandle)
+	if err != nil || ak2.RSA.N.Cmp(old.AK.RSA.N) == 0 {
+		t.Fatalf("new AK: %v", err)
+	}
+	if err := fakecvm.WriteNV(tpm, cvm.HCLReportIndex, oldHCL); err != nil {
+		t.Fatal(err)
+	}
+	ev := &cvm.Evidence{HCL: old.HCL, Runtime: old.Runtime, AK: ak2} // what ReadHCL refuses to assemble
+	nonce := "nonce-foreign-ak"
+	quote, qsig, pcrs, err := cvm.Quote(tpm, ak2, []byte(nonce))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := cvm.CreateEncKey(tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cvm.Flush(tpm, key.Handle)
+	info, csig, err := cvm.Certify(tpm, key, ak2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vcek, ask, ark := dev.Certs()
+	body, err := cvm.Request(ev, cvm.RequestParts{Nonce: nonce, Quote: quote, QuoteSig: qsig, PCRs: pcrs, EncKey: key,
+		CertifyInfo: info, CertifySig: csig, VCEKChainPEM: append(append(vcek, ask...), ark...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := fakeMAA(t, dev)
+	_, err = (&maa.Client{BaseURL: ts.URL, HTTPClient: ts.Client()}).AttestAzureGuest(context.Background(), body)
+	if !errors.Is(err, keyrelease.ErrAttestation) || !strings.Contains(err.Error(), "AikPub is not the HCL report's HCLAkPub") {
+		t.Fatalf("foreign AK: %v", err)
 	}
 }
