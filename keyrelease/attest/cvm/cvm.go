@@ -21,6 +21,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/google/go-tpm/tpm2"
@@ -227,8 +229,10 @@ func (p *Provider) Attest(ctx context.Context) (*attest.Attestation, error) {
 		p.opts.Logger.Warn().Err(err).Msg("no TCG event log: sending none")
 		log = nil
 	}
+	distro, build, major, minor := osRelease()
 	body, err := Request(ev, RequestParts{Nonce: nonce, Quote: quote, QuoteSig: quoteSig, PCRs: pcrs, EncKey: key,
-		CertifyInfo: certInfo, CertifySig: certSig, VCEKChainPEM: append(append([]byte(nil), vcek...), chain...), EventLog: log})
+		CertifyInfo: certInfo, CertifySig: certSig, VCEKChainPEM: append(append([]byte(nil), vcek...), chain...), EventLog: log,
+		OSDistro: distro, OSBuild: build, OSVersionMajor: major, Minor: minor})
 	if err != nil {
 		return fail(err)
 	}
@@ -259,6 +263,30 @@ func (p *Provider) Attest(ctx context.Context) (*attest.Attestation, error) {
 	ok = true
 	dec := &tpmDecrypter{p: p, key: key}
 	return attest.NewAttestation(tok, dec, p.opts.Enc, dec.flush), nil
+}
+
+// osRelease reads the distribution, build and version for the request's
+// OS fields from /etc/os-release (MAA echoes them as claims).
+func osRelease() (distro, build string, major, minor int) {
+	b, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return "", "", 0, 0
+	}
+	kv := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			kv[k] = strings.Trim(v, `"'`)
+		}
+	}
+	distro, build = kv["NAME"], kv["VERSION"]
+	ver := strings.SplitN(kv["VERSION_ID"], ".", 3)
+	if len(ver) > 0 {
+		major, _ = strconv.Atoi(ver[0])
+	}
+	if len(ver) > 1 {
+		minor, _ = strconv.Atoi(ver[1])
+	}
+	return distro, build, major, minor
 }
 
 // RequestParts are the TPM outputs of one attestation.
