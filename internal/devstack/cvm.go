@@ -45,6 +45,11 @@ func (s *Stack) startCVM() error {
 func (s *Stack) checkSeededTEE() error {
 	p := filepath.Join(s.Dir, "tee")
 	b, err := os.ReadFile(p)
+	if err != nil {
+		if _, serr := os.Stat(filepath.Join(s.Dir, "store", "data")); serr == nil {
+			b, err = []byte(TEESNP), nil // seeded before the TEE was recorded: the fake SEV-SNP device
+		}
+	}
 	if err == nil {
 		if got := strings.TrimSpace(string(b)); got != s.opts.TEE {
 			return fmt.Errorf("devstack: %s was seeded for TEE %s; use another --dir for %s", s.Dir, got, s.opts.TEE)

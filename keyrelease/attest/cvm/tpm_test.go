@@ -151,3 +151,20 @@ func TestReadHCLRejectsForeignAK(t *testing.T) {
 		t.Fatalf("foreign AK: %v", err)
 	}
 }
+
+// TestReadHCLRefusesTDX: a TDX HCL report (report type 4) in the vTPM is
+// refused with the clear error, before anything is sent.
+func TestReadHCLRefusesTDX(t *testing.T) {
+	tpm, _ := seeded(t)
+	hcl, err := cvm.ReadNV(tpm, cvm.HCLReportIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hcl[0x4C8] = 4
+	if err := fakecvm.WriteNV(tpm, cvm.HCLReportIndex, hcl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cvm.ReadHCL(tpm); !errors.Is(err, evidence.ErrTDX) || !strings.Contains(err.Error(), "TDX confidential VMs are not supported yet") {
+		t.Fatalf("TDX: %v", err)
+	}
+}
