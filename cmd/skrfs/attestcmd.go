@@ -21,9 +21,10 @@ func newAttestCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "attest [--config FILE]",
 		Short: "Attest now and print the token's claims as JSON",
-		Long: `Produce SEV-SNP evidence for a fresh wrapping key, send it to the configured
-MAA instance, verify the token, and print its claims as JSON. Nothing is
-released.`,
+		Long: `Attest with the configured provider (SEV-SNP: evidence for a fresh wrapping
+key to attest/SevSnpVm; azure-cvm: the vTPM's HCL report, quote and TPM key to
+attest/AzureGuest), verify the token, and print its claims as JSON. Nothing
+is released.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cfgFile)
