@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyEndorsement$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHCLReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
 	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/attest/cvm
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyTPM$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./keyrelease/attest/cvm
 	$(GO) test -run '^$$' -fuzz '^FuzzEvidence$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./keyrelease/maa
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
