@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/skrfs/skrfs/internal/devstack"
 )
@@ -99,7 +100,7 @@ func TestMountDevstackCVM(t *testing.T) {
 	// HCL report, so the raw and MAA endpoints answer with a JSON error
 	// (403; /attest/combined maps evidence errors to 500, as the reference
 	// sidecar does); /key/release works with the TPM key.
-	sd, api := startServe(t, cfg)
+	sd, api := startServeWhole(t, cfg)
 	rd := `{"runtime_data":"eyJrZXlzIjpbXX0="}`
 	for path, status := range map[string]int{"/attest/raw": 403, "/attest/combined": 500, "/attest/maa": 403} {
 		code, out := post(t, api+path, rd)
@@ -125,5 +126,25 @@ func TestMountDevstackCVM(t *testing.T) {
 	r = run(t, skrfsBin(t), "attest", "verify", "--hcl-report", filepath.Join(s.Dir, "cvm", "hcl_report.bin"))
 	if r.code != 22 || !strings.Contains(r.stdout, devstack.CVMVMID) {
 		t.Fatalf("attest verify --hcl-report: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// startServeWhole is startServe, waiting until the ready file holds the
+// address (it is created before it is written).
+func startServeWhole(t *testing.T, cfg string) (*daemonProc, string) {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	d := execDaemon(t, "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--ready-file", ready)
+	waitReady(t, ready, d)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(ready)
+		if addr, _, ok := strings.Cut(string(b), "\n"); ok && addr != "" {
+			return d, "http://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ready file %s stays empty", ready)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
