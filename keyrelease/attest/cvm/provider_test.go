@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skrfs/skrfs/crypto/keywrap"
 	"github.com/skrfs/skrfs/internal/devstack/fakecvm"
 	devmaa "github.com/skrfs/skrfs/internal/devstack/maa"
-	"github.com/skrfs/skrfs/crypto/keywrap"
 	"github.com/skrfs/skrfs/keyrelease"
 	"github.com/skrfs/skrfs/keyrelease/attest/cvm"
 	"github.com/skrfs/skrfs/keyrelease/attest/fakesnp"
