@@ -164,7 +164,11 @@ func hostOnly(hostport string) string {
 // message; a missing key wraps keyrelease.ErrNotFound; throttling and
 // service errors wrap keyrelease.ErrUnavailable.
 func (c *Client) Release(ctx context.Context, ref keyrelease.KeyRef, maaToken string, wk *wrapkey.WrappingKey) (*keyrelease.Key, error) {
-	return c.ReleaseTo(ctx, ref, maaToken, wk.Private, c.Enc)
+	var key crypto.Decrypter // nil unless given: never a typed nil
+	if wk != nil && wk.Private != nil {
+		key = wk.Private
+	}
+	return c.ReleaseTo(ctx, ref, maaToken, key, c.Enc)
 }
 
 // ReleaseTo is Release for any attestation provider: key is the decrypter
