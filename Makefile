@@ -31,7 +31,7 @@ test: deps
 	$(MAKE) --no-print-directory pyvectors
 
 unit:
-	$(GO) test -race -count=1 -short ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/...
+	$(GO) test -race -count=1 -short ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/... ./deliver/...
 
 integration: deps
 	$(GO) test -race -count=1 ./integration/...
@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/wrapkey
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence/sgxquote
 
 ## pyvectors: the Python decryptor, written from docs/format.md alone,
 ## decrypts the frozen golden vectors and round-trips its own objects.

@@ -58,8 +58,9 @@ func printJSON(w io.Writer, v any) error {
 
 func newAttestVerifyCmd() *cobra.Command {
 	var reportFile, certsFile, policyFile, runtimeFile, at, hclFile string
+	var sgx sgxVerifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify (--report FILE --certs FILE [--policy FILE] [--runtime-data FILE] | --hcl-report FILE [--certs FILE])",
+		Use:   "verify (--report FILE --certs FILE [--policy FILE] [--runtime-data FILE] | --hcl-report FILE [--certs FILE] | --sgx-quote FILE [--held-data FILE])",
 		Short: "Verify given SEV-SNP evidence offline and print its claims",
 		Long: `Verify a raw 1184-byte SEV-SNP report against its AMD certificates offline,
 as MAA does: the report signature by the VCEK, the VCEK -> ASK -> ARK chain to
@@ -70,6 +71,13 @@ MAA-style claims as JSON and exits non-zero on any failure.
 PEM. --policy is a CCE policy (Rego, or its base64 as in an ARM template):
 HOST_DATA must be its SHA-256. --runtime-data: REPORT_DATA must be the
 SHA-256 of this file's bytes followed by zeros.
+
+--sgx-quote FILE verifies an Intel SGX DCAP quote v3 instead: the enclave
+report signature by the attestation key, the QE report signature by the PCK
+certificate, the QE's binding of the attestation key, and the PCK chain up
+to the Intel SGX Root CA (pinned by its key). --held-data FILE: REPORT_DATA
+must be its SHA-256 followed by zeros. Prints the x-ms-sgx-* claims; the TCB
+status needs Intel's collateral and is reported as not evaluated.
 
 Azure confidential VMs (vTPM): --hcl-report is the HCL report read from vTPM
 NV index 0x01400001 (e.g. tpm2_nvread 0x01400001 -C o). Its runtime JSON
@@ -84,6 +92,9 @@ TDX HCL report is reported as TDX and refused (exit 21): TDX confidential
 VMs are not supported yet.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if sgx.quoteFile != "" {
+				return runSGXVerify(cmd, sgx, reportFile != "" || certsFile != "" || policyFile != "" || runtimeFile != "" || hclFile != "", at)
+			}
 			if hclFile != "" || (reportFile != "" && runtimeFile != "" && policyFile == "" && isHCLRuntime(runtimeFile)) {
 				return verifyCVM(cmd, hclFile, reportFile, runtimeFile, certsFile, at)
 			}
@@ -137,6 +148,8 @@ VMs are not supported yet.`,
 	cmd.Flags().StringVar(&runtimeFile, "runtime-data", "", "runtime data bound into REPORT_DATA")
 	cmd.Flags().StringVar(&hclFile, "hcl-report", "", "Azure CVM HCL report (vTPM NV index 0x01400001)")
 	cmd.Flags().StringVar(&at, "at", "", "check certificates at this RFC 3339 time instead of now")
+	cmd.Flags().StringVar(&sgx.quoteFile, "sgx-quote", "", "verify this SGX DCAP quote v3 instead (up to the Intel SGX Root CA)")
+	cmd.Flags().StringVar(&sgx.heldDataFile, "held-data", "", "with --sgx-quote: enclave-held data whose SHA-256 REPORT_DATA must be")
 	return cmd
 }
 

@@ -40,8 +40,9 @@ func newKeyCreateCmd() *cobra.Command {
 	var vault, name, kty, policyFile, ccePolicy, authority, curve, vmID string
 	var size int
 	var forCVM bool
+	var sgx sgxPolicyFlags
 	cmd := &cobra.Command{
-		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL | --cvm [--vm-id GUID] --authority URL]",
+		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL | --cvm [--vm-id GUID] --authority URL | --sgx-mrsigner HEX --sgx-product-id N --sgx-min-svn N [--sgx-mrenclave HEX] --authority URL]",
 		Short: "Create an exportable key with a release policy",
 		Long: `Create an exportable, HSM-backed key in Key Vault Premium or Managed HSM with a
 release policy, and print its key identifier.
@@ -56,7 +57,12 @@ VMs: the nested claims x-ms-isolation-tee.x-ms-attestation-type sevsnpvm,
 .x-ms-compliance-status azure-compliant-cvm and not debuggable, and with
 --vm-id also x-ms-azurevm-vmid (pin it: azure-compliant-cvm alone admits any
 Azure CVM whose identity may release). Credentials: azidentity's
-DefaultAzureCredential.`,
+DefaultAzureCredential.
+
+--sgx-mrsigner HEX --sgx-product-id N --sgx-min-svn N [--sgx-mrenclave HEX]
+writes the policy for SGX enclaves attested by MAA's attest/SgxEnclave at
+--authority: that signer (and enclave), product id, ISV SVN at least N, and
+never a debuggable enclave.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if vault == "" || name == "" || kty == "" {
@@ -64,6 +70,14 @@ DefaultAzureCredential.`,
 			}
 			var doc []byte
 			switch {
+			case sgx.set() && (policyFile != "" || ccePolicy != "" || forCVM):
+				return usageError{fmt.Errorf("use one of --policy, --cce-policy, --cvm and the --sgx-* flags")}
+			case sgx.set():
+				b, err := sgxPolicy(authority, sgx)
+				if err != nil {
+					return usageError{err}
+				}
+				doc = b
 			case policyFile != "" && ccePolicy != "", forCVM && (policyFile != "" || ccePolicy != ""):
 				return usageError{fmt.Errorf("use one of --policy, --cce-policy and --cvm")}
 			case vmID != "" && !forCVM:
@@ -132,9 +146,10 @@ DefaultAzureCredential.`,
 	cmd.Flags().StringVar(&curve, "curve", "", "EC curve (P-256, P-384, P-521)")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "release policy JSON")
 	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
-	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy or --cvm")
+	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy, --cvm or the --sgx-* policy")
 	cmd.Flags().BoolVar(&forCVM, "cvm", false, "release policy for attested Azure confidential VMs (nested x-ms-isolation-tee claims)")
 	cmd.Flags().StringVar(&vmID, "vm-id", "", "with --cvm: pin the VM (x-ms-azurevm-vmid)")
+	sgx.register(cmd)
 	return cmd
 }
 
@@ -311,4 +326,7 @@ func printOutcome(w io.Writer, o policy.Outcome, indent string) {
 		return
 	}
 	fmt.Fprintf(w, "%s%s %s\n", indent, mark, policy.Describe(o))
+	if hint := sgxHint(o); hint != "" {
+		fmt.Fprintf(w, "%s     %s\n", indent, hint)
+	}
 }

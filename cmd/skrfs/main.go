@@ -40,7 +40,7 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", false, "log JSON lines instead of console text (default when stderr is not a terminal)")
 	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd(),
 		newMountCmd(), newRunCmd(), newDevstackCmd(), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
-		newServeCmd())
+		newServeCmd(), newFetchCmd())
 	return root
 }
 

@@ -48,6 +48,9 @@ type Config struct {
 	Metrics Metrics `yaml:"metrics"`
 	// Audit configures the audit events of key and object opens.
 	Audit Audit `yaml:"audit"`
+	// Delivery configures FUSE-free delivery (skrfs fetch, skrfs run
+	// --no-fuse): delivery.go.
+	Delivery Delivery `yaml:"delivery"`
 
 	dir string // directory of the file, for relative paths
 }
@@ -484,7 +487,7 @@ func (c *Config) validate() error {
 			return invalid(l.field, "%v", err)
 		}
 	}
-	return nil
+	return c.Delivery.validate()
 }
 
 // CheckListen checks a listen address: host:port, and a loopback host

@@ -134,3 +134,33 @@ func TestCVMAttestation(t *testing.T) {
 		t.Fatalf("cvm with fake: %v", err)
 	}
 }
+
+func TestDeliveryConfig(t *testing.T) {
+	for _, tc := range []struct {
+		yaml    string
+		max     int64
+		wantErr string
+	}{
+		{"", DefaultDeliveryMaxSize, ""},
+		{"delivery: {max_size: 512MiB, enclave_dir: /secrets}", 512 << 20, ""},
+		{"delivery: {max_size: '2G'}", 2 << 30, ""},
+		{"delivery: {max_size: '1000'}", 1000, ""},
+		{"delivery: {max_size: lots}", 0, "delivery.max_size"},
+		{"delivery: {max_size: '0'}", 0, "delivery.max_size"},
+		{"delivery: {enclave_dir: secrets}", 0, "delivery.enclave_dir"},
+		{"delivery: {dir: /dev/shm/x, bogus: 1}", 0, "bogus"},
+	} {
+		c, err := Parse([]byte(validYAML() + "\n" + tc.yaml + "\n"))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: err = %v, want %q", tc.yaml, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.yaml, err)
+		} else if c.Delivery.MaxBytes() != tc.max {
+			t.Errorf("%s: max %d, want %d", tc.yaml, c.Delivery.MaxBytes(), tc.max)
+		}
+	}
+}
