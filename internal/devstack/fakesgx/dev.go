@@ -28,6 +28,8 @@ import (
 type Dev struct {
 	Dir    string
 	server *fuse.Server
+	once   sync.Once
+	err    error
 }
 
 // MountDev mounts the fake devices at dir (created if needed; a stale
@@ -51,16 +53,17 @@ func MountDev(dir string, p *Platform, enclaves map[string]Enclave) (*Dev, error
 // Path is the /dev/attestation stand-in of one enclave.
 func (d *Dev) Path(enclave string) string { return filepath.Join(d.Dir, enclave) }
 
-// Close unmounts.
+// Close unmounts; it is idempotent.
 func (d *Dev) Close() error {
 	if d == nil || d.server == nil {
 		return nil
 	}
-	err := d.server.Unmount()
-	if err != nil {
-		syscall.Unmount(d.Dir, syscall.MNT_DETACH)
-	}
-	return err
+	d.once.Do(func() {
+		if d.err = d.server.Unmount(); d.err != nil {
+			syscall.Unmount(d.Dir, syscall.MNT_DETACH)
+		}
+	})
+	return d.err
 }
 
 type rootNode struct {
