@@ -1,0 +1,121 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/skrfs/skrfs/internal/devstack"
+)
+
+// sgxPyScript is a second legacy program: python3 reads a delivered key (a
+// JWK) and a delivered data file and writes what it saw to $1.
+const sgxPyScript = `
+import hashlib, json, os, sys
+d = os.environ["SKRFS_DIR"]
+jwk = json.load(open(os.path.join(d, "keys", "demo-oct.jwk")))
+body = open(os.path.join(d, "data", "docs", "readme.md"), "rb").read()
+open(sys.argv[1], "w").write(jwk["kty"] + " " + hashlib.sha256(body).hexdigest())
+`
+
+// TestNoFuseOnSGXDevstack: the SGX flow end to end on the devstack's fake
+// enclave: the sgx provider writes user_report_data and reads quotes from
+// the fake Gramine /dev/attestation (FUSE), MAA's attest/SgxEnclave
+// stand-in verifies them and issues the SGX claims, the fake vault
+// releases under SGX policies to the key in x-ms-runtime, and `skrfs run
+// --no-fuse` hands the plaintext to unmodified programs (sha256sum,
+// python3), then wipes DIR; --exec replaces skrfs with the program; the
+// debug build of the same enclave is refused every key, and the program
+// never runs.
+func TestNoFuseOnSGXDevstack(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+	s := startDevstackWith(t, devstack.Options{TEE: devstack.TEESGX})
+	cfg := filepath.Join(s.Dir, devstack.ConfigFile)
+	if b, _ := os.ReadFile(cfg); !strings.Contains(string(b), "provider: sgx") {
+		t.Fatalf("devstack --tee sgx wrote no sgx configuration:\n%s", b)
+	}
+	env := devstackEnv(t, s)
+	want := plainSums(t, filepath.Join(s.Dir, "plain", "data"))
+	readme, err := os.ReadFile(filepath.Join(s.Dir, "plain", "data", "docs", "readme.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	okBefore, _ := s.MAA.Stats()
+
+	t.Run("child mode", func(t *testing.T) {
+		dir := shmDir(t)
+		out := filepath.Join(t.TempDir(), "sums")
+		r := runEnv(t, env, "run", "--no-fuse", "--config", cfg, "--dir", dir, "--",
+			"sh", "-c", sumScript+` && python3 -c "$2" "$1.py"`, "sh", out, sgxPyScript)
+		if r.code != 0 {
+			t.Fatalf("run --no-fuse: exit %d\n%s", r.code, r.stderr)
+		}
+		if got := sortedLines(t, out); got != strings.Join(want, "\n") {
+			t.Fatalf("sha256sum in the program:\n%s\nwant\n%s", got, strings.Join(want, "\n"))
+		}
+		py, _ := os.ReadFile(out + ".py")
+		if string(py) != "oct "+sha256Hex(readme) {
+			t.Fatalf("python3 saw %q", py)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("DIR after the program exited: %v", err)
+		}
+		if ok, _ := s.MAA.Stats(); ok <= okBefore {
+			t.Fatalf("no attestation reached attest/SgxEnclave")
+		}
+	})
+
+	t.Run("exec mode", func(t *testing.T) {
+		dir := shmDir(t)
+		out := filepath.Join(t.TempDir(), "sums")
+		cmd := exec.Command(skrfsBin(t), "run", "--no-fuse", "--exec", "--config", cfg, "--dir", dir, "--",
+			"sh", "-c", sumScript+` && python3 -c "$2" "$1.py" && echo $$ > "$1.pid"`, "sh", out, sgxPyScript)
+		cmd.Env = env
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("run --no-fuse --exec: %v\n%s", err, b)
+		}
+		if got := sortedLines(t, out); got != strings.Join(want, "\n") {
+			t.Fatalf("sha256sum in the program:\n%s", got)
+		}
+		if py, _ := os.ReadFile(out + ".py"); string(py) != "oct "+sha256Hex(readme) {
+			t.Fatalf("python3 saw %q", py)
+		}
+		pid, _ := os.ReadFile(out + ".pid")
+		if strings.TrimSpace(string(pid)) != strconv.Itoa(cmd.Process.Pid) {
+			t.Fatalf("program pid %s, skrfs pid %d: not exec'd", pid, cmd.Process.Pid)
+		}
+	})
+
+	t.Run("debug enclave denied", func(t *testing.T) {
+		dir := shmDir(t)
+		marker := filepath.Join(t.TempDir(), "ran")
+		r := runEnv(t, env, "run", "--no-fuse", "--config", filepath.Join(s.Dir, devstack.DebugConfigFile), "--dir", dir, "--",
+			"sh", "-c", `touch "$1"`, "sh", marker)
+		if r.code != 20 {
+			t.Fatalf("debug enclave: exit %d, want 20 (release denied)\n%s", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "release denied") || !strings.Contains(r.stderr, `x-ms-sgx-is-debuggable: want equals "false", have true`) {
+			t.Fatalf("the error does not say the debug enclave was refused:\n%s", r.stderr)
+		}
+		if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+			t.Fatal("the program ran without its data")
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("DIR after the denial: %v", err)
+		}
+	})
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
