@@ -95,6 +95,24 @@ func TestNoFuseOnSGXDevstack(t *testing.T) {
 		}
 	})
 
+	t.Run("auto detects the enclave", func(t *testing.T) {
+		b, _ := os.ReadFile(cfg)
+		auto := filepath.Join(t.TempDir(), "skrfs.yaml")
+		os.WriteFile(auto, []byte(strings.Replace(string(b), "provider: sgx", "provider: auto", 1)), 0o600)
+		dir := shmDir(t)
+		r := runEnv(t, env, "--log-level", "info", "fetch", "--config", auto, dir)
+		if r.code != 0 {
+			t.Fatalf("fetch with provider auto: exit %d\n%s", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stderr, `"provider":"sgx"`) || !strings.Contains(r.stderr, "attestation.provider auto") ||
+			!strings.Contains(r.stderr, "SGX attestation provider selected") {
+			t.Fatalf("auto did not log its choice of sgx:\n%s", r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "keys", "demo-oct")); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("debug enclave denied", func(t *testing.T) {
 		dir := shmDir(t)
 		marker := filepath.Join(t.TempDir(), "ran")
