@@ -67,7 +67,7 @@ func NewPlatform() (*Platform, error) {
 		return &x509.Certificate{SerialNumber: serial(),
 			Subject:   pkix.Name{CommonName: cn, Organization: []string{"skrfs devstack (FAKE, not Intel)"}},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
-			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 			BasicConstraintsValid: true, IsCA: ca}
 	}
 	rootT := tmpl("skrfs devstack FAKE SGX Root CA", true)
