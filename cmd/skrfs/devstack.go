@@ -98,6 +98,9 @@ func newDemoCmd() *cobra.Command {
 			if len(args) == 1 {
 				mnt = args[0]
 			}
+			if tee == devstack.TEESGX {
+				return usageError{fmt.Errorf("--tee sgx: the demo mounts, and in SGX skrfs never mounts (the kernel is outside the enclave); run skrfs devstack --tee sgx --dir DIR, then skrfs run --no-fuse --config DIR/skrfs.yaml -- CMD")}
+			}
 			if tee != devstack.TEESNP && tee != devstack.TEECVM {
 				return usageError{fmt.Errorf("--tee %q is not one of snp, cvm", tee)}
 			}
