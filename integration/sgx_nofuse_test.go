@@ -3,6 +3,7 @@ package integration
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -110,6 +111,25 @@ func TestNoFuseOnSGXDevstack(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "keys", "demo-oct")); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	t.Run("attest and explain", func(t *testing.T) {
+		r := runEnv(t, env, "attest", "--config", cfg)
+		if r.code != 0 {
+			t.Fatalf("attest: exit %d\n%s", r.code, r.stderr)
+		}
+		var claims map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &claims); err != nil {
+			t.Fatalf("attest printed no JSON claims: %v\n%s", err, r.stdout)
+		}
+		if claims["x-ms-attestation-type"] != "sgx" || claims["x-ms-sgx-mrenclave"] != hex.EncodeToString(devstack.SGXMREnclave[:]) ||
+			claims["x-ms-sgx-is-debuggable"] != false || claims["x-ms-runtime"] == nil {
+			t.Fatalf("claims: %v", claims)
+		}
+		r = runEnv(t, env, "explain", "--config", filepath.Join(s.Dir, devstack.DebugConfigFile), "demo-rsa")
+		if !strings.Contains(r.stdout+r.stderr, "DENIED") || !strings.Contains(r.stdout+r.stderr, "debug build") {
+			t.Fatalf("explain for the debug enclave: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	})
 
