@@ -133,6 +133,24 @@ func TestNoFuseOnSGXDevstack(t *testing.T) {
 		}
 	})
 
+	t.Run("sidecar API", func(t *testing.T) {
+		// An enclave has no SEV-SNP report: the raw and MAA endpoints answer
+		// with a JSON error; /key/release works through the sgx provider.
+		sd, api := startServe(t, cfg)
+		defer sd.stop(t)
+		rd := `{"runtime_data":"eyJrZXlzIjpbXX0="}`
+		for path, status := range map[string]int{"/attest/raw": 403, "/attest/combined": 500, "/attest/maa": 403} {
+			code, out := post(t, api+path, rd)
+			if code != status || !strings.Contains(out["error"], "SGX enclaves produce DCAP quotes") {
+				t.Fatalf("%s under sgx: %d %v", path, code, out)
+			}
+		}
+		code, out := post(t, api+"/key/release", `{"maa_endpoint":"`+hostOf(s.MAAURL)+`","akv_endpoint":"`+hostOf(s.VaultURL)+`","kid":"demo-oct"}`)
+		if code != 200 || !strings.Contains(out["key"], `"kty":"oct"`) {
+			t.Fatalf("/key/release under sgx: %d %v", code, out)
+		}
+	})
+
 	t.Run("debug enclave denied", func(t *testing.T) {
 		dir := shmDir(t)
 		marker := filepath.Join(t.TempDir(), "ran")
