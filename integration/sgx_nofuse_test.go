@@ -133,21 +133,28 @@ func TestNoFuseOnSGXDevstack(t *testing.T) {
 		}
 	})
 
-	t.Run("sidecar API", func(t *testing.T) {
-		// An enclave has no SEV-SNP report: the raw and MAA endpoints answer
-		// with a JSON error; /key/release works through the sgx provider.
-		sd, api := startServe(t, cfg)
-		defer sd.stop(t)
-		rd := `{"runtime_data":"eyJrZXlzIjpbXX0="}`
-		for path, status := range map[string]int{"/attest/raw": 403, "/attest/combined": 500, "/attest/maa": 403} {
-			code, out := post(t, api+path, rd)
-			if code != status || !strings.Contains(out["error"], "SGX enclaves produce DCAP quotes") {
-				t.Fatalf("%s under sgx: %d %v", path, code, out)
+	t.Run("no FUSE and no sidecar API in SGX", func(t *testing.T) {
+		// A mount hands every plaintext page to the kernel, and the sidecar
+		// API's loopback socket is the host's under Gramine: both refused,
+		// before anything is released.
+		mnt := t.TempDir()
+		for name, args := range map[string][]string{
+			"mount":        {"mount", "--config", cfg, mnt},
+			"run (FUSE)":   {"run", "--config", cfg, "--mountpoint", mnt, "--", "true"},
+			"serve":        {"serve", "--config", cfg, "--listen", "127.0.0.1:0"},
+			"mount (auto)": {"mount", "--config", configWith(t, s, ""), mnt},
+		} {
+			if name == "mount (auto)" {
+				b, _ := os.ReadFile(args[2])
+				os.WriteFile(args[2], []byte(strings.Replace(string(b), "provider: sgx", "provider: auto", 1)), 0o600)
+			}
+			r := runEnv(t, env, args...)
+			if r.code != 2 || !strings.Contains(r.stderr, "outside the enclave") || !strings.Contains(r.stderr, "run --no-fuse") {
+				t.Errorf("%s under sgx: exit %d\n%s", name, r.code, r.stderr)
 			}
 		}
-		code, out := post(t, api+"/key/release", `{"maa_endpoint":"`+hostOf(s.MAAURL)+`","akv_endpoint":"`+hostOf(s.VaultURL)+`","kid":"demo-oct"}`)
-		if code != 200 || !strings.Contains(out["key"], `"kty":"oct"`) {
-			t.Fatalf("/key/release under sgx: %d %v", code, out)
+		if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), mnt) {
+			t.Fatalf("%s was mounted", mnt)
 		}
 	})
 

@@ -76,6 +76,18 @@ func cvmOptions(cfg *config.Config, hc *http.Client, mc *maa.Client) cvm.Options
 	return o
 }
 
+// refuseInSGX refuses to hand plaintext to the kernel from an SGX enclave:
+// a FUSE mount (every plaintext page goes through the kernel, and Gramine
+// has no mount) and the sidecar API (Gramine forwards loopback sockets to
+// the host kernel, so a served key would leave the enclave). what names the
+// refused mode.
+func refuseInSGX(rt *runtime, what string) error {
+	if rt == nil || rt.skr == nil || rt.skr.Provider == nil || rt.skr.Provider.Name() != config.ProviderSGX {
+		return nil
+	}
+	return usageError{fmt.Errorf("attestation provider sgx: %s would hand plaintext to the kernel, which is outside the enclave; in SGX use skrfs fetch or skrfs run --no-fuse --exec (into delivery.enclave_dir)", what)}
+}
+
 func sgxOptions(cfg *config.Config, mc *maa.Client) sgx.Options {
 	o := sgx.Options{MAA: mc, Logger: log}
 	if c := cfg.Attestation.SGX; c != nil {
