@@ -259,6 +259,7 @@ func TestSkrfsCommandLines(t *testing.T) {
 		{"examples/local/walkthrough.sh", 8},
 		{"examples/aci/README.md", 3},
 		{"examples/aks-kata-cc/README.md", 2},
+		{"examples/aks-sgx/README.md", 3},
 		{"examples/kafka/README.md", 3},
 		{"examples/aci/azuredeploy.json", 1},
 		{"examples/aks-kata-cc/sidecar.yaml", 1},

@@ -76,6 +76,7 @@ func TestDockerfiles(t *testing.T) {
 		{"examples/kafka/Dockerfile", ".", []string{"producer", "consumer"}},
 		{"examples/aci/Dockerfile", "examples/aci", nil},
 		{"examples/aks-kata-cc/Dockerfile.run", "examples/aks-kata-cc", nil},
+		{"examples/aks-sgx/Dockerfile", ".", []string{"skrfs"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			d := parseDockerfile(t, filepath.Join(root, tc.file))

@@ -339,7 +339,8 @@ func TestKubernetesManifests(t *testing.T) {
 func TestEveryManifestIsListed(t *testing.T) {
 	listed := []string{"aks-kata-cc/sidecar.yaml", "aks-kata-cc/run-wrapper.yaml", "kafka/consumer.yaml",
 		"kafka/consumer-outside-tee.yaml", "kafka/producer.yaml",
-		"cvm/azuredeploy.json", "cvm/skrfs.yaml"} // the CVM files: cvm_test.go, TestCVMExample
+		"cvm/azuredeploy.json", "cvm/skrfs.yaml", // TestCVMExample
+		"aks-sgx/deployment.yaml", "aks-sgx/skrfs.yaml"} // TestAKSSGXExample
 	listed = append(listed, configFiles...)
 	err := filepath.WalkDir(examplesDir(t), func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || (!strings.HasSuffix(p, ".yaml") && !strings.HasSuffix(p, ".yml") && !strings.HasSuffix(p, ".json")) {

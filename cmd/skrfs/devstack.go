@@ -18,7 +18,7 @@ func newDevstackCmd() *cobra.Command {
 	var dir, tee string
 	var withAzurite, noSeed bool
 	cmd := &cobra.Command{
-		Use:   "devstack [--tee snp|cvm] --dir DIR [--azurite]",
+		Use:   "devstack [--tee snp|cvm|sgx] --dir DIR [--azurite]",
 		Short: "Run local MAA, Key Vault and IMDS stand-ins with a fake SEV-SNP TEE",
 		Long: `Run protocol-faithful local stand-ins of Microsoft Azure Attestation, Azure
 Key Vault (Secure Key Release) and IMDS on loopback with TLS, so skrfs's real
@@ -38,6 +38,15 @@ seeded with an attestation key at 0x81000003 and an HCL report in NV
 0x01400001 whose SNP report the fake chip signs; skrfs.yaml then uses
 attestation.provider azure-cvm against it (attest/AzureGuest, a TPM-resident
 wrapping key), and the keys' policies pin the fake VM's x-ms-azurevm-vmid.
+--tee sgx makes the TEE a FAKE Intel SGX enclave: Gramine's /dev/attestation
+pseudo-files (attestation_type, user_report_data, quote) served over FUSE at
+DIR/sgx/dev/attestation (and DIR/sgx/dev/attestation-debug, a debug build of
+the same enclave), whose quote-v3 structures are signed under a fake PCK
+chain that only the devstack's MAA trusts; skrfs.yaml then uses
+attestation.provider sgx (attest/SgxEnclave, x-ms-runtime carrying the
+wrapping key) and skrfs-debug.yaml the debug build; the keys' policies pin
+MRSIGNER, MRENCLAVE, product id and SVN, never debuggable. In SGX, deliver
+with skrfs fetch or skrfs run --no-fuse, not a mount.
 A DIR is seeded for one TEE.
 Runs until SIGTERM or SIGINT.`,
 		Args: cobra.NoArgs,
@@ -45,8 +54,8 @@ Runs until SIGTERM or SIGINT.`,
 			if dir == "" {
 				return usageError{fmt.Errorf("--dir is required")}
 			}
-			if tee != devstack.TEESNP && tee != devstack.TEECVM {
-				return usageError{fmt.Errorf("--tee %q is not one of snp, cvm", tee)}
+			if tee != devstack.TEESNP && tee != devstack.TEECVM && tee != devstack.TEESGX {
+				return usageError{fmt.Errorf("--tee %q is not one of snp, cvm, sgx", tee)}
 			}
 			opts := devstack.Options{Dir: dir, Seed: !noSeed, Logger: log, TEE: tee}
 			if withAzurite {
@@ -73,7 +82,7 @@ Runs until SIGTERM or SIGINT.`,
 	cmd.Flags().StringVar(&dir, "dir", "", "state directory")
 	cmd.Flags().BoolVar(&withAzurite, "azurite", false, "also start Azurite (installed by make azurite)")
 	cmd.Flags().BoolVar(&noSeed, "no-seed", false, "do not create the demo keys and dataset")
-	cmd.Flags().StringVar(&tee, "tee", devstack.TEESNP, "the TEE: snp (fake SEV-SNP device) or cvm (fake Azure confidential VM, swtpm)")
+	cmd.Flags().StringVar(&tee, "tee", devstack.TEESNP, "the TEE: snp (fake SEV-SNP device), cvm (fake Azure confidential VM, swtpm) or sgx (fake SGX enclave, FUSE-free delivery)")
 	return cmd
 }
 
@@ -89,6 +98,9 @@ func newDemoCmd() *cobra.Command {
 			mnt := "skrfs-demo"
 			if len(args) == 1 {
 				mnt = args[0]
+			}
+			if tee == devstack.TEESGX {
+				return usageError{fmt.Errorf("--tee sgx: the demo mounts, and in SGX skrfs never mounts (the kernel is outside the enclave); run skrfs devstack --tee sgx --dir DIR, then skrfs run --no-fuse --config DIR/skrfs.yaml -- CMD")}
 			}
 			if tee != devstack.TEESNP && tee != devstack.TEECVM {
 				return usageError{fmt.Errorf("--tee %q is not one of snp, cvm", tee)}

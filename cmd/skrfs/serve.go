@@ -54,6 +54,9 @@ listening. SIGTERM or SIGINT stops the server and wipes keys.`,
 				return err
 			}
 			defer rt.close()
+			if err := refuseInSGX(rt, "the sidecar API (its loopback socket is the host's)"); err != nil {
+				return err
+			}
 			ep, err := newEndpoints(cfg)
 			if err != nil {
 				return err

@@ -19,6 +19,10 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := refuseInSGX(rt, "a FUSE mount"); err != nil {
+		rt.close()
+		return nil, nil, err
+	}
 	opts := fs.Options{Releaser: rt.releaser, Logger: log}
 	ep.fsOptions(&opts)
 	if cfg.Mount.UID != nil {

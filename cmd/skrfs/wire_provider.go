@@ -10,6 +10,7 @@ import (
 	"github.com/skrfs/skrfs/keyrelease"
 	"github.com/skrfs/skrfs/keyrelease/attest"
 	"github.com/skrfs/skrfs/keyrelease/attest/cvm"
+	"github.com/skrfs/skrfs/keyrelease/attest/sgx"
 	"github.com/skrfs/skrfs/keyrelease/attest/snp"
 	"github.com/skrfs/skrfs/keyrelease/maa"
 )
@@ -21,6 +22,12 @@ import (
 func newProvider(cfg *config.Config, hc *http.Client, mc *maa.Client) (attest.Provider, evidenceProvider, error) {
 	a := cfg.Attestation
 	switch a.Provider {
+	case config.ProviderSGX:
+		p, err := sgx.Open(sgxOptions(cfg, mc))
+		if err != nil {
+			return nil, nil, err
+		}
+		return p, noRawEvidenceSGX{}, nil
 	case config.ProviderAzureCVM:
 		p, err := cvm.Open(cvmOptions(cfg, hc, mc))
 		if err != nil {
@@ -39,7 +46,13 @@ func newProvider(cfg *config.Config, hc *http.Client, mc *maa.Client) (attest.Pr
 				Msg("attestation.provider auto: no SEV-SNP guest device, but a vTPM holding an HCL report: an Azure confidential VM")
 			return p, noRawEvidence{}, nil
 		}
-		return nil, nil, fmt.Errorf("attestation.provider auto found no TEE: SEV-SNP: %v; Azure CVM vTPM: %v", snpErr, cvmErr)
+		sp, sgxErr := sgx.Open(sgxOptions(cfg, mc))
+		if sgxErr == nil {
+			log.Info().Str("provider", "sgx").Str("no_snp_device", snpErr.Error()).Str("no_cvm_vtpm", cvmErr.Error()).
+				Msg("attestation.provider auto: no SEV-SNP device or vTPM, but Gramine's /dev/attestation in DCAP mode: an SGX enclave")
+			return sp, noRawEvidenceSGX{}, nil
+		}
+		return nil, nil, fmt.Errorf("attestation.provider auto found no TEE: SEV-SNP: %v; Azure CVM vTPM: %v; SGX (Gramine): %v", snpErr, cvmErr, sgxErr)
 	default:
 		ev, err := newEvidence(cfg, hc)
 		if err != nil {
@@ -61,6 +74,37 @@ func cvmOptions(cfg *config.Config, hc *http.Client, mc *maa.Client) cvm.Options
 		o.THIMURL = strings.TrimSuffix(e, "/") + "/metadata/THIM/amd/certification"
 	}
 	return o
+}
+
+// refuseInSGX refuses to hand plaintext to the kernel from an SGX enclave:
+// a FUSE mount (every plaintext page goes through the kernel, and Gramine
+// has no mount) and the sidecar API (Gramine forwards loopback sockets to
+// the host kernel, so a served key would leave the enclave). what names the
+// refused mode.
+func refuseInSGX(rt *runtime, what string) error {
+	if rt == nil || rt.skr == nil || rt.skr.Provider == nil || rt.skr.Provider.Name() != config.ProviderSGX {
+		return nil
+	}
+	return usageError{fmt.Errorf("attestation provider sgx: %s would hand plaintext to the kernel, which is outside the enclave; in SGX use skrfs fetch or skrfs run --no-fuse --exec (into delivery.enclave_dir)", what)}
+}
+
+func sgxOptions(cfg *config.Config, mc *maa.Client) sgx.Options {
+	o := sgx.Options{MAA: mc, Logger: log}
+	if c := cfg.Attestation.SGX; c != nil {
+		o.Enc = c.Enc
+		if c.Dir != "" {
+			o.Dir = cfg.Path(c.Dir)
+		}
+	}
+	return o
+}
+
+// noRawEvidenceSGX is the sidecar's SEV-SNP evidence source under sgx:
+// an enclave has no SEV-SNP report to give.
+type noRawEvidenceSGX struct{}
+
+func (noRawEvidenceSGX) Evidence(context.Context, [64]byte) (*attest.Evidence, error) {
+	return nil, fmt.Errorf("%w: %w: SGX enclaves produce DCAP quotes, not SEV-SNP reports; use /key/release, or skrfs attest for the token", keyrelease.ErrAttestation, attest.ErrNoRawEvidence)
 }
 
 // noRawEvidence is the sidecar's evidence source under azure-cvm.

@@ -63,11 +63,14 @@ const (
 	// ProviderAzureCVM: an Azure confidential VM's vTPM (HCL report,
 	// attest/AzureGuest, a TPM-resident wrapping key).
 	ProviderAzureCVM = "azure-cvm"
+	// ProviderSGX: an Intel SGX enclave under Gramine (/dev/attestation in
+	// DCAP mode, attest/SgxEnclave, a wrapping key in enclave memory).
+	ProviderSGX = "sgx"
 )
 
 // Attestation configures evidence and MAA.
 type Attestation struct {
-	// Provider is auto (default), snp, or fake.
+	// Provider is auto (default), snp, azure-cvm, sgx, or fake.
 	Provider string `yaml:"provider"`
 	// MAA is the attestation instance URL, e.g.
 	// https://sharedeus.eus.attest.azure.net. Required.
@@ -79,6 +82,20 @@ type Attestation struct {
 	// CVM tunes the azure-cvm provider (also used when auto detects a
 	// CVM); allowed with provider auto or azure-cvm.
 	CVM *CVMAttestation `yaml:"cvm"`
+	// SGX tunes the sgx provider (also used when auto detects Gramine);
+	// allowed with provider auto or sgx.
+	SGX *SGXAttestation `yaml:"sgx"`
+}
+
+// SGXAttestation configures the sgx provider.
+type SGXAttestation struct {
+	// Dir is Gramine's attestation directory (default /dev/attestation;
+	// the devstack's fake enclave serves one elsewhere).
+	Dir string `yaml:"dir"`
+	// Enc is the key export algorithm requested from Key Vault (default
+	// CKM_RSA_AES_KEY_WRAP; RSA_AES_KEY_WRAP_256 and RSA_AES_KEY_WRAP_384
+	// also accepted).
+	Enc string `yaml:"enc"`
 }
 
 // CVMAttestation configures the azure-cvm provider.
@@ -374,7 +391,21 @@ func invalid(field, format string, args ...any) error {
 
 func (c *Config) validate() error {
 	a := c.Attestation
+	if a.SGX != nil {
+		if a.Provider != ProviderSGX && a.Provider != ProviderAuto {
+			return invalid("attestation.sgx", "only allowed with provider: sgx or auto")
+		}
+		switch a.SGX.Enc {
+		case "", "RSA_AES_KEY_WRAP_256", "CKM_RSA_AES_KEY_WRAP", "RSA_AES_KEY_WRAP_384":
+		default:
+			return invalid("attestation.sgx.enc", "%q is not one of CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256, RSA_AES_KEY_WRAP_384", a.SGX.Enc)
+		}
+	}
 	switch a.Provider {
+	case ProviderSGX:
+		if a.Fake != nil || a.CVM != nil {
+			return invalid("attestation.provider", "sgx takes no fake or cvm block")
+		}
 	case ProviderAuto, ProviderSNP, ProviderAzureCVM:
 		if a.Fake != nil {
 			return invalid("attestation.fake", "only allowed with provider: fake")
@@ -409,7 +440,7 @@ func (c *Config) validate() error {
 			return err
 		}
 	default:
-		return invalid("attestation.provider", "%q is not one of auto, snp, azure-cvm, fake", a.Provider)
+		return invalid("attestation.provider", "%q is not one of auto, snp, azure-cvm, sgx, fake", a.Provider)
 	}
 	// The MAA URL is https whenever it is set (skrfs serve and attest use
 	// it without keys), and required when keys are configured.

@@ -120,6 +120,42 @@ func TestKeyVersions(t *testing.T) {
 	}
 }
 
+// TestSGXAttestation: the sgx provider and its options.
+func TestSGXAttestation(t *testing.T) {
+	sgxYAML := func(provider, block string) string {
+		s := strings.Replace(validYAML(), "provider: fake", "provider: "+provider, 1)
+		i := strings.Index(s, "  fake:")
+		j := strings.Index(s, "\nkeys:")
+		if i < 0 || j < i {
+			t.Fatalf("fixture changed: %s", s)
+		}
+		return s[:i] + block + s[j+1:]
+	}
+	c, err := Parse([]byte(sgxYAML("sgx", "  sgx:\n    dir: /tmp/fake/attestation\n    enc: RSA_AES_KEY_WRAP_256\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Attestation.Provider != ProviderSGX || c.Attestation.SGX.Dir != "/tmp/fake/attestation" || c.Attestation.SGX.Enc != "RSA_AES_KEY_WRAP_256" {
+		t.Fatalf("%+v", c.Attestation)
+	}
+	for _, ok := range []string{sgxYAML("sgx", ""), sgxYAML("auto", "  sgx:\n    dir: /dev/attestation\n")} {
+		if _, err := Parse([]byte(ok)); err != nil {
+			t.Errorf("%v\n%s", err, ok)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{sgxYAML("sgx", "  sgx:\n    enc: A256KW\n"), "attestation.sgx.enc"},
+		{sgxYAML("snp", "  sgx:\n    dir: /dev/attestation\n"), "attestation.sgx"},
+		{sgxYAML("azure-cvm", "  sgx:\n    dir: /dev/attestation\n"), "attestation.sgx"},
+		{sgxYAML("sgx", "  cvm:\n    tpm: /dev/tpmrm0\n"), "attestation.provider"},
+		{strings.Replace(validYAML(), "  fake:", "  sgx:\n    dir: /x\n  fake:", 1), "attestation.sgx"},
+	} {
+		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want an error naming %s, got %v\n%s", tc.want, err, tc.yaml)
+		}
+	}
+}
+
 func TestDeliveryConfig(t *testing.T) {
 	for _, tc := range []struct {
 		yaml    string

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/skrfs/skrfs/internal/devstack/fakecvm"
+	"github.com/skrfs/skrfs/internal/devstack/fakesgx"
 	"github.com/skrfs/skrfs/internal/devstack/identity"
 	devmaa "github.com/skrfs/skrfs/internal/devstack/maa"
 	"github.com/skrfs/skrfs/internal/devstack/vault"
@@ -53,6 +55,9 @@ type Options struct {
 const (
 	TEESNP = "snp"
 	TEECVM = "cvm"
+	// TEESGX: a fake Intel SGX enclave (Gramine's /dev/attestation over
+	// FUSE, quotes under a devstack PCK root), attestation.provider sgx.
+	TEESGX = "sgx"
 )
 
 // CVMVMID is the vmUniqueId of the devstack's fake CVM.
@@ -82,7 +87,11 @@ type Stack struct {
 	HTTPClient *http.Client
 
 	// SWTPM is the fake CVM's vTPM (TEE cvm only).
-	SWTPM    *fakecvm.SWTPM
+	SWTPM *fakecvm.SWTPM
+	// SGX is the fake SGX platform and SGXDev its /dev/attestation
+	// stand-ins (TEE sgx only).
+	SGX      *fakesgx.Platform
+	SGXDev   *fakesgx.Dev
 	Vault    *vault.Server
 	MAA      *devmaa.Server
 	Identity *identity.Server
@@ -163,9 +172,17 @@ func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 				s.SWTPM.Close() // idempotent: s.Close may have stopped it
 			}
 		}()
-
+	case TEESGX:
+		if err := s.startSGX(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if retErr != nil {
+				s.SGXDev.Close()
+			}
+		}()
 	default:
-		return nil, fmt.Errorf("devstack: TEE %q is not one of snp, cvm", opts.TEE)
+		return nil, fmt.Errorf("devstack: TEE %q is not one of snp, cvm, sgx", opts.TEE)
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool()}}}
 	s.HTTPClient = client
@@ -178,7 +195,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 	if s.Endorsement, err = evidence.SignEndorsement(p.uvmKey, p.uvm, UVMFeed, s.TEE.Measurement[:], int(s.TEE.GuestSVN)); err != nil {
 		return nil, err
 	}
-	if s.MAA, err = devmaa.New(devmaa.Options{Issuer: s.MAAURL, Key: p.maaKey, Chain: p.maa, ExtraRoots: s.Device.Roots(),
+	var sgxRoots []*x509.Certificate
+	if s.SGX != nil {
+		sgxRoots = []*x509.Certificate{s.SGX.Root()}
+	}
+	if s.MAA, err = devmaa.New(devmaa.Options{Issuer: s.MAAURL, Key: p.maaKey, Chain: p.maa, ExtraRoots: s.Device.Roots(), SGXRoots: sgxRoots,
 		Endorsers: []evidence.Endorser{s.Endorser}, Lifetime: opts.TokenLifetime,
 		Logger: opts.Logger.With().Str("service", "maa").Logger()}); err != nil {
 		return nil, err
@@ -241,6 +262,12 @@ func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 			return nil, err
 		}
 	}
+	if s.opts.TEE == TEESGX {
+		if err := s.writeSGXConfig(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		s.Close()
 		return nil, err
@@ -267,6 +294,9 @@ func (s *Stack) Close() error {
 	}
 	if s.SWTPM != nil {
 		s.SWTPM.Close()
+	}
+	if s.SGXDev != nil {
+		errs = append(errs, s.SGXDev.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -61,6 +61,13 @@ func (s *Stack) KeysClient(hc *http.Client) (*azkeys.Client, error) {
 // TEE, Policy; for the fake CVM, CVMPolicy. allowed false gives the policy
 // of "denied" (another TEE).
 func (s *Stack) releasePolicy(allowed bool) []byte {
+	if s.opts.TEE == TEESGX {
+		signer := sgxMRSignerHex()
+		if !allowed {
+			signer = strings.Repeat("00", 32)
+		}
+		return s.SGXPolicy(signer, SGXSVN)
+	}
 	if s.opts.TEE == TEECVM {
 		vmid := CVMVMID
 		if !allowed {

@@ -21,7 +21,10 @@ import (
 //   - keyrelease/attest/cvm: Azure confidential VMs: the HCL report and a
 //     quote from the vTPM, a TPM-resident key, POST /attest/AzureGuest,
 //     x-ms-runtime carrying our nonce and the TPM key.
-//   - SGX (later): attest/SgxEnclave with its own runtime check.
+//   - keyrelease/attest/sgx: Intel SGX enclaves under Gramine: a DCAP
+//     quote from /dev/attestation over a software RSA key bound into
+//     REPORT_DATA, POST /attest/SgxEnclave with JSON runtime data,
+//     x-ms-runtime = our runtime JSON in an SGX token.
 //
 // The token check beyond signature, issuer and expiry (which maa.Client
 // does) is the provider's: each TEE's token carries its key differently.
@@ -30,7 +33,7 @@ import (
 // of the CKM_RSA_AES_KEY_WRAP family.
 type Provider interface {
 	// Name is the provider's configuration name ("snp", "fake",
-	// "azure-cvm"), for logs.
+	// "azure-cvm", "sgx"), for logs.
 	Name() string
 	// Attest attests now. The caller owns the result and must Close it.
 	Attest(ctx context.Context) (*Attestation, error)

@@ -39,6 +39,9 @@ type Options struct {
 	Chain []*x509.Certificate
 	// ExtraRoots are trusted besides AMD's genuine roots (the fake device).
 	ExtraRoots map[string][]*trust.AMDRootCerts
+	// SGXRoots are trusted SGX PCK roots besides the Intel SGX Root CA
+	// (the devstack's fake SGX platform).
+	SGXRoots []*x509.Certificate
 	// Endorsers are the trusted UVM endorsement issuers, besides
 	// Microsoft's (the devstack's fake UVM endorser).
 	Endorsers []evidence.Endorser
@@ -133,8 +136,8 @@ var apiVersions = map[string]bool{"2020-10-01": true, "2022-08-01": true, "2025-
 
 func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 	kind := r.PathValue("kind")
-	if !strings.EqualFold(kind, "SevSnpVm") && !strings.EqualFold(kind, "AzureGuest") {
-		s.cloudError(w, 404, "NotFound", "only SevSnpVm and AzureGuest attestation are served")
+	if !strings.EqualFold(kind, "SevSnpVm") && !strings.EqualFold(kind, "AzureGuest") && !strings.EqualFold(kind, "SgxEnclave") {
+		s.cloudError(w, 404, "NotFound", "only SevSnpVm, AzureGuest and SgxEnclave attestation are served")
 		return
 	}
 	if v := r.URL.Query().Get("api-version"); !apiVersions[v] {
@@ -143,6 +146,10 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 	}
 	if strings.EqualFold(kind, "AzureGuest") {
 		s.attestAzureGuest(w, r)
+		return
+	}
+	if strings.EqualFold(kind, "SgxEnclave") {
+		s.attestSgx(w, r)
 		return
 	}
 	var req attestRequest
