@@ -90,6 +90,11 @@ type DatasetSpec struct {
 	Suffix string
 	// Keys are the only key references this dataset's objects may name.
 	Keys []keyrelease.KeyRef
+	// Manifest, when not nil and not ManifestOff, enforces the dataset's
+	// signed manifest (manifest.go).
+	Manifest *ManifestSpec
+
+	man *manifestState // set by NewRoot when Manifest is enforced
 }
 
 func (o *Options) setDefaults() {

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"sync"
 	"syscall"
@@ -53,6 +54,12 @@ func NewRoot(opts Options) (*Root, error) {
 	r.opts.Datasets = append([]DatasetSpec(nil), opts.Datasets...)
 	for i := range r.opts.Datasets {
 		r.opts.Datasets[i].Store = countingStore{Store: r.opts.Datasets[i].Store, c: &r.counters, obs: opts.Observer}
+		if ms := r.opts.Datasets[i].Manifest; ms != nil && ms.Mode != ManifestOff {
+			if ms.Verifier == nil {
+				return nil, fmt.Errorf("fs: dataset %s: a manifest mode of %s needs pinned signer keys", r.opts.Datasets[i].Name, ms.Mode)
+			}
+			r.opts.Datasets[i].man = newManifestState(r, &r.opts.Datasets[i])
+		}
 	}
 	return r, nil
 }
