@@ -38,7 +38,7 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", false, "log JSON lines instead of console text (default when stderr is not a terminal)")
-	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd(),
+	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd(), newManifestCmd(),
 		newMountCmd(), newRunCmd(), newDevstackCmd(), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
 		newServeCmd())
 	return root

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -59,7 +60,11 @@ type Options struct {
 	Force bool
 	// Progress, when non-nil, is called after every file.
 	Progress func(Progress)
-	Logger   zerolog.Logger
+	// Sealed, when non-nil, is called after each object this run uploads
+	// with the header it sealed and the plaintext size (for the signed
+	// manifest: manifest.go). Calls may be concurrent.
+	Sealed func(f File, header []byte, plainSize int64)
+	Logger zerolog.Logger
 }
 
 // Progress is a snapshot of a run.
@@ -91,6 +96,9 @@ func Collect(sources []string) ([]File, error) {
 	add := func(p, name string, size int64) error {
 		if err := blob.CheckName(name); err != nil {
 			return err
+		}
+		if strings.HasPrefix(name, crypto.ManifestPrefix) {
+			return fmt.Errorf("upload: %s: names under %s are reserved for the dataset's manifest", p, crypto.ManifestPrefix)
 		}
 		if prev, ok := seen[name]; ok {
 			return fmt.Errorf("upload: %s and %s both map to object name %q", prev, p, name)
@@ -219,11 +227,13 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 		return false, err
 	}
 	pr, pw := io.Pipe()
+	hc := &headCapture{w: pw, want: hlen}
+	var plainSize int64
 	go func() {
-		sw, err := crypto.NewWriter(pw, opts.KEK, crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk})
+		sw, err := crypto.NewWriter(hc, opts.KEK, crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk})
 		if err == nil {
 			h := sha256.New()
-			_, err = io.Copy(sw, io.TeeReader(in, h))
+			plainSize, err = io.Copy(sw, io.TeeReader(in, h))
 			if err == nil {
 				err = sw.Close()
 			}
@@ -244,7 +254,25 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 	}
 	err = dst.Upload(ctx, objName, pr, md)
 	pr.CloseWithError(err)
+	if err == nil && opts.Sealed != nil {
+		opts.Sealed(f, hc.head, plainSize)
+	}
 	return false, err
+}
+
+// headCapture passes writes through and keeps a copy of the first want
+// bytes (the header).
+type headCapture struct {
+	w    io.Writer
+	want int
+	head []byte
+}
+
+func (c *headCapture) Write(p []byte) (int, error) {
+	if k := min(c.want-len(c.head), len(p)); k > 0 {
+		c.head = append(c.head, p[:k]...)
+	}
+	return c.w.Write(p)
 }
 
 func upToDate(md map[string]string, sum, keyRef string, chunk int) bool {
