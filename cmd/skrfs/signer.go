@@ -70,7 +70,7 @@ func newVaultSigner(ctx context.Context, ref keyrelease.KeyRef, cred azcore.Toke
 	return &vaultSigner{client: c, ref: ref, alg: alg, pub: pub}, nil
 }
 
-func (s *vaultSigner) Alg() string                 { return s.alg }
+func (s *vaultSigner) Alg() string                { return s.alg }
 func (s *vaultSigner) Public() gocrypto.PublicKey { return s.pub }
 
 // SignDigest asks Key Vault to sign: for ES256/ES384 it returns R || S and
