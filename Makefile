@@ -73,6 +73,7 @@ bench: deps deps-bench
 	$(GO) test -run '^$$' -bench BenchmarkDownload -count 3 -benchtime 2x -timeout 60m ./blob/azblob/ | tee $(CACHE)/bench-azblob.txt
 	@$(PYTHON) scripts/benchratio.py $(CACHE)/bench-crypto.txt $(CACHE)/bench-azblob.txt | tee $(CACHE)/bench.md
 	$(GO) run ./integration/bench -out $(CACHE)/bench
+	$(GO) test -run '^$$' -bench BenchmarkFirstListing -benchtime 1x -count 3 -timeout 30m ./integration/ | tee $(CACHE)/bench-listing.txt
 
 # The peers the benchmarks compare with, from Debian.
 deps-bench: deps-apt

@@ -360,7 +360,7 @@ func (s *manifestState) report(ctx context.Context, m *crypto.Manifest, err erro
 // name, objects that storage has and the manifest does not (they stay
 // invisible) and entries that storage lacks (they give EIO).
 func (s *manifestState) checkUnlisted(m *crypto.Manifest) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.root.opts.OpTimeout)
+	ctx, cancel := context.WithTimeout(s.root.bg, s.root.opts.OpTimeout)
 	defer cancel()
 	seen := make(map[string]bool, len(m.Entries))
 	err := s.ds.Store.List(ctx, blob.ListOptions{}, func(i blob.Info) error {

@@ -27,6 +27,9 @@ type Root struct {
 	nextID  uint64
 	objects map[objectVersion]*objectState
 	started time.Time // directories carry the mount time
+
+	bg     context.Context // background work (manifest checks); done at Wipe
+	stopBg context.CancelFunc
 }
 
 type objectVersion struct{ dataset, name, etag string }
@@ -50,6 +53,7 @@ func NewRoot(opts Options) (*Root, error) {
 	}
 	r := &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(),
 		loads: make(chan struct{}, opts.Parallel)}
+	r.bg, r.stopBg = context.WithCancel(context.Background())
 	// Every storage read is counted, for read amplification (Stats).
 	r.opts.Datasets = append([]DatasetSpec(nil), opts.Datasets...)
 	for i := range r.opts.Datasets {
@@ -95,7 +99,7 @@ func (r *Root) dirAttr(a *fuse.Attr) {
 }
 
 // Wipe zeroes every cached plaintext chunk. Call it at unmount.
-func (r *Root) Wipe() { r.cache.clear() }
+func (r *Root) Wipe() { r.stopBg(); r.cache.clear() }
 
 // CachedBytes returns how much plaintext the chunk cache holds.
 func (r *Root) CachedBytes() int64 { return r.cache.bytes() }

@@ -285,3 +285,78 @@ func listTree(t *testing.T, dir string) []string {
 }
 
 var _ = exec.Command
+
+// TestManifestVaultSignerAndAnchor: the producer signs through Key Vault
+// (azkeys Sign: the key never leaves the vault) and sets the epoch anchor
+// (azsecrets); a mount pins the signer by its Key Vault URL (public part
+// fetched once with keys/get) and reads the anchor. The whole dataset put
+// back with its older manifest is refused by a FRESH mount because of the
+// anchor, and accepted by a fresh mount without it (documented).
+func TestManifestVaultSignerAndAnchor(t *testing.T) {
+	requireFUSE(t)
+	s := startDevstack(t)
+	env := devstackEnv(t, s)
+	dir := t.TempDir()
+	store := filepath.Join(s.Dir, "store", "data")
+	plain := filepath.Join(s.Dir, "plain", "data")
+	pubJWK := filepath.Join(dir, "demo-rsa.jwk")
+	writeVaultPublicJWK(t, s, "demo-rsa", pubJWK)
+	keyRef := s.VaultURL + "/keys/demo-rsa"
+	signKey := s.VaultURL + "/keys/demo-rsa" // RSA-3072 in the vault: PS256
+	anchor := s.VaultURL + "/secrets/data-epoch"
+
+	upload := func() result {
+		t.Helper()
+		return runEnv(t, env, "upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signKey, "--anchor", anchor, plain+"/")
+	}
+	if r := upload(); r.code != 0 || !strings.Contains(r.stdout, "epoch 1") {
+		t.Fatalf("upload --sign <vault key>: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	epoch1 := mustRead(t, filepath.Join(store, crypto.ManifestName))
+	m1, err := crypto.InspectManifest(epoch1)
+	if err != nil || m1.Alg != crypto.AlgPS256 {
+		t.Fatalf("%+v %v", m1, err)
+	}
+	names := plainNames(t, plain)
+	os.WriteFile(filepath.Join(plain, names[0]), []byte("v2\n"), 0o644)
+	if r := upload(); r.code != 0 || !strings.Contains(r.stdout, "epoch 2") {
+		t.Fatalf("second upload: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runEnv(t, env, "manifest", "verify", "--signer", signKey, store); r.code != 0 {
+		t.Fatalf("verify with the vault key URL: %s\n%s", r.stdout, r.stderr)
+	}
+	// Roll the whole dataset back: epoch 1's manifest and objects.
+	os.WriteFile(filepath.Join(store, crypto.ManifestName), epoch1, 0o644)
+
+	mount := func(extra map[string]any) (string, *daemonProc) {
+		cfg := configWithDataset(t, s, extra)
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		os.Mkdir(mnt, 0o755)
+		ready := filepath.Join(t.TempDir(), "ready")
+		d := execDaemonEnv(t, env, "mount", "--config", cfg, "--ready-file", ready, "--log-level", "info", mnt)
+		t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+		waitReady(t, ready, d)
+		return mnt, d
+	}
+	// With the anchor (at epoch 2): the epoch 1 manifest is refused.
+	mnt, d := mount(map[string]any{"signers": []string{signKey}, "anchor": anchor})
+	if _, err := os.ReadDir(filepath.Join(mnt, "data")); errnoOf(err) != syscall.EIO {
+		t.Fatalf("rolled-back dataset with the anchor: %v, want EIO\n%s", err, d.out.Bytes())
+	}
+	if !strings.Contains(string(d.out.Bytes()), "Key Vault anchor") {
+		t.Fatalf("refusal does not name the anchor:\n%s", d.out.Bytes())
+	}
+	d.stop(t)
+	// min_epoch does the same without a vault.
+	mnt, d = mount(map[string]any{"signers": []string{signKey}, "min_epoch": 2})
+	if _, err := os.ReadDir(filepath.Join(mnt, "data")); errnoOf(err) != syscall.EIO {
+		t.Fatalf("rolled-back dataset with min_epoch 2: %v, want EIO", err)
+	}
+	d.stop(t)
+	// Without either, a fresh mount accepts the older, genuinely signed state.
+	mnt, d = mount(map[string]any{"signers": []string{signKey}})
+	if _, err := os.ReadFile(filepath.Join(mnt, "data", names[1])); err != nil {
+		t.Fatalf("fresh mount without anchor: %v", err)
+	}
+	d.stop(t)
+}
