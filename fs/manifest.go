@@ -184,6 +184,10 @@ func (s *manifestState) current(ctx context.Context) (*manifestView, bool, error
 	return nil, false, fmt.Errorf("%w: %s: %w", ErrManifestUnavailable, s.ds.Name, err)
 }
 
+// unlistedCheckDelay is how long after a new manifest the dataset is
+// listed to log unlisted and missing objects.
+const unlistedCheckDelay = 10 * time.Second
+
 // maxManifestRead bounds what a load reads.
 const maxManifestRead = crypto.MaxManifestSize
 
@@ -360,6 +364,13 @@ func (s *manifestState) report(ctx context.Context, m *crypto.Manifest, err erro
 // name, objects that storage has and the manifest does not (they stay
 // invisible) and entries that storage lacks (they give EIO).
 func (s *manifestState) checkUnlisted(m *crypto.Manifest) {
+	// Not at once: a full listing of a large dataset competes with the
+	// first listings of the mount, which the manifest just made cheap.
+	select {
+	case <-s.root.bg.Done():
+		return
+	case <-time.After(unlistedCheckDelay):
+	}
 	ctx, cancel := context.WithTimeout(s.root.bg, s.root.opts.OpTimeout)
 	defer cancel()
 	seen := make(map[string]bool, len(m.Entries))
