@@ -213,6 +213,9 @@ func (s *manifestState) load(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", crypto.ManifestName, err)
 	}
+	// The dataset has a manifest now: from here on, prefer never falls
+	// back to an unsigned listing, whatever this one's verification gives.
+	s.fallback.Store(false)
 	if info.Size > maxManifestRead {
 		return fmt.Errorf("%w: %d bytes", crypto.ErrManifestMalformed, info.Size)
 	}

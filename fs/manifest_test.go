@@ -368,6 +368,14 @@ func TestManifestFreshness(t *testing.T) {
 		if _, err := os.ReadFile(mw.path("data/hello.txt")); err != nil {
 			t.Fatal(err)
 		}
+		// A manifest that appears and fails verification is not bypassed.
+		mw.store.Put(crypto.ManifestName, []byte("garbage"))
+		if err := mw.reload(); !errors.Is(err, crypto.ErrManifestMalformed) {
+			t.Fatal(err)
+		}
+		if _, err := os.ReadDir(mw.path("data")); errnoOf(err) != syscall.EIO {
+			t.Fatalf("prefer with a bad manifest: %v, want EIO", err)
+		}
 		// A manifest published later is enforced from the next load on.
 		mw.publish(1, time.Now().UTC().Truncate(time.Second), "ds-test", "hello.txt")
 		if err := mw.reload(); err != nil {
