@@ -9,10 +9,14 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/skrfs/skrfs/crypto"
 )
@@ -39,7 +43,7 @@ var listedNames = []string{"big.bin", "dir/sub/nested.txt", "empty", "hello.txt"
 // newManifestWorld publishes a manifest of epoch 5 listing listedNames
 // (before the mount, unless publish is false) and mounts with spec
 // adjusted by tune.
-func newManifestWorld(t *testing.T, publish bool, tune func(*ManifestSpec)) *manifestWorld {
+func newManifestWorld(t *testing.T, publish bool, tune func(*ManifestSpec), opts ...func(*Options)) *manifestWorld {
 	mw := &manifestWorld{signer: newSigner(t)}
 	v, err := crypto.NewManifestVerifier(mw.signer.Public())
 	if err != nil {
@@ -54,7 +58,12 @@ func newManifestWorld(t *testing.T, publish bool, tune func(*ManifestSpec)) *man
 		if publish {
 			mw.publish(5, time.Now().UTC().Truncate(time.Second), "ds-test", listedNames...)
 		}
-		w.tune = func(o *Options) { o.Datasets[0].Manifest = mw.spec }
+		w.tune = func(o *Options) {
+			o.Datasets[0].Manifest = mw.spec
+			for _, f := range opts {
+				f(o)
+			}
+		}
 	})
 	return mw
 }
@@ -237,8 +246,8 @@ func (w *world) getRaw(name string) []byte {
 // policy keeps the last good view; each refusal is counted.
 func TestManifestRefusedKeepsLastGood(t *testing.T) {
 	obs := &manifestCounter{}
-	mw := newManifestWorld(t, true, nil)
-	mw.root.opts.Observer = obs
+	var audit syncBuffer
+	mw := newManifestWorld(t, true, nil, func(o *Options) { o.Observer = obs; o.Audit = zerolog.New(&audit) })
 	if err := mw.reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -275,6 +284,10 @@ func TestManifestRefusedKeepsLastGood(t *testing.T) {
 	}
 	if obs.refused.Load() != int64(len(cases)) {
 		t.Fatalf("%d refusals counted, want %d", obs.refused.Load(), len(cases))
+	}
+	if n := strings.Count(audit.String(), `"event":"manifest_load"`); n < len(cases)+1 ||
+		strings.Count(audit.String(), `"outcome":"denied"`) != len(cases) {
+		t.Fatalf("audit events: %d manifest loads, want %d refused and the accepted ones:\n%s", n, len(cases), audit.String())
 	}
 	// A newer manifest is accepted and swaps the view.
 	mw.publish(6, now, "ds-test", "hello.txt")
@@ -426,3 +439,15 @@ func TestManifestSwapKeepsOpenHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
