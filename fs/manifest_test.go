@@ -282,11 +282,19 @@ func TestManifestRefusedKeepsLastGood(t *testing.T) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 	}
-	if obs.refused.Load() != int64(len(cases)) {
+	// A dataset with deltas (docs/format.md 12.5) is refused by this
+	// version rather than served without them.
+	mw.store.Put(crypto.ManifestName, good)
+	mw.store.Put(crypto.ManifestDeltaPrefix+"00000000000000000006", []byte("delta"))
+	if err := mw.reload(); !errors.Is(err, ErrManifestDeltas) || mw.root.ManifestEpoch("data") != 5 {
+		t.Fatalf("deltas: %v", err)
+	}
+	mw.store.Delete(crypto.ManifestDeltaPrefix + "00000000000000000006")
+	if obs.refused.Load() != int64(len(cases))+1 {
 		t.Fatalf("%d refusals counted, want %d", obs.refused.Load(), len(cases))
 	}
 	if n := strings.Count(audit.String(), `"event":"manifest_load"`); n < len(cases)+1 ||
-		strings.Count(audit.String(), `"outcome":"denied"`) != len(cases) {
+		strings.Count(audit.String(), `"outcome":"denied"`) != len(cases)+1 {
 		t.Fatalf("audit events: %d manifest loads, want %d refused and the accepted ones:\n%s", n, len(cases), audit.String())
 	}
 	// A newer manifest is accepted and swaps the view.

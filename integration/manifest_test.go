@@ -59,6 +59,23 @@ func TestManifestEndToEnd(t *testing.T) {
 		t.Fatalf("manifest verify: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 
+	if r := run(t, bin, "manifest", "show", "--signer", signer+".pub.pem", store); r.code != 0 ||
+		!strings.Contains(r.stdout, "epoch:    1") || !strings.Contains(r.stdout, "VERIFIED") {
+		t.Fatalf("manifest show: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, bin, "manifest", "show", store); !strings.Contains(r.stdout, "NOT VERIFIED") {
+		t.Fatalf("manifest show without a signer: %s", r.stdout)
+	}
+	// refresh re-signs the same epoch and entries with a newer time.
+	if r := run(t, bin, "manifest", "refresh", "--sign", signer+".pem", store); r.code != 0 || !strings.Contains(r.stdout, "refreshed: dataset e2e-data, epoch 1") {
+		t.Fatalf("manifest refresh: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	m0, _ := crypto.InspectManifest(manifest1)
+	refreshed, err := crypto.InspectManifest(mustRead(t, filepath.Join(store, crypto.ManifestName)))
+	if err != nil || refreshed.Epoch != 1 || !refreshed.Created.After(m0.Created) || len(refreshed.Entries) != len(m0.Entries) {
+		t.Fatalf("refreshed manifest: %+v %v", refreshed, err)
+	}
+
 	cfg := configWithDataset(t, s, map[string]any{"signers": []string{signer + ".pub.pem"}, "id": "e2e-data"})
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(mnt, 0o755)
