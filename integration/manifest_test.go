@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -59,6 +58,16 @@ func TestManifestEndToEnd(t *testing.T) {
 		t.Fatalf("manifest verify: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 
+	// The independent Python verifier (written from docs/format.md 12)
+	// accepts what skrfs signed, with the right key only.
+	pyManifest := filepath.Join(repoRoot(t), "integration", "pydecrypt", "skrfs_manifest.py")
+	mpath := filepath.Join(store, crypto.ManifestName)
+	if r := run(t, python, pyManifest, "verify", "--signer", signer+".pub.pem", mpath); r.code != 0 || !strings.Contains(r.stdout, `"epoch": 1`) {
+		t.Fatalf("python verify: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, python, pyManifest, "verify", "--signer", other+".pub.pem", mpath); r.code == 0 || !strings.Contains(r.stderr, "ErrManifestSigner") {
+		t.Fatalf("python verify with another key: %d\n%s", r.code, r.stderr)
+	}
 	if r := run(t, bin, "manifest", "show", "--signer", signer+".pub.pem", store); r.code != 0 ||
 		!strings.Contains(r.stdout, "epoch:    1") || !strings.Contains(r.stdout, "VERIFIED") {
 		t.Fatalf("manifest show: %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -301,7 +310,7 @@ func listTree(t *testing.T, dir string) []string {
 	return plainNames(t, dir)
 }
 
-var _ = exec.Command
+
 
 // TestManifestVaultSignerAndAnchor: the producer signs through Key Vault
 // (azkeys Sign: the key never leaves the vault) and sets the epoch anchor
