@@ -310,8 +310,6 @@ func listTree(t *testing.T, dir string) []string {
 	return plainNames(t, dir)
 }
 
-
-
 // TestManifestVaultSignerAndAnchor: the producer signs through Key Vault
 // (azkeys Sign: the key never leaves the vault) and sets the epoch anchor
 // (azsecrets); a mount pins the signer by its Key Vault URL (public part
