@@ -185,8 +185,10 @@ func (s *manifestState) current(ctx context.Context) (*manifestView, bool, error
 }
 
 // unlistedCheckDelay is how long after a new manifest the dataset is
-// listed to log unlisted and missing objects.
-const unlistedCheckDelay = 10 * time.Second
+// listed to log unlisted and missing objects (an atomic for tests).
+var unlistedCheckDelay atomic.Int64
+
+func init() { unlistedCheckDelay.Store(int64(10 * time.Second)) }
 
 // maxManifestRead bounds what a load reads.
 const maxManifestRead = crypto.MaxManifestSize
@@ -372,7 +374,7 @@ func (s *manifestState) checkUnlisted(m *crypto.Manifest) {
 	select {
 	case <-s.root.bg.Done():
 		return
-	case <-time.After(unlistedCheckDelay):
+	case <-time.After(time.Duration(unlistedCheckDelay.Load())):
 	}
 	ctx, cancel := context.WithTimeout(s.root.bg, s.root.opts.OpTimeout)
 	defer cancel()

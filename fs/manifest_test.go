@@ -459,3 +459,60 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestManifestLogsUnlistedOnce: objects that storage has and the manifest
+// does not, and listed objects that storage lacks, are logged once per
+// name, however many manifests follow.
+func TestManifestLogsUnlistedOnce(t *testing.T) {
+	defer unlistedCheckDelay.Store(unlistedCheckDelay.Load())
+	unlistedCheckDelay.Store(0)
+	var logs syncBuffer
+	mw := newManifestWorld(t, false, nil, func(o *Options) { o.Logger = zerolog.New(&logs).Level(zerolog.WarnLevel) })
+	emptyObj := mw.getRaw("empty")
+	count := func(msg, object string) int {
+		n := 0
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, msg) && strings.Contains(l, `"object":"`+object+`"`) {
+				n++
+			}
+		}
+		return n
+	}
+	for epoch := uint64(5); epoch <= 7; epoch++ {
+		mw.store.Put("empty", emptyObj)
+		mw.publish(epoch, time.Now().UTC().Truncate(time.Second), "ds-test", listedNames...)
+		mw.store.Delete("empty") // listed, then missing
+		if err := mw.reload(); err != nil {
+			t.Fatal(err)
+		}
+		pollUntil(t, "the unlisted check", func() bool {
+			return count("not listed in the manifest", "swapped.txt") >= 1 && count("missing from storage", "empty") >= 1
+		})
+	}
+	// Let any check still running finish: no name is logged twice.
+	time.Sleep(200 * time.Millisecond)
+	for _, c := range []struct{ msg, object string }{
+		{"not listed in the manifest", "swapped.txt"}, {"not listed in the manifest", "tampered.bin"},
+		{"missing from storage", "empty"},
+	} {
+		if n := count(c.msg, c.object); n != 1 {
+			t.Fatalf("%s %s logged %d times, want once:\n%s", c.object, c.msg, n, logs.String())
+		}
+	}
+	if count("not listed", "hello.txt") != 0 {
+		t.Fatal("a listed object was logged as unlisted")
+	}
+}
+
+// pollUntil polls f (a hang guard with a generous deadline, not a timing
+// assertion).
+func pollUntil(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not happen", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
