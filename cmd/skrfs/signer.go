@@ -80,7 +80,7 @@ func (s *vaultSigner) SignDigest(digest []byte) ([]byte, error) {
 	alg := azkeys.SignatureAlgorithm(s.alg)
 	resp, err := s.client.Sign(context.Background(), s.ref.Name, s.ref.Version, azkeys.SignParameters{Algorithm: &alg, Value: digest}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("Key Vault sign with %s: %w", s.ref, err)
+		return nil, fmt.Errorf("sign with Key Vault key %s: %w", s.ref, err)
 	}
 	return resp.Result, nil
 }
