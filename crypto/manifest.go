@@ -304,7 +304,8 @@ func (v *ManifestVerifier) KeyIDs() []string {
 
 // ---------------------------------------------------------------- encoding
 
-var b64e = base64.RawURLEncoding
+// b64e is strict: padding bits must be zero, so each part has one encoding.
+var b64e = base64.RawURLEncoding.Strict()
 
 func b64(b []byte) string { return b64e.EncodeToString(b) }
 

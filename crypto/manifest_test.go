@@ -200,6 +200,7 @@ func TestManifestRefused(t *testing.T) {
 		{"alg does not fit the pinned key", algMismatch, ErrManifestSigner},
 		{"tampered payload", tamperedPayload, ErrManifestSignature},
 		{"flipped signature", []byte(parts[0] + "." + parts[1] + "." + flipB64(parts[2])), ErrManifestSignature},
+		{"non-canonical base64 signature (same bytes)", []byte(parts[0] + "." + parts[1] + "." + nonCanonical(parts[2])), ErrManifestSignature},
 		{"truncated", good[:len(good)/2], ErrManifestMalformed},
 		{"truncated signature", good[:len(good)-3], ErrManifestSignature},
 		{"empty", nil, ErrManifestMalformed},
@@ -341,4 +342,12 @@ func TestInspectManifest(t *testing.T) {
 	if _, err := InspectManifest(tok[:20]); !errors.Is(err, ErrManifestMalformed) {
 		t.Fatal(err)
 	}
+}
+
+// nonCanonical sets an unused low bit of the last character of an unpadded
+// base64url string of 64 bytes: lenient decoders return the same bytes.
+func nonCanonical(s string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, s[len(s)-1])
+	return s[:len(s)-1] + string(alphabet[last^1])
 }

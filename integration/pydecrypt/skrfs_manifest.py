@@ -53,7 +53,10 @@ class Signature(ManifestError):
 def b64d(s):
     if not re.fullmatch(r"[A-Za-z0-9_-]*", s) or len(s) % 4 == 1:
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    b = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    if b64e(b) != s:  # §12.1: base64url without padding; one encoding only
+        raise ValueError("non-canonical base64url")
+    return b
 
 
 def b64e(b):
