@@ -30,7 +30,7 @@ type uploadDest interface {
 func newUploadCmd() *cobra.Command {
 	var keyArg, to, keyRef, suffix, sign, datasetID, anchor string
 	var chunkSize, parallel int
-	var force bool
+	var force, mirror bool
 	cmd := &cobra.Command{
 		Use:   "upload --key KEY --to URL SRC...",
 		Short: "Encrypt files and upload them to a container, prefix or directory",
@@ -57,7 +57,10 @@ its Sign operation), the run then publishes the dataset's signed manifest
 plus the objects of this run, at the next epoch. Objects are written first
 and the manifest last, so a failed run never publishes a manifest naming
 missing objects. Unchanged objects are signed only if storage still holds
-the version the previous manifest lists; others are uploaded again.`,
+the version the previous manifest lists; others are uploaded again. Entries
+are only added or replaced; with --mirror the manifest lists exactly SRC
+(entries of files no longer in SRC are removed; their objects stay in
+storage, unlisted, and mounts hide them).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyArg == "" || to == "" {
@@ -77,6 +80,9 @@ the version the previous manifest lists; others are uploaded again.`,
 				if sp, err = newSignedPublish(ctx, sign, datasetID, anchor); err != nil {
 					return err
 				}
+				sp.mirror = mirror
+			} else if mirror {
+				return usageError{fmt.Errorf("--mirror needs --sign")}
 			}
 			files, err := upload.Collect(args)
 			if err != nil {
@@ -127,6 +133,7 @@ the version the previous manifest lists; others are uploaded again.`,
 	cmd.Flags().BoolVar(&force, "force", false, "upload even when an identical object exists")
 	cmd.Flags().StringVar(&sign, "sign", "", "publish a signed manifest with this key: private key file, or Key Vault key URL (signs in the HSM)")
 	cmd.Flags().StringVar(&datasetID, "dataset-id", "", "dataset id of the first signed publish (default: a random UUID, kept by later publishes)")
+	cmd.Flags().BoolVar(&mirror, "mirror", false, "with --sign: the manifest lists exactly SRC (removes entries of files not in SRC)")
 	cmd.Flags().StringVar(&anchor, "anchor", "", "Key Vault secret URL https://<vault>/secrets/<name>: set to the new epoch after publishing")
 	return cmd
 }
@@ -258,6 +265,7 @@ type signedPublish struct {
 	verifier  *crypto.ManifestVerifier
 	datasetID string
 	anchor    string
+	mirror    bool
 	prev      *crypto.Manifest
 	collected upload.Collector
 }
@@ -314,7 +322,14 @@ func (sp *signedPublish) publish(ctx context.Context, out io.Writer, dst storeTa
 			return errors.Join(res.Errors...)
 		}
 	}
-	m, err := upload.NextManifest(sp.prev, sp.datasetID, sp.collected.Entries(), time.Now())
+	base, entries := sp.prev, sp.collected.Entries()
+	if sp.mirror {
+		if entries, err = upload.Mirror(sp.prev, files, entries); err != nil {
+			return err
+		}
+		base = upload.WithoutEntries(sp.prev)
+	}
+	m, err := upload.NextManifest(base, sp.datasetID, entries, time.Now())
 	if err != nil {
 		return err
 	}

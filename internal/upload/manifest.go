@@ -197,3 +197,38 @@ func Publish(ctx context.Context, dst Destination, m *crypto.Manifest, s crypto.
 	}
 	return tok, nil
 }
+
+// Mirror returns the entries of a mirror publish: exactly the run's files,
+// each as sealed by the run or, when unchanged, as prev lists it (Unpinned
+// has made sure it does). Entries of prev for other names are dropped; their
+// objects stay in storage, unlisted, so mounts hide them.
+func Mirror(prev *crypto.Manifest, files []File, sealed map[string]crypto.ManifestEntry) (map[string]crypto.ManifestEntry, error) {
+	out := make(map[string]crypto.ManifestEntry, len(files))
+	for _, f := range files {
+		if e, ok := sealed[f.Name]; ok {
+			out[f.Name] = e
+			continue
+		}
+		var e crypto.ManifestEntry
+		ok := false
+		if prev != nil {
+			e, ok = prev.Lookup(f.Name)
+		}
+		if !ok {
+			return nil, fmt.Errorf("upload: %s was neither uploaded nor listed by the previous manifest", f.Name)
+		}
+		out[f.Name] = e
+	}
+	return out, nil
+}
+
+// WithoutEntries is prev's identity (dataset, epoch, time) with no entries:
+// the base of a mirror publish.
+func WithoutEntries(prev *crypto.Manifest) *crypto.Manifest {
+	if prev == nil {
+		return nil
+	}
+	m := *prev
+	m.Entries = nil
+	return &m
+}

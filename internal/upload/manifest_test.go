@@ -106,6 +106,25 @@ func TestSignedRuns(t *testing.T) {
 	if got, _ := StoredEntry(ctx, dst, "a.txt", "a.txt"); got != e || e.HeaderSHA256 == crypto.HeaderDigest(planted[:mustHeaderLen(t, planted)]) {
 		t.Fatal("the planted object was signed")
 	}
+	// A mirror publish of only dir/: a.txt's entry is removed.
+	files, _ := Collect([]string{src})
+	var only []File
+	for _, f := range files {
+		if f.Name == "dir/b.txt" {
+			only = append(only, f)
+		}
+	}
+	ents, err := Mirror(m2, only, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m3, err := NextManifest(WithoutEntries(m2), "", ents, time.Now())
+	if err != nil || m3.Epoch != 3 || len(m3.Entries) != 1 || m3.Entries[0].Name != "dir/b.txt" {
+		t.Fatalf("mirror: %+v %v", m3, err)
+	}
+	if _, err := Mirror(nil, only, nil); err == nil {
+		t.Fatal("mirror of a file neither uploaded nor listed")
+	}
 	// Another dataset id than the previous manifest's is refused.
 	if _, err := NextManifest(m2, "other", nil, time.Now()); !errors.Is(err, ErrPrevious) {
 		t.Fatal(err)
