@@ -15,7 +15,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZ_SCALE ?= 1
 PYTHON     := /usr/bin/python3
 
-.PHONY: all build test unit integration fuzz pyvectors demo bench lint fmt deps deps-apt deps-azurite deps-bench azurite clean
+.PHONY: all build test unit integration fuzz pyvectors demo bench lint tidy-check fmt deps deps-apt deps-azurite deps-bench azurite clean
 
 all: build
 
@@ -24,14 +24,14 @@ build:
 
 ## test: everything CI runs: vet, unit and integration tests with -race,
 ## bounded fuzzing, and the independent Python decryptor on the golden vectors.
-test: deps
+test: deps tidy-check
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory pyvectors
 
 unit:
-	$(GO) test -race -count=1 -short ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/...
+	$(GO) test -race -count=1 -short . ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/... ./deliver/...
 
 integration: deps
 	$(GO) test -race -count=1 ./integration/...
@@ -40,7 +40,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyManifest$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./internal/keywrap
+	$(GO) test -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
+	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto/keywrap
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE)))x ./keyrelease/policy
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
@@ -50,7 +51,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./keyrelease/maa
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
 	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./internal/sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/wrapkey
+	$(GO) test -run '^$$' -fuzz '^FuzzRedactPayload$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence/sgxquote
 
 ## pyvectors: the Python decryptor, written from docs/format.md alone,
 ## decrypts the frozen golden vectors and round-trips its own objects.
@@ -60,9 +65,12 @@ pyvectors: deps-apt
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
-## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C.
+## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C. Its
+## state (CA, keys, data) lives in this checkout's .cache/demo-state, which
+## the demo prints; rm -rf it for a fresh start.
+DEMO_STATE ?= $(CACHE)/demo-state
 demo: build deps-apt
-	$(BIN) demo skrfs-demo
+	$(BIN) demo --state $(DEMO_STATE) skrfs-demo
 
 ## bench: benchmarks; figures are ratios against a baseline measured in the
 ## same run (median of 3 runs, with min and max). SKRFS_BENCH_SIZE sets the
@@ -80,9 +88,16 @@ deps-bench: deps-apt
 	@missing=""; for tool in gocryptfs rclone fio; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-lint: $(GOBIN_DIR)/staticcheck
+lint: tidy-check $(GOBIN_DIR)/staticcheck
 	$(GO) vet ./...
 	$(GOBIN_DIR)/staticcheck ./...
+
+## tidy-check: fail when `go mod tidy` would change go.mod or go.sum (a
+## direct dependency marked indirect, an unused requirement, a missing sum).
+tidy-check:
+	@if ! out=$$($(GO) mod tidy -diff 2>&1); then \
+	  echo "$$out"; echo "go.mod/go.sum are not tidy: run 'go mod tidy', check that pinned versions stay, and commit"; exit 1; \
+	fi
 
 $(GOBIN_DIR)/staticcheck:
 	GOBIN=$(GOBIN_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -266,10 +266,10 @@ func TestSizeArithmetic(t *testing.T) {
 	const sc = MinChunkSize
 	valid := map[int64]int64{}
 	for p := int64(0); p < 5*sc; p++ {
-		valid[CipherSize(p, 100, sc)] = p
+		valid[CipherSize(p, MinHeaderSize, sc)] = p
 	}
-	for s := int64(0); s < CipherSize(5*sc, 100, sc); s++ {
-		p, err := PlainSize(s, 100, sc)
+	for s := int64(0); s < CipherSize(5*sc, MinHeaderSize, sc); s++ {
+		p, err := PlainSize(s, MinHeaderSize, sc)
 		want, ok := valid[s]
 		if ok != (err == nil) || (ok && p != want) {
 			t.Fatalf("PlainSize(%d) = %d, %v; valid=%v want %d", s, p, err, ok, want)
@@ -471,6 +471,26 @@ func TestChunkSizeFlipIsCaughtBeforeDecrypting(t *testing.T) {
 		}
 		if !errors.Is(err, ErrHeaderAuth) && !errors.Is(err, ErrInvalidSize) {
 			t.Fatalf("chunk size %d: %v", c, err)
+		}
+	}
+}
+
+// PlainSize takes its parameters from storage: out-of-range values are
+// errors (a chunk size of -16 used to divide by zero), never a panic.
+func TestPlainSizeRejectsBadParameters(t *testing.T) {
+	const maxInt = int(^uint(0) >> 1)
+	for _, tc := range []struct {
+		size   int64
+		hl, cs int
+	}{
+		{1000, 400, -16}, {1000, 400, 0}, {1000, 400, -1}, {1000, 400, MinChunkSize - 1},
+		{1000, 400, MaxChunkSize + 1}, {1000, 400, maxInt}, {1000, 400, -maxInt - 1},
+		{1000, -400, 4096}, {1000, 0, 4096}, {1000, MinHeaderSize - 1, 4096},
+		{1000, MaxHeaderSize + 1, 4096}, {1000, maxInt, 4096},
+		{-1, 400, 4096}, {MaxObjectSize + 1, 400, 4096}, {1<<63 - 1, 400, 4096},
+	} {
+		if p, err := PlainSize(tc.size, tc.hl, tc.cs); err == nil || !errors.Is(err, ErrFormat) {
+			t.Errorf("PlainSize(%d, %d, %d) = %d, %v; want a format error", tc.size, tc.hl, tc.cs, p, err)
 		}
 	}
 }

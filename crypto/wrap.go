@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/skrfs/skrfs/internal/keywrap"
+	"github.com/skrfs/skrfs/crypto/keywrap"
 )
 
 // Key-encryption keys are ordinary Go key values (docs/format.md section 3):

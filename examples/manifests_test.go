@@ -187,6 +187,14 @@ func checkPod(t *testing.T, path string, pod corev1.Pod, objs k8sObjects, cfgs m
 			t.Errorf("%s: volume %s: ConfigMap %s is not in the file", where, v.Name, v.ConfigMap.Name)
 		}
 	}
+	// A service account the pod names must be defined in the file, in the
+	// pod's namespace: Kubernetes refuses a pod whose account is missing.
+	if sa := pod.Spec.ServiceAccountName; sa != "" && sa != "default" &&
+		!slices.ContainsFunc(objs.accounts, func(a corev1.ServiceAccount) bool {
+			return a.Name == sa && a.Namespace == pod.Namespace
+		}) {
+		t.Errorf("%s: serviceAccountName %s is not defined in the file (namespace %q)", where, sa, pod.Namespace)
+	}
 	confidential := pod.Spec.RuntimeClassName != nil && *pod.Spec.RuntimeClassName == "kata-cc-isolation"
 	if confidential != wantConfidential {
 		t.Errorf("%s: runtimeClassName %v, want confidential=%v", where, pod.Spec.RuntimeClassName, wantConfidential)
@@ -209,6 +217,9 @@ func checkPod(t *testing.T, path string, pod corev1.Pod, objs k8sObjects, cfgs m
 			if _, ok := vols[vm.Name]; !ok {
 				t.Errorf("%s: volume mount %s names no volume", cwhere, vm.Name)
 			}
+		}
+		if cmd := strings.Join(append(slices.Clone(c.Command), c.Args...), " "); fileServers.MatchString(cmd) {
+			t.Errorf("%s serves files over the network (%q): never publish what skrfs decrypts", cwhere, fileServers.FindString(cmd))
 		}
 		args := skrfsArgs(c)
 		if args == nil {
@@ -292,7 +303,7 @@ func TestKubernetesManifests(t *testing.T) {
 	}{
 		{file: "aks-kata-cc/sidecar.yaml", pods: 1, configMaps: 1, accounts: 1, confidential: true},
 		{file: "aks-kata-cc/run-wrapper.yaml", pods: 1, configMaps: 1, accounts: 1, confidential: true},
-		{file: "kafka/consumer.yaml", pods: 1, configMaps: 1, services: 1, confidential: true},
+		{file: "kafka/consumer.yaml", pods: 1, configMaps: 1, services: 1, accounts: 1, confidential: true},
 		{file: "kafka/consumer-outside-tee.yaml", pods: 1},
 		{file: "kafka/producer.yaml", pods: 1, external: []string{"kafka-demo-pubkey"}},
 	} {
@@ -520,39 +531,79 @@ func TestARMTemplate(t *testing.T) {
 			t.Errorf("want %s", c.what)
 		}
 	}
+	checkARMContainers(t, tmpl)
+}
+
+// fileServers matches commands that serve a directory over the network: an
+// example app must never publish the plaintext it reads from skrfs.
+var fileServers = regexp.MustCompile(`http\.server|SimpleHTTPServer|\bhttpd\b|\bnginx\b|\bcaddy\b|php -S|\bminiserve\b|\bdufs\b`)
+
+// servesFiles also matches any listening socket: the ACI example's app
+// listens on nothing at all (the Kafka consumer's page of decrypted demo
+// messages, as in Microsoft's demo, is the one example that listens).
+var servesFiles = regexp.MustCompile(fileServers.String() + `|\bserve\b|\bsocat\b|\bnc(at)? .*-l|--listen`)
+
+// checkARMContainers checks the container group's safety and the sidecar
+// pattern: nothing is reachable from the internet (no public IP, no
+// ports, no app serving files), skrfs runs privileged and mounts into a
+// subdirectory of an emptyDir (created with --mkdir, as Microsoft's encfs
+// sample mounts into a subdirectory of its shared volume), and every other
+// container shares that volume at the same path and reads under the mount.
+func checkARMContainers(t *testing.T, tmpl armTemplate) {
+	t.Helper()
+	p := tmpl.Resources[0].Properties
+	if ip := p.IPAddress; ip != nil {
+		if !strings.EqualFold(ip.Type, "Private") {
+			t.Errorf("ipAddress of type %q: the group would be reachable from the internet; an example publishes nothing", ip.Type)
+		}
+		if len(ip.Ports) > 0 || ip.DNSNameLabel != "" {
+			t.Errorf("ipAddress exposes ports %v (dnsNameLabel %q): an example publishes nothing", ip.Ports, ip.DNSNameLabel)
+		}
+	}
+	for name, o := range tmpl.Outputs {
+		if strings.Contains(strings.ToLower(o.Value), "ipaddress") {
+			t.Errorf("output %s reports an IP address: the group must have none", name)
+		}
+	}
 	vols := map[string]bool{}
 	for _, v := range p.Volumes {
 		vols[v.Name] = v.EmptyDir != nil
 	}
-	var skrfsVol string
+	var skrfsVol, volPath, mnt string
 	for _, c := range p.Containers {
 		cp := c.Properties
-		if len(cp.Command) > 0 && filepath.Base(cp.Command[0]) == "skrfs" {
-			if cp.SecurityContext == nil || cp.SecurityContext.Privileged == nil || !*cp.SecurityContext.Privileged {
-				t.Errorf("container %s: skrfs needs securityContext.privileged", c.Name)
-			}
-			if subcommand(cp.Command[1:]) != "mount" {
-				t.Errorf("container %s: want skrfs mount", c.Name)
-			}
-			mnt := cp.Command[len(cp.Command)-1]
-			for _, vm := range cp.VolumeMounts {
-				if vm.MountPath == mnt {
-					skrfsVol = vm.Name
-				}
-			}
-			if !vols[skrfsVol] {
-				t.Errorf("container %s: the mount point %s is not an emptyDir volume", c.Name, mnt)
-			}
+		if len(cp.Ports) > 0 {
+			t.Errorf("container %s: ports %v: an example publishes nothing", c.Name, cp.Ports)
+		}
+		if cmd := strings.Join(cp.Command, " "); servesFiles.MatchString(cmd) {
+			t.Errorf("container %s serves files over the network (%q): never publish what skrfs decrypts", c.Name, servesFiles.FindString(cmd))
 		}
 		for _, vm := range cp.VolumeMounts {
 			if _, ok := vols[vm.Name]; !ok {
 				t.Errorf("container %s: volume mount %s names no volume", c.Name, vm.Name)
 			}
 		}
-		for _, port := range cp.Ports {
-			if p.IPAddress == nil || !slices.ContainsFunc(p.IPAddress.Ports, func(q armPort) bool { return q.Port == port.Port }) {
-				t.Errorf("container %s: port %d is not exposed by ipAddress", c.Name, port.Port)
+		if len(cp.Command) == 0 || filepath.Base(cp.Command[0]) != "skrfs" {
+			continue
+		}
+		if cp.SecurityContext == nil || cp.SecurityContext.Privileged == nil || !*cp.SecurityContext.Privileged {
+			t.Errorf("container %s: skrfs needs securityContext.privileged", c.Name)
+		}
+		args := cp.Command[1:]
+		if subcommand(args) != "mount" {
+			t.Errorf("container %s: want skrfs mount", c.Name)
+		}
+		mnt = args[len(args)-1]
+		for _, vm := range cp.VolumeMounts {
+			if rel, err := filepath.Rel(vm.MountPath, mnt); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+				skrfsVol, volPath = vm.Name, vm.MountPath
 			}
+		}
+		if skrfsVol == "" || !vols[skrfsVol] {
+			t.Errorf("container %s: the mount point %s is not a subdirectory of an emptyDir volume", c.Name, mnt)
+		}
+		if !slices.Contains(args, "--mkdir") {
+			t.Errorf("container %s: the mount point %s in the fresh volume needs skrfs mount --mkdir", c.Name, mnt)
 		}
 	}
 	if skrfsVol == "" {
@@ -562,14 +613,15 @@ func TestARMTemplate(t *testing.T) {
 		if len(c.Properties.Command) > 0 && filepath.Base(c.Properties.Command[0]) == "skrfs" {
 			continue
 		}
-		if !slices.ContainsFunc(c.Properties.VolumeMounts, func(vm struct {
-			Name      string `json:"name"`
-			MountPath string `json:"mountPath"`
-			ReadOnly  bool   `json:"readOnly"`
-		}) bool {
-			return vm.Name == skrfsVol
-		}) {
-			t.Errorf("container %s does not share skrfs's volume %s", c.Name, skrfsVol)
+		shared := false
+		for _, vm := range c.Properties.VolumeMounts {
+			shared = shared || (vm.Name == skrfsVol && vm.MountPath == volPath)
+		}
+		if !shared {
+			t.Errorf("container %s does not mount skrfs's volume %s at %s", c.Name, skrfsVol, volPath)
+		}
+		if !strings.Contains(strings.Join(c.Properties.Command, " "), mnt) {
+			t.Errorf("container %s does not read under the mount point %s", c.Name, mnt)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/blob"
 	"github.com/skrfs/skrfs/blob/memblob"
@@ -51,6 +54,9 @@ type world struct {
 	oct    *keyrelease.Key
 	plain  map[string][]byte
 	tune   func(*Options) // set by an extra func of newWorld: adjusts the options
+	// debugOut: set by an extra func of newWorld: mount with the FUSE
+	// debug log going there.
+	debugOut io.Writer
 }
 
 var (
@@ -134,7 +140,7 @@ func newWorld(t *testing.T, extra ...func(w *world)) *world {
 	}
 	w.root = root
 	w.mnt = t.TempDir()
-	srv, err := Mount(w.mnt, root, MountOptions{Debug: os.Getenv("FUSEDEBUG") != ""})
+	srv, err := Mount(w.mnt, root, MountOptions{Debug: os.Getenv("FUSEDEBUG") != "" || w.debugOut != nil, DebugOut: w.debugOut})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +209,8 @@ func TestKeyFiles(t *testing.T) {
 			t.Fatalf("%s: stat size %d after open, want %d", tc.file, st.Size(), len(b))
 		}
 	}
-	if _, err := os.ReadFile(w.path("keys/demo-oct.pub.pem")); errnoOf(err) != syscall.EINVAL {
-		t.Fatalf("oct pub.pem: %v, want EINVAL", err)
+	if _, err := os.ReadFile(w.path("keys/demo-oct.pub.pem")); errnoOf(err) != syscall.ENOENT {
+		t.Fatalf("oct pub.pem: %v, want ENOENT", err)
 	}
 	if _, err := os.ReadFile(w.path("keys/denied")); errnoOf(err) != syscall.EACCES {
 		t.Fatalf("denied key: %v, want EACCES", err)
@@ -554,4 +560,109 @@ func TestOpenIsOneStorageRequest(t *testing.T) {
 			t.Errorf("open and read of %s: Stat, ReadAt, ReadHead, OpenRange = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestKeyFileSizeRightAfterOpen: a path stat straight after the first read
+// of a key file shows the rendered size (issue: `stat` after `head -c 64
+// keys/demo-oct` showed 0 until the kernel's cached attributes expired).
+// Nothing here fstats the open file, which would refresh them by itself.
+func TestKeyFileSizeRightAfterOpen(t *testing.T) {
+	w := newWorld(t)
+	for _, name := range []string{"keys/demo-oct", "keys/demo-rsa.jwk"} {
+		p := w.path(name)
+		if st, err := os.Stat(p); err != nil || st.Size() != 0 { // cached by the kernel: size 0 before any release
+			t.Fatalf("%s before open: %v, %v", name, st, err)
+		}
+		fd, err := syscall.Open(p, syscall.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		n, err := syscall.Read(fd, buf)
+		syscall.Close(fd)
+		if err != nil || n == 0 {
+			t.Fatalf("read %s: %d, %v", name, n, err)
+		}
+		// Like coreutils' `stat -c %s`: statx asking for the size only. A
+		// full stat(2) also asks for the atime that the read invalidated,
+		// and so would refresh the attributes by itself.
+		var stx unix.Statx_t
+		err = unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_SIZE, &stx)
+		b, _ := os.ReadFile(p)
+		if err != nil || stx.Size != uint64(len(b)) || len(b) == 0 {
+			t.Fatalf("%s: stat size %d right after the first read, want %d (%v)", name, stx.Size, len(b), err)
+		}
+	}
+}
+
+// TestOctPublicViewVanishes: keys/ lists the pub.pem view of every key
+// before anything is released (listing never attests); once a release
+// shows that a key is oct, its pub.pem view is gone (ENOENT, not listed,
+// not even from the kernel's cached entry), and the daemon says why once.
+func TestOctPublicViewVanishes(t *testing.T) {
+	var logs syncBuffer
+	w := newWorld(t, func(w *world) {
+		w.tune = func(o *Options) { o.Logger = zerolog.New(&logs).Level(zerolog.InfoLevel) }
+	})
+	names := func() []string {
+		ents, err := os.ReadDir(w.path("keys"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		return n
+	}
+	if n := names(); !slices.Contains(n, "demo-oct.pub.pem") || len(n) != 9 {
+		t.Fatalf("before any release: %v", n)
+	}
+	// The kernel has a cached entry for the file now.
+	if _, err := os.Stat(w.path("keys/demo-oct.pub.pem")); err != nil {
+		t.Fatal(err)
+	}
+	// The first release of the key, through the pub.pem view itself.
+	if _, err := os.ReadFile(w.path("keys/demo-oct.pub.pem")); errnoOf(err) != syscall.ENOENT {
+		t.Fatalf("oct pub.pem: %v, want ENOENT", err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := os.Stat(w.path("keys/demo-oct.pub.pem")); errnoOf(err) != syscall.ENOENT {
+			t.Fatalf("stat of the oct pub.pem after a release: %v, want ENOENT", err)
+		}
+		if _, err := os.ReadFile(w.path("keys/demo-oct.pub.pem")); errnoOf(err) != syscall.ENOENT {
+			t.Fatalf("oct pub.pem after a release: %v, want ENOENT", err)
+		}
+		if n := names(); slices.Contains(n, "demo-oct.pub.pem") || len(n) != 8 {
+			t.Fatalf("after the release: %v", n)
+		}
+	}
+	// The other views of the key, and the RSA key's pub.pem, are served.
+	for _, f := range []string{"keys/demo-oct", "keys/demo-oct.jwk", "keys/demo-rsa.pub.pem"} {
+		if b, err := os.ReadFile(w.path(f)); err != nil || len(b) == 0 {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "its pub.pem views are removed"); n != 1 ||
+		!strings.Contains(logs.String(), "keys/demo-oct.pub.pem") {
+		t.Fatalf("want the reason logged once, got %d times:\n%s", n, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -2,22 +2,35 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // keyFile is one view of a key under keys/. Its size is 0 until the key has
-// been released once (stat must not attest); an open handle reports the
-// real size.
+// been released once (stat must not attest); from the first open on, stat
+// reports the size of the rendering.
 type keyFile struct {
 	fusefs.Inode
-	root *Root
-	key  KeySpec
-	view ViewSpec
-	size atomic.Int64
+	root  *Root
+	dir   *fusefs.Inode // keys/
+	key   KeySpec
+	view  ViewSpec
+	state *keyState // shared by the views of one key
+	size  atomic.Int64
+}
+
+// keyState is what the views of one key learn from its releases.
+type keyState struct {
+	// pubGone: a release showed an oct key, which has no public part, so
+	// its pub.pem views were removed from keys/ (once, logged once).
+	pubGone atomic.Bool
 }
 
 var (
@@ -53,7 +66,9 @@ func (f *keyFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, ui
 	k, err := f.root.opts.Releaser.Release(rctx, f.key.Ref)
 	path := "keys/" + f.view.File
 	if err != nil {
-		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("ref", f.key.Ref.String()).Msg("key release failed")
+		// The releaser (the key cache) has logged the failure and its
+		// class once; this only ties it to the file.
+		f.root.log().Debug().Err(err).Str("key", f.key.Name).Str("file", path).Msg("key file open refused")
 		f.root.audit(ctx, auditKeyOpen, path, f.key.Ref, err)
 		return nil, 0, f.root.fail("open", err)
 	}
@@ -61,15 +76,55 @@ func (f *keyFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, ui
 	if ref.Vault == "" {
 		ref = f.key.Ref
 	}
+	f.root.noteKeyType(ref, k.Type)
+	if k.Type == keyrelease.KeyTypeOct {
+		f.dropPublicViews()
+	}
 	data, err := k.Marshal(f.view.Format)
 	k.Wipe()
+	if errors.Is(err, keyrelease.ErrNoPublicKey) {
+		// The file is gone now; dropPublicViews said why, once.
+		err = fmt.Errorf("%w: %w", syscall.ENOENT, err)
+	} else if err != nil {
+		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("view", f.view.File).Msg("cannot render key view")
+	}
 	f.root.audit(ctx, auditKeyOpen, path, ref, err)
 	if err != nil {
-		f.root.log().Warn().Err(err).Str("key", f.key.Name).Str("view", f.view.File).Msg("cannot render key view")
 		return nil, 0, f.root.fail("open", err)
 	}
-	f.size.Store(int64(len(data)))
+	if n := int64(len(data)); f.size.Swap(n) != n {
+		// The kernel cached the attributes of the lookup (size 0 before
+		// the first release): drop them, so that a stat right after this
+		// open shows the size of what is read (FUSE_NOTIFY_INVAL_INODE,
+		// attributes only; the page cache is unused with direct I/O).
+		f.NotifyContent(-1, 0)
+	}
 	return &keyHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// dropPublicViews removes the pub.pem views of an oct key from keys/ once
+// a release has shown that the key is symmetric: the configuration lists
+// them before anything is released (listing never attests), but they can
+// never be read. Later lookups get ENOENT and listings omit them.
+func (f *keyFile) dropPublicViews() {
+	if f.dir == nil || f.state == nil || !f.state.pubGone.CompareAndSwap(false, true) {
+		return
+	}
+	var gone []string
+	for _, v := range f.key.Views {
+		if v.Format != keyrelease.FormatPubPEM {
+			continue
+		}
+		f.dir.RmChild(v.File)
+		// Drop the kernel's cached entry too. The kernel locks keys/ for
+		// this, which no open of one of its files holds.
+		f.dir.NotifyEntry(v.File)
+		gone = append(gone, "keys/"+v.File)
+	}
+	if len(gone) > 0 {
+		f.root.log().Info().Str("key", f.key.Name).Strs("removed", gone).
+			Msg("oct key: it has no public part, so its pub.pem views are removed (list views without pub.pem in keys[] to hide them from the start)")
+	}
 }
 
 // keyHandle holds one rendering of a key; Release wipes it.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -93,17 +94,29 @@ func (n *objectNode) stale() bool {
 	return errors.Is(n.sizeErr, blob.ErrChanged) || errors.Is(n.sizeErr, blob.ErrNotFound)
 }
 
-func plainSize(ctx context.Context, st blob.Store, info blob.Info, head []byte) (int64, error) {
+// metadataSize computes an object's plaintext size from its upload
+// metadata alone. The metadata is unauthenticated storage input: values
+// that do not parse, or lie outside the format's ranges, give ok false
+// (crypto.PlainSize range-checks them before any arithmetic), and the
+// caller falls back to the cleartext preamble.
+func metadataSize(info blob.Info) (size int64, ok bool) {
 	h, hok := blob.MetadataValue(info.Metadata, "skrfs_header_len")
 	c, cok := blob.MetadataValue(info.Metadata, "skrfs_chunk_size")
-	if hok && cok {
-		hl, err1 := strconv.Atoi(h)
-		cs, err2 := strconv.Atoi(c)
-		if err1 == nil && err2 == nil {
-			if size, err := crypto.PlainSize(info.Size, hl, cs); err == nil {
-				return size, nil
-			}
-		}
+	if !hok || !cok || len(h) > 10 || len(c) > 10 {
+		return 0, false
+	}
+	hl, err1 := strconv.Atoi(h)
+	cs, err2 := strconv.Atoi(c)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	size, err := crypto.PlainSize(info.Size, hl, cs)
+	return size, err == nil
+}
+
+func plainSize(ctx context.Context, st blob.Store, info blob.Info, head []byte) (int64, error) {
+	if size, ok := metadataSize(info); ok {
+		return size, nil
 	}
 	var pre [crypto.PreambleSize]byte
 	if len(head) >= len(pre) || int64(len(head)) == info.Size {
@@ -262,6 +275,11 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 	if k.Ref.Version != "" {
 		ref.Version = k.Ref.Version
 	}
+	n.root.noteKeyType(ref, k.Type)
+	if err := n.versionAllowed(ref, true); err != nil {
+		k.Wipe() // the key's current version, released for a header without one, is not listed
+		return nil, err
+	}
 	d, err := crypto.NewDecryptor(h, k.KEK(), n.name, info.Size)
 	k.Wipe()
 	if err != nil {
@@ -302,10 +320,37 @@ func (n *objectNode) allowedRef(s string) (keyrelease.KeyRef, error) {
 			if r.Version == "" {
 				r.Version = hdr.Version
 			}
+			if err := n.versionAllowed(r, false); err != nil {
+				return keyrelease.KeyRef{}, err
+			}
 			return r, nil
 		}
 	}
 	return keyrelease.KeyRef{}, fmt.Errorf("%w: %s", errObjectKeyNotAllowed, hdr)
+}
+
+// versionAllowed checks ref's version against the dataset's version
+// allow-list of its key, if any. Before the release (released false) a
+// reference without a version passes: the released key's version is
+// checked once known, and a released key of unknown version fails.
+func (n *objectNode) versionAllowed(ref keyrelease.KeyRef, released bool) error {
+	if len(n.ds.Versions) == 0 || (ref.Version == "" && !released) {
+		return nil
+	}
+	base := ref
+	base.Version = ""
+	for allowed, versions := range n.ds.Versions {
+		if !allowed.Matches(base) || allowed.Version != "" {
+			continue
+		}
+		for _, v := range versions {
+			if strings.EqualFold(v, ref.Version) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: version %s of %s is not in the dataset's allowed versions", errObjectKeyNotAllowed, ref.Version, base)
+	}
+	return nil
 }
 
 // headBytes is how much of an object an open reads in its first storage

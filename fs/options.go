@@ -90,6 +90,18 @@ type DatasetSpec struct {
 	Suffix string
 	// Keys are the only key references this dataset's objects may name.
 	Keys []keyrelease.KeyRef
+	// Versions, when it has an entry for one of Keys (a reference without
+	// a version), lists the only versions of that key that objects may be
+	// opened with: an object naming another version, or naming none when
+	// the key's current version is not listed, is refused (EACCES).
+	Versions map[keyrelease.KeyRef][]string
+	// ProducerAuthenticated is set when the dataset authenticates its
+	// producers (signed manifests). Without it, a dataset whose objects
+	// may use an RSA or EC key gets one warning in the log when the key's
+	// type becomes known: whoever can write to its storage can seal
+	// chosen plaintext with the public key.
+	ProducerAuthenticated bool
+
 	// Manifest, when not nil and not ManifestOff, enforces the dataset's
 	// signed manifest (manifest.go).
 	Manifest *ManifestSpec

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // Root is the root directory: keys/ and one directory per dataset.
@@ -28,8 +31,41 @@ type Root struct {
 	objects map[objectVersion]*objectState
 	started time.Time // directories carry the mount time
 
-	bg     context.Context // background work (manifest checks); done at Wipe
-	stopBg context.CancelFunc
+	bg           context.Context // background work (manifest checks); done at Wipe
+	stopBg       context.CancelFunc
+	warnedMu     sync.Mutex
+	warnedPublic map[string]bool // datasets warned about public-key sealing
+}
+
+// noteKeyType is told the type of every released key. The first time an
+// RSA or EC key turns out to be usable by a dataset without producer
+// authentication, it logs one warning for that dataset: anyone who can
+// write to the dataset's storage and has the public key can seal objects,
+// so the dataset can serve plaintext chosen by storage writers.
+func (r *Root) noteKeyType(ref keyrelease.KeyRef, kty keyrelease.KeyType) {
+	if kty == keyrelease.KeyTypeOct || kty == "" {
+		return
+	}
+	for i := range r.opts.Datasets {
+		ds := &r.opts.Datasets[i]
+		if ds.ProducerAuthenticated || !slices.ContainsFunc(ds.Keys, ref.Matches) {
+			continue
+		}
+		r.warnedMu.Lock()
+		warned := r.warnedPublic[ds.Name]
+		if r.warnedPublic == nil {
+			r.warnedPublic = map[string]bool{}
+		}
+		r.warnedPublic[ds.Name] = true
+		r.warnedMu.Unlock()
+		if warned {
+			continue
+		}
+		base := ref
+		base.Version = ""
+		r.log().Warn().Str("dataset", ds.Name).Str("key", base.String()).Str("kty", string(kty)).
+			Msg("dataset accepts objects sealed with an RSA or EC key and has no producer authentication: anyone who can write to its storage can seal chosen plaintext with the public key; use oct keys where producers must be authenticated")
+	}
 }
 
 type objectVersion struct{ dataset, name, etag string }
@@ -63,6 +99,10 @@ func NewRoot(opts Options) (*Root, error) {
 				return nil, fmt.Errorf("fs: dataset %s: a manifest mode of %s needs pinned signer keys", r.opts.Datasets[i].Name, ms.Mode)
 			}
 			r.opts.Datasets[i].man = newManifestState(r, &r.opts.Datasets[i])
+			if ms.Mode == ManifestRequire {
+				// Only what a pinned signer published is served.
+				r.opts.Datasets[i].ProducerAuthenticated = true
+			}
 		}
 	}
 	return r, nil
@@ -73,8 +113,9 @@ func (r *Root) OnAdd(ctx context.Context) {
 	keys := r.NewPersistentInode(ctx, &dirAttr{root: r}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode("keys", "")})
 	r.AddChild("keys", keys, false)
 	for _, k := range r.opts.Keys {
+		st := &keyState{}
 		for _, v := range k.Views {
-			f := &keyFile{root: r, key: k, view: v}
+			f := &keyFile{root: r, dir: keys, key: k, view: v, state: st}
 			keys.AddChild(v.File, keys.NewPersistentInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode("keys/", v.File)}), false)
 		}
 	}

@@ -89,7 +89,7 @@ func hostOf(u string) string { return strings.TrimPrefix(u, "https://") }
 
 func TestServeSidecarAPI(t *testing.T) {
 	s := startDevstack(t)
-	cfg := filepath.Join(s.Dir, devstack.ConfigFile)
+	cfg := configWith(t, s, "serve:\n  attest: true\n")
 	ready := filepath.Join(t.TempDir(), "ready")
 	d := execDaemon(t, "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file", ready)
 	waitReady(t, ready, d)
@@ -124,6 +124,10 @@ func TestServeSidecarAPI(t *testing.T) {
 	k, err := keyrelease.ParseKey([]byte(out["key"]))
 	if err != nil {
 		t.Fatalf("key is not a JWK string: %v", err)
+	}
+	// key_ops come from the release payload, as upstream's do.
+	if !strings.Contains(out["key"], `"key_ops":["encrypt","decrypt","sign","verify","wrapKey","unwrapKey"]`) || len(k.Ops) != 6 {
+		t.Fatalf("released JWK without the vault key's key_ops: ops %v", k.Ops)
 	}
 	obj, _ := os.ReadFile(filepath.Join(s.Dir, "store", "data", "hello.txt"))
 	want, _ := os.ReadFile(filepath.Join(s.Dir, "plain", "data", "hello.txt"))
@@ -360,19 +364,26 @@ func TestServeAnyKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := `{"maa_endpoint":"` + hostOf(s.MAAURL) + `","akv_endpoint":"` + hostOf(s.VaultURL) + `","kid":"unlisted"}`
+	rd := base64.StdEncoding.EncodeToString([]byte(`{"keys":[]}`))
 	for _, tc := range []struct {
-		name, extra string
-		status      int
-		inBody      string
+		name, extra  string
+		status       int
+		inBody       string
+		attestStatus int // of /attest/raw: off unless serve.attest or serve.any_key
 	}{
-		{"configured keys only (default)", "", 403, "key not allowed by configuration"},
-		{"serve.any_key", "serve:\n  any_key: true\n", 200, `"kty":"oct"`},
+		{"configured keys only (default)", "", 403, "key not allowed by configuration", 403},
+		{"serve.attest", "serve:\n  attest: true\n", 403, "key not allowed by configuration", 200},
+		{"serve.any_key", "serve:\n  any_key: true\n", 200, `"kty":"oct"`, 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, api := startServe(t, configWith(t, s, tc.extra))
 			code, out := post(t, api+"/key/release", req)
 			if code != tc.status || !strings.Contains(out["error"]+out["key"], tc.inBody) {
 				t.Fatalf("%d %v, want %d with %q", code, out, tc.status, tc.inBody)
+			}
+			code, out = post(t, api+"/attest/raw", `{"runtime_data":"`+rd+`"}`)
+			if code != tc.attestStatus || (code == 403 && !strings.Contains(out["error"], "set serve.attest: true")) {
+				t.Fatalf("/attest/raw: %d %v, want %d", code, out, tc.attestStatus)
 			}
 			d.stop(t)
 		})

@@ -1,6 +1,7 @@
 package keyrelease
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -68,7 +69,7 @@ func (k *Key) Marshal(format string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return append(b, '\n'), nil
+		return appendOps(b, k.Ops)
 	}
 	return nil, fmt.Errorf("%w: unknown view format %q", ErrKeyFormat, format)
 }
@@ -77,10 +78,11 @@ func (k *Key) Marshal(format string) ([]byte, error) {
 // writes it) without any raw copy of the key outside the result.
 func octJWK(k *Key) ([]byte, error) {
 	v := struct {
-		K   string `json:"k"`
-		Kid string `json:"kid,omitempty"`
-		Kty string `json:"kty"`
-	}{K: base64.RawURLEncoding.EncodeToString(k.Oct), Kty: "oct"}
+		K      string   `json:"k"`
+		KeyOps []string `json:"key_ops,omitempty"`
+		Kid    string   `json:"kid,omitempty"`
+		Kty    string   `json:"kty"`
+	}{K: base64.RawURLEncoding.EncodeToString(k.Oct), KeyOps: k.Ops, Kty: "oct"}
 	if k.Ref != (KeyRef{}) {
 		v.Kid = k.Ref.String()
 	}
@@ -89,4 +91,29 @@ func octJWK(k *Key) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// appendOps adds "key_ops" to the JSON object b (which holds key material:
+// it is extended in place where it can be, and wiped when it is copied) and
+// a trailing newline. jwx cannot carry Key Vault's operations (import,
+// export), so they are added to its output.
+func appendOps(b []byte, ops []string) ([]byte, error) {
+	if len(ops) == 0 {
+		return append(b, '\n'), nil
+	}
+	end := bytes.LastIndexByte(b, '}')
+	if end < 0 {
+		return nil, fmt.Errorf("%w: JWK is not a JSON object", ErrKeyFormat)
+	}
+	list, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(b)+len(list)+16)
+	out = append(out, b[:end]...)
+	out = append(out, `,"key_ops":`...)
+	out = append(out, list...)
+	out = append(out, b[end:]...)
+	clear(b)
+	return append(out, '\n'), nil
 }

@@ -11,6 +11,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -39,6 +41,31 @@ type Key struct {
 	Private any
 	// Public is *rsa.PublicKey or *ecdsa.PublicKey (nil for oct).
 	Public any
+	// Ops are the key's permitted operations (JWK key_ops: encrypt,
+	// decrypt, sign, verify, wrapKey, unwrapKey, ...) as Key Vault puts them
+	// into the release payload, or as a parsed JWK lists them; nil when not
+	// known. The JWK view carries them.
+	Ops []string
+}
+
+// keyOpRE is what a key operation looks like (Key Vault's and RFC 7517's
+// are short camelCase words); maxKeyOps bounds how many a key may carry.
+var keyOpRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,31}$`)
+
+const maxKeyOps = 16
+
+// CheckOps reports whether ops is a plausible key_ops list: at most 16
+// short words.
+func CheckOps(ops []string) error {
+	if len(ops) > maxKeyOps {
+		return fmt.Errorf("%w: %d key_ops (at most %d)", ErrKeyFormat, len(ops), maxKeyOps)
+	}
+	for _, op := range ops {
+		if !keyOpRE.MatchString(op) {
+			return fmt.Errorf("%w: key_ops member %q is not an operation name", ErrKeyFormat, op)
+		}
+	}
+	return nil
 }
 
 // KEK returns the value the object format uses as key-encryption key: the
@@ -196,6 +223,19 @@ func parseJWK(data []byte) (*Key, error) {
 	case probe["key"] != nil && probe["kty"] == nil: // Key Vault key bundle
 		return parseJWK(probe["key"])
 	}
+	// key_ops are kept on the Key; jwx refuses operations outside RFC
+	// 7517's list, and Key Vault has more (import, export).
+	var ops []string
+	if raw, ok := probe["key_ops"]; ok {
+		if err := json.Unmarshal(raw, &ops); err != nil {
+			return nil, fmt.Errorf("%w: JWK key_ops: %v", ErrKeyFormat, err)
+		}
+		if err := CheckOps(ops); err != nil {
+			return nil, err
+		}
+		delete(probe, "key_ops")
+		data, _ = json.Marshal(probe)
+	}
 	// Key Vault reports HSM-backed keys as "RSA-HSM", "EC-HSM", "oct-HSM".
 	var kty string
 	_ = json.Unmarshal(probe["kty"], &kty)
@@ -218,6 +258,7 @@ func parseJWK(data []byte) (*Key, error) {
 	if ref, err := ParseKeyRef(jk.KeyID()); err == nil {
 		k.Ref = ref
 	}
+	k.Ops = ops
 	return k, nil
 }
 
@@ -225,7 +266,7 @@ func parseJWK(data []byte) (*Key, error) {
 // key cache hands out clones so that evicting (and wiping) its own copy
 // never pulls key material from under a reader.
 func (k *Key) Clone() *Key {
-	c := &Key{Ref: k.Ref, Type: k.Type, Public: k.Public}
+	c := &Key{Ref: k.Ref, Type: k.Type, Public: k.Public, Ops: slices.Clone(k.Ops)}
 	if k.Oct != nil {
 		c.Oct = bytes.Clone(k.Oct)
 	}

@@ -262,3 +262,46 @@ func TestOctJWKMatchesJWX(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyOpsInJWKView: a key's operations (from the release payload or a
+// parsed JWK, Key Vault's import and export included) appear as key_ops in
+// its JWK view, survive Clone and parse back; malformed lists are refused.
+func TestKeyOpsInJWKView(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ref := KeyRef{Vault: "v.vault.azure.net", Name: "k", Version: "0123abcd"}
+	ops := []string{"encrypt", "decrypt", "wrapKey", "unwrapKey", "import", "export"}
+	for _, k := range []*Key{
+		{Type: KeyTypeOct, Oct: bytes.Repeat([]byte{1}, 32)},
+		must(FromCrypto(rsaKey)),
+		must(FromCrypto(ecKey)),
+	} {
+		k.Ref, k.Ops = ref, ops
+		b, err := k.Clone().Marshal(FormatJWK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil || !bytes.HasSuffix(b, []byte("}\n")) {
+			t.Fatalf("%s JWK view is not one JSON object and a newline: %v\n%s", k.Type, err, b)
+		}
+		if got, _ := json.Marshal(m["key_ops"]); string(got) != `["encrypt","decrypt","wrapKey","unwrapKey","import","export"]` {
+			t.Fatalf("%s JWK view has key_ops %s", k.Type, got)
+		}
+		back, err := ParseKey(b)
+		if err != nil || strings.Join(back.Ops, ",") != strings.Join(ops, ",") || back.Ref != ref {
+			t.Fatalf("%s JWK view parses back to ops %v ref %v: %v", k.Type, back.Ops, back.Ref, err)
+		}
+		// Without ops, no key_ops member.
+		k.Ops = nil
+		if b, _ := k.Marshal(FormatJWK); bytes.Contains(b, []byte("key_ops")) {
+			t.Fatalf("%s JWK view without ops: %s", k.Type, b)
+		}
+	}
+	for _, bad := range []string{`["encrypt",1]`, `["enc rypt"]`, `"encrypt"`, `[` + strings.Repeat(`"sign",`, 16) + `"sign"]`} {
+		j := `{"kty":"oct","k":"` + base64.RawURLEncoding.EncodeToString(make([]byte, 32)) + `","key_ops":` + bad + `}`
+		if _, err := ParseKey([]byte(j)); !errors.Is(err, ErrKeyFormat) {
+			t.Errorf("key_ops %s: %v, want ErrKeyFormat", bad, err)
+		}
+	}
+}

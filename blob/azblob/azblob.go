@@ -267,7 +267,7 @@ func newClient(cfg Config) (*container.Client, string, error) {
 		}
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("azblob: %w", err)
+		return nil, "", fmt.Errorf("azblob: %w", blob.RedactError(err))
 	}
 	prefix, err = normalisePrefix(prefix)
 	if err != nil {
@@ -858,6 +858,8 @@ func statusCode(err error) int {
 // *azcore.ResponseError stays reachable with errors.As, but the message
 // holds only its status and error code, not the whole response dump.
 func mapErr(op, name string, err error) error {
+	// Transport errors quote the request URL, SAS included: never pass one on.
+	err = blob.RedactError(err)
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
 		return fmt.Errorf("azblob: %s %q: %w", op, name, err)

@@ -4,7 +4,12 @@
 //
 // Object names are '/'-separated paths relative to the root. Only regular
 // files are objects; symbolic links, devices and sockets are ignored, so a
-// link cannot make the store read outside its root.
+// link cannot make the store read outside its root. Names resolve beneath
+// the root directory opened by New, with openat2(2) and RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS (one system call per open; on kernels without
+// openat2, one openat(2) with O_NOFOLLOW per path component): a symbolic
+// link anywhere in a name, final component or intermediate directory, is
+// never followed by a read, a stat or a listing.
 //
 // Versions: the ETag of a file is derived from its inode, size, modification
 // and change times. Replacing a file (rename over it) changes the inode;
@@ -19,6 +24,8 @@ package localdir
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +35,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,7 +46,12 @@ import (
 
 // Store is a blob.Store backed by a directory.
 type Store struct {
-	root string
+	root   string
+	dir    *os.File // the root directory, held open: names resolve beneath it
+	rootFD int
+	// procFD: /proc/self/fd/<fd>/<name> reaches a directory's entry
+	// without following it, so a listing reads metadata in one call.
+	procFD bool
 }
 
 var (
@@ -59,7 +72,14 @@ func New(dir string) (*Store, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("localdir: %s is not a directory", abs)
 	}
-	return &Store{root: abs}, nil
+	d, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	s := &Store{root: abs, dir: d, rootFD: int(d.Fd())}
+	_, perr := os.Stat(fmt.Sprintf("/proc/self/fd/%d", s.rootFD))
+	s.procFD = perr == nil
+	return s, nil
 }
 
 // Root returns the absolute path of the store's root directory.
@@ -73,24 +93,33 @@ func (s *Store) Path(name string) (string, error) {
 	return filepath.Join(s.root, filepath.FromSlash(name)), nil
 }
 
-// Stat implements blob.Store.
+// Stat implements blob.Store: one O_PATH open beneath the root (which
+// opens nothing: a device or FIFO is not touched), fstat, and the metadata
+// read through the descriptor.
 func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	if err := ctx.Err(); err != nil {
 		return blob.Info{}, err
 	}
-	p, err := s.Path(name)
+	if err := blob.CheckName(name); err != nil {
+		return blob.Info{}, err
+	}
+	fd, st, err := s.open(name, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW)
 	if err != nil {
 		return blob.Info{}, err
 	}
-	st, err := os.Lstat(p)
-	if err != nil {
-		return blob.Info{}, mapErr(err)
+	defer syscall.Close(fd)
+	i := blob.Info{Name: name, Size: st.Size, ETag: etagOf(st), ModTime: time.Unix(st.Mtim.Unix())}
+	if s.procFD {
+		// fgetxattr does not take O_PATH descriptors; the descriptor's
+		// /proc link names exactly the file opened.
+		fdPath := fmt.Sprintf("/proc/self/fd/%d", fd)
+		i.Metadata = getMetadata(func(buf []byte) (int, error) { return unix.Getxattr(fdPath, xattrName, buf) })
+	} else if rfd, _, err := s.openFile(name); err == nil {
+		if m := readMetadataFD(rfd); m != nil {
+			i.Metadata = m
+		}
+		syscall.Close(rfd)
 	}
-	if !st.Mode().IsRegular() {
-		return blob.Info{}, fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, name)
-	}
-	i := info(name, st)
-	i.Metadata = readMetadata(p)
 	return i, nil
 }
 
@@ -103,14 +132,24 @@ func info(name string, st fs.FileInfo) blob.Info {
 const xattrName = "user.skrfs.metadata"
 
 // readMetadata returns the user metadata kept in p's extended attribute,
-// or nil when there is none or the filesystem has no user xattrs.
+// or nil when there is none or the filesystem has no user xattrs. A final
+// symbolic link is not followed.
 func readMetadata(p string) map[string]string {
+	return getMetadata(func(buf []byte) (int, error) { return unix.Lgetxattr(p, xattrName, buf) })
+}
+
+// readMetadataFD is readMetadata for an open file.
+func readMetadataFD(fd int) map[string]string {
+	return getMetadata(func(buf []byte) (int, error) { return unix.Fgetxattr(fd, xattrName, buf) })
+}
+
+func getMetadata(get func([]byte) (int, error)) map[string]string {
 	var small [512]byte
 	buf := small[:]
-	n, err := unix.Lgetxattr(p, xattrName, buf)
+	n, err := get(buf)
 	if err == unix.ERANGE {
 		buf = make([]byte, 64<<10) // the most a value may hold on Linux
-		n, err = unix.Lgetxattr(p, xattrName, buf)
+		n, err = get(buf)
 	}
 	if err != nil || n <= 0 {
 		return nil
@@ -136,6 +175,12 @@ func etagOf(sys *syscall.Stat_t) string {
 		time.Unix(sys.Mtim.Unix()).UnixNano(), sys.Ctim.Sec, sys.Ctim.Nsec)
 }
 
+// etagOfUnix is etagOf for a unix.Stat_t (the same fields, the same ETag).
+func etagOfUnix(st *unix.Stat_t) string {
+	return fmt.Sprintf("\"%x-%x-%x-%x.%x\"", st.Ino, st.Size,
+		time.Unix(st.Mtim.Unix()).UnixNano(), st.Ctim.Sec, st.Ctim.Nsec)
+}
+
 // ReadAt implements blob.Store.
 func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (int, error) {
 	if err := ctx.Err(); err != nil {
@@ -148,7 +193,7 @@ func (s *Store) ReadAt(ctx context.Context, ref blob.Ref, p []byte, off int64) (
 	if err != nil {
 		return 0, err
 	}
-	fd, st, err := openPinned(ref, path)
+	fd, st, err := s.openPinned(ref)
 	if err != nil {
 		return 0, err
 	}
@@ -181,7 +226,7 @@ func (s *Store) ReadHead(ctx context.Context, name string, p []byte) (blob.Info,
 	if err != nil {
 		return blob.Info{}, 0, err
 	}
-	fd, st, err := openFile(name, path)
+	fd, st, err := s.openFile(name)
 	if err != nil {
 		return blob.Info{}, 0, err
 	}
@@ -197,22 +242,22 @@ func (s *Store) ReadHead(ctx context.Context, name string, p []byte) (blob.Info,
 	return info, n, nil
 }
 
-// openFile opens an object's file for reading, without following a final
-// symbolic link (a link is not an object) or blocking on a FIFO, and
+// openFile opens an object's file for reading, beneath the root and
+// without following any symbolic link (a link is not an object, and a
+// linked directory may lead outside the root) or blocking on a FIFO, and
 // returns the descriptor and its status. Raw system calls: an *os.File
 // costs five more per open (it tries to register the descriptor with the
 // poller), which showed in profiles of small-file opens.
-func openFile(name, path string) (int, *syscall.Stat_t, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if err == syscall.ELOOP {
-		return -1, nil, fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, name)
+func (s *Store) openFile(name string) (int, *syscall.Stat_t, error) {
+	return s.open(name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+}
+
+// open is openFile with the given open flags.
+func (s *Store) open(name string, flags int) (int, *syscall.Stat_t, error) {
+	path := filepath.Join(s.root, filepath.FromSlash(name)) // for messages only
+	fd, err := s.openBeneath(name, flags)
+	if err == syscall.ELOOP || err == syscall.EXDEV {
+		return -1, nil, fmt.Errorf("%w: %s is not a regular file beneath the root (symbolic link)", blob.ErrNotFound, name)
 	}
 	if err != nil {
 		return -1, nil, mapErr(&fs.PathError{Op: "open", Path: path, Err: err})
@@ -227,6 +272,65 @@ func openFile(name, path string) (int, *syscall.Stat_t, error) {
 		return -1, nil, fmt.Errorf("%w: %s is not a regular file", blob.ErrNotFound, name)
 	}
 	return fd, st, nil
+}
+
+// noOpenat2 is set once openat2(2) is found missing (Linux before 5.6).
+var noOpenat2 atomic.Bool
+
+// openBeneath opens name (a checked object name, or "." for the root)
+// relative to the root without following symbolic links in any component.
+func (s *Store) openBeneath(name string, flags int) (int, error) {
+	if !noOpenat2.Load() {
+		how := unix.OpenHow{Flags: uint64(flags), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+		for tries := 0; ; tries++ {
+			fd, err := unix.Openat2(s.rootFD, name, &how)
+			if err == unix.EINTR || (err == unix.EAGAIN && tries < 16) {
+				continue // EAGAIN: a concurrent rename; the kernel asks to retry
+			}
+			if err == unix.ENOSYS {
+				noOpenat2.Store(true)
+				break
+			}
+			return fd, err
+		}
+	}
+	return openWalk(s.rootFD, name, flags)
+}
+
+// openWalk is openBeneath with openat(2): one open per component, each
+// with O_NOFOLLOW. Object names have no "." or ".." components.
+func openWalk(root int, name string, flags int) (int, error) {
+	dir := root
+	parts := strings.Split(name, "/")
+	for i, part := range parts {
+		f := unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		if i == len(parts)-1 {
+			f = flags | unix.O_NOFOLLOW
+		}
+		var fd int
+		var err error
+		for {
+			fd, err = unix.Openat(dir, part, f, 0)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if err == unix.ENOTDIR && i < len(parts)-1 {
+			// A symbolic link (O_NOFOLLOW|O_DIRECTORY) or a file.
+			var st unix.Stat_t
+			if unix.Fstatat(dir, part, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				err = unix.ELOOP
+			}
+		}
+		if dir != root {
+			unix.Close(dir)
+		}
+		if err != nil {
+			return -1, err
+		}
+		dir = fd
+	}
+	return dir, nil
 }
 
 // pread fills p from off, stopping early only at the end of the file.
@@ -249,8 +353,8 @@ func pread(fd int, path string, p []byte, off int64) (int, error) {
 }
 
 // openPinned opens the file of ref's object if it is the version ref pins.
-func openPinned(ref blob.Ref, path string) (int, *syscall.Stat_t, error) {
-	fd, st, err := openFile(ref.Name, path)
+func (s *Store) openPinned(ref blob.Ref) (int, *syscall.Stat_t, error) {
+	fd, st, err := s.openFile(ref.Name)
 	if err != nil {
 		return -1, nil, err
 	}
@@ -292,7 +396,7 @@ func (s *Store) OpenRange(ctx context.Context, ref blob.Ref, off, n int64) (io.R
 	if err != nil {
 		return nil, err
 	}
-	fd, st, err := openPinned(ref, path)
+	fd, st, err := s.openPinned(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -347,42 +451,30 @@ func (fr *fileRange) Close() error {
 }
 
 // List implements blob.Store. It walks only the directory that contains the
-// prefix, so listing a small subtree of a large root is cheap.
+// prefix, so listing a small subtree of a large root is cheap. Directories
+// are opened beneath the root without following symbolic links, and each
+// entry is examined relative to its open directory, so a symbolic link
+// (to a file or a directory, inside the root or out) is never listed or
+// descended into.
 func (s *Store) List(ctx context.Context, opts blob.ListOptions, fn func(blob.Info) error) error {
 	dir := ""
 	if i := strings.LastIndex(opts.Prefix, "/"); i >= 0 {
 		dir = opts.Prefix[:i]
-	}
-	start := s.root
-	if dir != "" {
-		p, err := s.Path(dir)
-		if err != nil {
+		if err := blob.CheckName(dir); err != nil {
 			return err
 		}
-		start = p
 	}
 	var infos []blob.Info
 	prefixes := map[string]bool{}
-	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if p == start && errors.Is(err, fs.ErrNotExist) {
-				return fs.SkipAll
-			}
-			return mapErr(err)
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		rel, _ := filepath.Rel(s.root, p)
-		name := filepath.ToSlash(rel)
-		if d.IsDir() {
-			// Prune directories that cannot contain a match.
-			if p != start && !strings.HasPrefix(name+"/", opts.Prefix) && !strings.HasPrefix(opts.Prefix, name+"/") {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() || !strings.HasPrefix(name, opts.Prefix) || strings.HasPrefix(d.Name(), tmpPrefix) {
+	fd, err := s.openBeneath(cmpOr(dir, "."), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+	switch {
+	case err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP || err == unix.EXDEV:
+		return nil // no such directory beneath the root: nothing listed
+	case err != nil:
+		return mapErr(&fs.PathError{Op: "open", Path: filepath.Join(s.root, dir), Err: err})
+	}
+	add := func(dirfd int, entry, name string) error {
+		if !strings.HasPrefix(name, opts.Prefix) || strings.HasPrefix(entry, tmpPrefix) {
 			return nil
 		}
 		if opts.Delimiter != "" {
@@ -392,21 +484,65 @@ func (s *Store) List(ctx context.Context, opts blob.ListOptions, fn func(blob.In
 				return nil
 			}
 		}
-		st, err := d.Info()
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, entry, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err == unix.ENOENT {
 				return nil // removed during the walk
 			}
-			return mapErr(err)
+			return mapErr(&fs.PathError{Op: "stat", Path: filepath.Join(s.root, name), Err: err})
 		}
-		i := info(name, st)
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return nil
+		}
+		i := blob.Info{Name: name, Size: st.Size, ETag: etagOfUnix(&st), ModTime: time.Unix(st.Mtim.Unix())}
 		if opts.WithMetadata {
-			i.Metadata = readMetadata(p)
+			i.Metadata = s.entryMetadata(dirfd, entry)
 		}
 		infos = append(infos, i)
 		return nil
-	})
-	if err != nil {
+	}
+	var walk func(fd int, rel string) error
+	walk = func(fd int, rel string) error {
+		f := os.NewFile(uintptr(fd), filepath.Join(s.root, rel))
+		defer f.Close()
+		ents, err := f.ReadDir(-1)
+		if err != nil {
+			return mapErr(err)
+		}
+		for _, d := range ents {
+			if cerr := ctx.Err(); cerr != nil {
+				return cerr
+			}
+			name := d.Name()
+			if rel != "" {
+				name = rel + "/" + name
+			}
+			if !d.IsDir() {
+				if d.Type().IsRegular() || d.Type() == fs.ModeIrregular {
+					if err := add(fd, d.Name(), name); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			// Prune directories that cannot contain a match.
+			if !strings.HasPrefix(name+"/", opts.Prefix) && !strings.HasPrefix(opts.Prefix, name+"/") {
+				continue
+			}
+			sub, err := unix.Openat(fd, d.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
+				continue // removed or replaced (by a link, say) during the walk
+			}
+			if err != nil {
+				return mapErr(&fs.PathError{Op: "open", Path: filepath.Join(s.root, name), Err: err})
+			}
+			if err := walk(sub, name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(fd, dir); err != nil {
 		return err
 	}
 	for p := range prefixes {
@@ -421,6 +557,28 @@ func (s *Store) List(ctx context.Context, opts blob.ListOptions, fn func(blob.In
 	return nil
 }
 
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// entryMetadata reads the metadata of a directory entry that is a regular
+// file, through /proc/self/fd so that the directory stays the one opened
+// (one call), or else through an open of its own.
+func (s *Store) entryMetadata(dirfd int, entry string) map[string]string {
+	if s.procFD {
+		return readMetadata(fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, entry))
+	}
+	fd, err := unix.Openat(dirfd, entry, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	return readMetadataFD(fd)
+}
+
 // tmpPrefix starts the names of Put's temporary files, which List skips.
 const tmpPrefix = ".skrfs-tmp-"
 
@@ -433,20 +591,31 @@ func (s *Store) Put(name string, data []byte) error {
 
 // Upload writes the contents of r as object name atomically, with user
 // metadata kept in extended attributes (user.skrfs.md.<key>) where the
-// filesystem supports them; elsewhere the metadata is dropped.
+// filesystem supports them; elsewhere the metadata is dropped. Writes go
+// through an os.Root of the store's directory, so no symbolic link can
+// make them land outside it.
 func (s *Store) Upload(ctx context.Context, name string, r io.Reader, metadata map[string]string) error {
-	p, err := s.Path(name)
+	if err := blob.CheckName(name); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(s.root)
+	if err != nil {
+		return mapErr(err)
+	}
+	defer root.Close()
+	rel := filepath.FromSlash(name)
+	dir := filepath.Dir(rel)
+	if err := root.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	tmpName := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
+	tmp, err := root.OpenFile(tmpName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), tmpPrefix+"*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
+	defer root.Remove(tmpName)
 	if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
 		tmp.Close()
 		return err
@@ -466,7 +635,7 @@ func (s *Store) Upload(ctx context.Context, name string, r io.Reader, metadata m
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), p)
+	return root.Rename(tmpName, rel)
 }
 
 // ctxReader stops a copy when its context ends.
@@ -482,13 +651,17 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// Delete removes object name.
+// Delete removes object name (beneath the root, as Upload writes).
 func (s *Store) Delete(name string) error {
-	p, err := s.Path(name)
-	if err != nil {
+	if err := blob.CheckName(name); err != nil {
 		return err
 	}
-	return mapErr(os.Remove(p))
+	root, err := os.OpenRoot(s.root)
+	if err != nil {
+		return mapErr(err)
+	}
+	defer root.Close()
+	return mapErr(root.Remove(filepath.FromSlash(name)))
 }
 
 func mapErr(err error) error {

@@ -159,3 +159,117 @@ func TestFIFOIsNotAnObject(t *testing.T) {
 		t.Fatalf("ReadAt(fifo) = %v, want ErrNotFound", err)
 	}
 }
+
+// A symbolic link to a directory, as an intermediate component of a name,
+// must not lead reads out of the root: stat, open (ReadHead), ReadAt,
+// ranges and listings all refuse it, with openat2 and with the openat walk
+// of older kernels. Links to directories inside the root are refused too.
+func TestSymlinkedDirectoriesAreNotFollowed(t *testing.T) {
+	for _, walk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "openat2", true: "openat-walk"}[walk], func(t *testing.T) {
+			defer localdir.SetNoOpenat2(walk)()
+			ctx := context.Background()
+			outside := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(outside, "deep"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			secret := []byte("outside the root: never served")
+			for _, p := range []string{"secret", "deep/secret"} {
+				if err := os.WriteFile(filepath.Join(outside, p), secret, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := localdir.New(outside)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pinned, err := out.Stat(ctx, "secret") // a valid ETag for the outside file
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newStore(t)
+			if err := s.Put("real/inside", []byte("inside")); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range []struct{ link, target string }{
+				{"link", outside}, {"real/link", outside}, {"inlink", filepath.Join(s.Root(), "real")},
+			} {
+				if err := os.Symlink(l.target, filepath.Join(s.Root(), filepath.FromSlash(l.link))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, name := range []string{"link/secret", "link/deep/secret", "real/link/secret", "inlink/inside"} {
+				if _, err := s.Stat(ctx, name); !errors.Is(err, blob.ErrNotFound) {
+					t.Errorf("Stat(%s) = %v, want ErrNotFound", name, err)
+				}
+				if _, _, err := s.ReadHead(ctx, name, make([]byte, 64)); !errors.Is(err, blob.ErrNotFound) {
+					t.Errorf("ReadHead(%s) = %v, want ErrNotFound", name, err)
+				}
+				ref := blob.Ref{Name: name, ETag: pinned.ETag}
+				if n, err := s.ReadAt(ctx, ref, make([]byte, 8), 0); !errors.Is(err, blob.ErrNotFound) {
+					t.Errorf("ReadAt(%s) = %d, %v, want ErrNotFound", name, n, err)
+				}
+				if rc, err := s.OpenRange(ctx, ref, 0, 8); !errors.Is(err, blob.ErrNotFound) {
+					if err == nil {
+						b, _ := io.ReadAll(rc)
+						rc.Close()
+						t.Errorf("OpenRange(%s) read %q", name, b)
+					}
+					t.Errorf("OpenRange(%s) = %v, want ErrNotFound", name, err)
+				}
+			}
+			for _, o := range []blob.ListOptions{
+				{}, {Delimiter: "/"}, {Prefix: "link/"}, {Prefix: "link/", Delimiter: "/"},
+				{Prefix: "link/deep/"}, {Prefix: "real/"}, {Prefix: "real/link/"}, {Prefix: "inlink/", Delimiter: "/"},
+			} {
+				var names []string
+				err := s.List(ctx, o, func(i blob.Info) error { names = append(names, i.Name); return nil })
+				if err != nil {
+					t.Errorf("List(%+v): %v", o, err)
+				}
+				for _, n := range names {
+					if strings.Contains(n, "link") {
+						t.Errorf("List(%+v) = %v: names a path through a link", o, names)
+					}
+				}
+			}
+			// Writes stay beneath the root too.
+			if err := s.Put("link/planted", []byte("x")); err == nil {
+				t.Errorf("Put through a link to outside the root succeeded")
+			}
+			if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
+				t.Errorf("Put wrote outside the root")
+			}
+			// The real object is still served.
+			if i, err := s.Stat(ctx, "real/inside"); err != nil || i.Size != 6 {
+				t.Errorf("Stat(real/inside) = %+v, %v", i, err)
+			}
+			var got []string
+			s.List(ctx, blob.ListOptions{Prefix: "real/"}, func(i blob.Info) error { got = append(got, i.Name); return nil })
+			if len(got) != 1 || got[0] != "real/inside" {
+				t.Errorf("List(real/) = %v, want [real/inside]", got)
+			}
+		})
+	}
+}
+
+// Metadata is read through the descriptor of the file found beneath the
+// root, with /proc/self/fd or, without /proc, an open of its own.
+func TestMetadataWithoutProc(t *testing.T) {
+	for _, proc := range []bool{true, false} {
+		s := newStore(t)
+		s.SetProcFD(proc)
+		if err := s.Upload(context.Background(), "d/m", strings.NewReader("x"), map[string]string{"K": "v"}); err != nil {
+			t.Fatal(err)
+		}
+		i, err := s.Stat(context.Background(), "d/m")
+		if err != nil || i.Metadata["k"] != "v" {
+			t.Errorf("proc=%v: Stat = %+v, %v", proc, i, err)
+		}
+		var got map[string]string
+		s.List(context.Background(), blob.ListOptions{Prefix: "d/", WithMetadata: true}, func(i blob.Info) error { got = i.Metadata; return nil })
+		if got["k"] != "v" {
+			t.Errorf("proc=%v: List metadata %v", proc, got)
+		}
+	}
+}

@@ -46,7 +46,7 @@ released.`,
 		},
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
-	cmd.AddCommand(newAttestVerifyCmd())
+	cmd.AddCommand(noHarden(newAttestVerifyCmd())) // public evidence only
 	return cmd
 }
 
@@ -58,8 +58,10 @@ func printJSON(w io.Writer, v any) error {
 
 func newAttestVerifyCmd() *cobra.Command {
 	var reportFile, certsFile, policyFile, runtimeFile, at string
+	var endorsementFiles []string
+	var sgx sgxVerifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify --report FILE --certs FILE [--policy FILE] [--runtime-data FILE]",
+		Use:   "verify --report FILE --certs FILE [--endorsement FILE] [--policy FILE] [--runtime-data FILE]",
 		Short: "Verify given SEV-SNP evidence offline and print its claims",
 		Long: `Verify a raw 1184-byte SEV-SNP report against its AMD certificates offline,
 as MAA does: the report signature by the VCEK, the VCEK -> ASK -> ARK chain to
@@ -69,9 +71,26 @@ MAA-style claims as JSON and exits non-zero on any failure.
 --certs is THIM's JSON, an ACI host-amd-cert-base64 file, or "VCEK||ASK||ARK"
 PEM. --policy is a CCE policy (Rego, or its base64 as in an ARM template):
 HOST_DATA must be its SHA-256. --runtime-data: REPORT_DATA must be the
-SHA-256 of this file's bytes followed by zeros.`,
+SHA-256 of this file's bytes followed by zeros.
+
+--endorsement is a UVM endorsement: the raw COSE_Sign1 or its base64 (an ACI
+security context's reference-info-base64). It must be signed (PS384) by the
+leaf of its x5chain, chain up to the CA that Microsoft's did:x509 issuer
+names, come from the ContainerPlat-AMD-UVM feed, and endorse the report's
+launch measurement; then the claims carry x-ms-compliance-status:
+azure-compliant-uvm, as MAA's do. Repeat the flag for several.
+
+--sgx-quote FILE verifies an Intel SGX DCAP quote v3 instead: the enclave
+report signature by the attestation key, the QE report signature by the PCK
+certificate, the QE's binding of the attestation key, and the PCK chain up
+to the Intel SGX Root CA (pinned by its key). --held-data FILE: REPORT_DATA
+must be its SHA-256 followed by zeros. Prints the x-ms-sgx-* claims; the TCB
+status needs Intel's collateral and is reported as not evaluated.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if sgx.quoteFile != "" {
+				return runSGXVerify(cmd, sgx, reportFile != "" || certsFile != "" || policyFile != "" || runtimeFile != "" || len(endorsementFiles) > 0, at)
+			}
 			if reportFile == "" || certsFile == "" {
 				return usageError{fmt.Errorf("--report and --certs are required")}
 			}
@@ -98,9 +117,28 @@ SHA-256 of this file's bytes followed by zeros.`,
 					return err
 				}
 			}
+			endorsements, err := verifyEndorsementFiles(endorsementFiles)
+			if err != nil {
+				return err
+			}
+			for _, e := range endorsements {
+				opts.Endorsements = append(opts.Endorsements, e.raw)
+			}
 			claims, err := evidence.Verify(report, chain, opts)
 			if err != nil {
 				return fmt.Errorf("%w: %v", errAttestationFailed, err)
+			}
+			for _, e := range endorsements {
+				if e.LaunchMeasurement != claims["x-ms-sevsnpvm-launchmeasurement"] {
+					// Every endorsement given must hold: no compliance claim
+					// even when another one matched.
+					delete(claims, "x-ms-compliance-status")
+					printJSON(cmd.OutOrStdout(), claims)
+					return fmt.Errorf("%w: %s endorses launch measurement %s, but the report's is %v",
+						errAttestationFailed, e.file, e.LaunchMeasurement, claims["x-ms-sevsnpvm-launchmeasurement"])
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: UVM endorsement by %s (feed %s, guest SVN %s, signed %s) endorses the report's launch measurement\n",
+					e.file, e.Issuer, e.Feed, e.GuestSVN, e.SigningTime.UTC().Format(time.RFC3339))
 			}
 			if policyFile != "" {
 				pol, err := os.ReadFile(policyFile)
@@ -118,9 +156,12 @@ SHA-256 of this file's bytes followed by zeros.`,
 	}
 	cmd.Flags().StringVar(&reportFile, "report", "", "raw SEV-SNP attestation report (1184 bytes)")
 	cmd.Flags().StringVar(&certsFile, "certs", "", "AMD certificates: THIM JSON, host-amd-cert-base64, or PEM chain")
+	cmd.Flags().StringArrayVar(&endorsementFiles, "endorsement", nil, "UVM endorsement (COSE_Sign1, raw or base64) that must endorse the report's launch measurement")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "CCE policy whose SHA-256 HOST_DATA must be")
 	cmd.Flags().StringVar(&runtimeFile, "runtime-data", "", "runtime data bound into REPORT_DATA")
 	cmd.Flags().StringVar(&at, "at", "", "check certificates at this RFC 3339 time instead of now")
+	cmd.Flags().StringVar(&sgx.quoteFile, "sgx-quote", "", "verify this SGX DCAP quote v3 instead (up to the Intel SGX Root CA)")
+	cmd.Flags().StringVar(&sgx.heldDataFile, "held-data", "", "with --sgx-quote: enclave-held data whose SHA-256 REPORT_DATA must be")
 	return cmd
 }
 
@@ -148,4 +189,47 @@ func hostData(pol []byte) []byte {
 	}
 	h := sha256.Sum256(pol)
 	return h[:]
+}
+
+// fileEndorsement is a verified UVM endorsement and the file it came from.
+type fileEndorsement struct {
+	*evidence.Endorsement
+	file string
+	raw  []byte
+}
+
+// verifyEndorsementFiles reads and verifies UVM endorsements against
+// Microsoft's UVM endorser. Each file holds the raw COSE_Sign1 or its
+// base64 (reference-info-base64 of an ACI security context).
+func verifyEndorsementFiles(files []string) ([]fileEndorsement, error) {
+	var out []fileEndorsement
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		raw := decodeEndorsement(b)
+		e, err := evidence.VerifyEndorsement(raw, []evidence.Endorser{evidence.MicrosoftUVM})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", errAttestationFailed, f, err)
+		}
+		out = append(out, fileEndorsement{Endorsement: e, file: f, raw: raw})
+	}
+	return out, nil
+}
+
+// decodeEndorsement returns the COSE_Sign1 bytes of a file: as they are
+// when they start like CBOR (tag 18, or the bare 4-element array), else
+// decoded from base64 when they are base64 text.
+func decodeEndorsement(b []byte) []byte {
+	if len(b) > 0 && (b[0] == 0xd2 || b[0] == 0x84) {
+		return b
+	}
+	s := strings.TrimSpace(string(b))
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if dec, err := enc.DecodeString(s); err == nil && len(dec) > 0 {
+			return dec
+		}
+	}
+	return b
 }

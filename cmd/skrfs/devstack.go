@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -78,8 +79,13 @@ func newDemoCmd() *cobra.Command {
 				mnt = args[0]
 			}
 			if stateDir == "" {
-				stateDir = filepath.Join(os.TempDir(), "skrfs-demo-state")
+				stateDir = defaultDemoState()
 			}
+			if err := checkOwnDir(stateDir); err != nil {
+				return err
+			}
+			_, statErr := os.Stat(filepath.Join(stateDir, "ca.pem"))
+			reused := statErr == nil
 			s, err := devstack.Start(cmd.Context(), devstack.Options{Dir: stateDir, Seed: true, Logger: log})
 			if err != nil {
 				return err
@@ -97,6 +103,11 @@ func newDemoCmd() *cobra.Command {
 				return err
 			}
 			defer m.stop()
+			state := "new"
+			if reused {
+				state = "reused from an earlier run (same CA, keys and data; remove it or pass --state DIR for a fresh start)"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "devstack state: %s, %s\n", s.Dir, state)
 			fmt.Fprintf(cmd.OutOrStdout(), `skrfs demo mounted at %[1]s (fake TEE, local devstack in %[2]s). Try, in another shell:
 
   ls -l %[1]s/keys %[1]s/data            # no attestation needed to list
@@ -114,6 +125,38 @@ Ctrl-C to unmount and stop.
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&stateDir, "state", "", "devstack state directory (default $TMPDIR/skrfs-demo-state)")
+	cmd.Flags().StringVar(&stateDir, "state", "", "devstack state directory (default: per user, $XDG_STATE_HOME/skrfs/demo-state or ~/.local/state/skrfs/demo-state)")
 	return cmd
+}
+
+// defaultDemoState is the demo's devstack state directory: per user, never
+// a path that every user of the machine shares (another user could plant a
+// CA or keys there, or find ours). $XDG_STATE_HOME/skrfs/demo-state, else
+// ~/.local/state/skrfs/demo-state, else a directory named after the uid
+// under $TMPDIR (devstack creates its files 0600 in a 0700 directory).
+func defaultDemoState() string {
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "skrfs", "demo-state")
+	}
+	if h, err := os.UserHomeDir(); err == nil && filepath.IsAbs(h) {
+		return filepath.Join(h, ".local", "state", "skrfs", "demo-state")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("skrfs-demo-state-%d", os.Getuid()))
+}
+
+// checkOwnDir refuses a state directory that exists but belongs to another
+// user or is writable by others: its CA and keys would not be ours.
+func checkOwnDir(dir string) error {
+	st, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !st.IsDir() || !ok || int(sys.Uid) != os.Getuid() || st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("demo state %s is not a directory of yours that only you can write: remove it or pass --state DIR", dir)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/skrfs/skrfs/blob"
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
 	"github.com/skrfs/skrfs/internal/metrics"
@@ -41,16 +42,16 @@ func newEndpoints(cfg *config.Config) (*endpoints, error) {
 	switch {
 	case cfg.Audit.Disabled:
 	case cfg.Audit.File == "" && logConsole:
-		ep.audit = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
+		ep.audit = zerolog.New(zerolog.ConsoleWriter{Out: blob.RedactWriter(os.Stderr)}).With().Timestamp().Logger()
 	case cfg.Audit.File == "":
-		ep.audit = zerolog.New(os.Stderr).With().Timestamp().Logger()
+		ep.audit = zerolog.New(blob.RedactWriter(os.Stderr)).With().Timestamp().Logger()
 	default:
 		f, err := os.OpenFile(cfg.Path(cfg.Audit.File), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("audit.file: %w", err)
 		}
 		ep.closers = append(ep.closers, func() { f.Close() })
-		ep.audit = zerolog.New(f).With().Timestamp().Logger()
+		ep.audit = zerolog.New(blob.RedactWriter(f)).With().Timestamp().Logger()
 	}
 	return ep, nil
 }
@@ -106,7 +107,8 @@ func (ep *endpoints) listen(cfg *config.Config, rt *runtime, apiAddr, metricsAdd
 			return fmt.Errorf("the sidecar API needs attestation.maa")
 		}
 		ep.stack = sidecarStack(cfg, rt)
-		var h http.Handler = sidecar.Handler(sidecar.Options{Backend: ep.stack, Logger: log, Audit: ep.audit})
+		var h http.Handler = sidecar.Handler(sidecar.Options{Backend: ep.stack, Logger: log, Audit: ep.audit,
+			Attest: cfg.Serve.Attest || cfg.Serve.AnyKey, CombinedReport: cfg.Serve.CombinedReport})
 		if ep.metrics != nil {
 			h = ep.metrics.InstrumentAPI(h)
 		}
@@ -115,7 +117,7 @@ func (ep *endpoints) listen(cfg *config.Config, rt *runtime, apiAddr, metricsAdd
 			return fmt.Errorf("sidecar API: %w", err)
 		}
 		ep.APIAddr = addr
-		log.Info().Str("listen", addr).Bool("any_key", cfg.Serve.AnyKey).Msg("serving the sidecar API")
+		log.Info().Str("listen", addr).Bool("any_key", cfg.Serve.AnyKey).Bool("attest", cfg.Serve.Attest || cfg.Serve.AnyKey).Msg("serving the sidecar API")
 	}
 	if metricsAddr != "" && ep.metrics != nil {
 		addr, err := ep.serve(metricsAddr, ep.metrics.Handler())

@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
@@ -39,8 +42,10 @@ func aciPolicy(authority, hostData string) []byte {
 func newKeyCreateCmd() *cobra.Command {
 	var vault, name, kty, policyFile, ccePolicy, authority, curve string
 	var size int
+	var sgx sgxPolicyFlags
+	var ops []string
 	cmd := &cobra.Command{
-		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL]",
+		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL] [--ops OP,...]",
 		Short: "Create an exportable key with a release policy",
 		Long: `Create an exportable, HSM-backed key in Key Vault Premium or Managed HSM with a
 release policy, and print its key identifier.
@@ -50,14 +55,31 @@ FILE derives HOST_DATA from an ACI confidential computing enforcement policy
 (the ccePolicy of the ARM template, Rego or base64, as 'az confcom
 acipolicygen' writes it) and writes the recommended ACI policy: that
 host_data, azure-compliant-uvm, not debuggable, VMPL 0, for tokens of the MAA
-instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
+instance --authority. Credentials: azidentity's DefaultAzureCredential.
+
+--sgx-mrsigner HEX --sgx-product-id N --sgx-min-svn N [--sgx-mrenclave HEX]
+writes the policy for SGX enclaves attested by MAA's attest/SgxEnclave at
+--authority: that signer (and enclave), product id, ISV SVN at least N, and
+never a debuggable enclave.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if vault == "" || name == "" || kty == "" {
 				return usageError{fmt.Errorf("--vault, --name and --kty are required")}
 			}
+			var err error
+			if kty, err = checkKeySpec(kty, curve, size); err != nil {
+				return usageError{err}
+			}
 			var doc []byte
 			switch {
+			case sgx.set() && (policyFile != "" || ccePolicy != ""):
+				return usageError{fmt.Errorf("use --policy, --cce-policy or the --sgx-* flags, not several")}
+			case sgx.set():
+				b, err := sgxPolicy(authority, sgx)
+				if err != nil {
+					return usageError{err}
+				}
+				doc = b
 			case policyFile != "" && ccePolicy != "":
 				return usageError{fmt.Errorf("use --policy or --cce-policy, not both")}
 			case policyFile != "":
@@ -98,9 +120,12 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 			if curve != "" {
 				params.Curve = to(azkeys.CurveName(curve))
 			}
+			if params.KeyOps, err = keyOps(ops); err != nil {
+				return usageError{err}
+			}
 			resp, err := kc.CreateKey(cmd.Context(), name, params, nil)
 			if err != nil {
-				return fmt.Errorf("create %s: %w", ref, err)
+				return vaultError("create", ref, err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), string(*resp.Key.KID))
 			return nil
@@ -109,15 +134,87 @@ instance --authority. Credentials: azidentity's DefaultAzureCredential.`,
 	cmd.Flags().StringVar(&vault, "vault", "", "vault URL, e.g. https://myvault.vault.azure.net")
 	cmd.Flags().StringVar(&name, "name", "", "key name")
 	cmd.Flags().StringVar(&kty, "kty", "", "RSA-HSM, EC-HSM or oct-HSM")
-	cmd.Flags().IntVar(&size, "size", 0, "key size in bits (RSA 2048/3072/4096, oct 256)")
-	cmd.Flags().StringVar(&curve, "curve", "", "EC curve (P-256, P-384, P-521)")
+	cmd.Flags().IntVar(&size, "size", 0, "key size in bits (RSA-HSM 2048/3072/4096, oct-HSM 256)")
+	cmd.Flags().StringVar(&curve, "curve", "", "EC-HSM curve: P-256 (Key Vault's default) or P-384")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "release policy JSON")
 	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
-	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy")
+	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy or the --sgx-* policy")
+	sgx.register(cmd)
+	cmd.Flags().StringSliceVar(&ops, "ops", nil, "permitted key operations, comma-separated ("+strings.Join(keyOpNames, ", ")+
+		"; default: all the key type permits); released JWKs carry them as key_ops")
 	return cmd
 }
 
 func to[T any](v T) *T { return &v }
+
+// checkKeySpec refuses, before anything is created, a key that Secure Key
+// Release or the skrfs object format cannot use, and returns the key type
+// as Key Vault spells it.
+func checkKeySpec(kty, curve string, size int) (string, error) {
+	var canon string
+	for _, k := range []string{"RSA-HSM", "EC-HSM", "oct-HSM"} {
+		if strings.EqualFold(kty, k) {
+			canon = k
+		}
+	}
+	if canon == "" {
+		for _, k := range []string{"RSA", "EC", "oct"} {
+			if strings.EqualFold(kty, k) {
+				return "", fmt.Errorf("--kty %s: Key Vault releases only HSM-backed exportable keys (Secure Key Release), so a software %s key could never be released: use %s-HSM (Key Vault Premium or Managed HSM)", kty, k, k)
+			}
+		}
+		return "", fmt.Errorf("--kty %s: want RSA-HSM, EC-HSM or oct-HSM", kty)
+	}
+	switch canon {
+	case "EC-HSM":
+		if curve != "" && curve != "P-256" && curve != "P-384" {
+			return "", fmt.Errorf("--curve %s: skrfs objects can be sealed for P-256 and P-384 keys only", curve)
+		}
+		if size != 0 {
+			return "", fmt.Errorf("--size is for RSA-HSM and oct-HSM keys; EC-HSM keys take --curve")
+		}
+	case "RSA-HSM":
+		if size != 0 && size != 2048 && size != 3072 && size != 4096 {
+			return "", fmt.Errorf("--size %d: RSA-HSM keys are 2048, 3072 or 4096 bits", size)
+		}
+	case "oct-HSM":
+		if size != 0 && size != 256 {
+			return "", fmt.Errorf("--size %d: skrfs objects need 256-bit (AES-256) oct keys", size)
+		}
+	}
+	if curve != "" && canon != "EC-HSM" {
+		return "", fmt.Errorf("--curve is for EC-HSM keys only")
+	}
+	return canon, nil
+}
+
+// vaultError turns an error of a Key Vault call into one line, as key
+// release reports it: the status, the service's error code and message,
+// never the SDK's multi-line dump of the request and response. A missing
+// key is keyrelease.ErrNotFound.
+func vaultError(op string, ref keyrelease.KeyRef, err error) error {
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("%s %s: %w", op, ref, err)
+	}
+	msg := re.ErrorCode
+	if re.RawResponse != nil && re.RawResponse.Body != nil {
+		var body struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.NewDecoder(re.RawResponse.Body).Decode(&body) == nil && body.Error.Message != "" {
+			msg = body.Error.Code + ": " + body.Error.Message
+		}
+	}
+	msg = strings.Join(strings.Fields(msg), " ") // one line
+	if msg == "" {
+		msg = http.StatusText(re.StatusCode)
+	}
+	if re.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%w: %s %s: HTTP 404: %s", keyrelease.ErrNotFound, op, ref, msg)
+	}
+	return fmt.Errorf("%s %s: HTTP %d: %s", op, ref, re.StatusCode, msg)
+}
 
 // keysClient returns an azkeys client for ref's vault with
 // DefaultAzureCredential.
@@ -134,10 +231,11 @@ func vaultClient(ref keyrelease.KeyRef, cred azcore.TokenCredential, tr *azcore.
 	if tr != nil {
 		opts.ClientOptions = *tr
 	}
-	host := strings.Split(ref.Vault, ":")[0]
-	if !strings.HasSuffix(host, ".vault.azure.net") && !strings.HasSuffix(host, ".managedhsm.azure.net") {
-		opts.DisableChallengeResourceVerification = true
-	}
+	// The token's audience comes from the vault's domain, never from its
+	// 401 challenge (a host that is not Key Vault would get a token for
+	// whatever resource it names).
+	cred, azure := pinVaultScope(cred, ref.Vault)
+	opts.DisableChallengeResourceVerification = !azure
 	return azkeys.NewClient("https://"+ref.Vault, cred, opts)
 }
 
@@ -229,7 +327,7 @@ Exits 0 when the release would be allowed, 20 when it would be denied.`,
 			}
 			resp, err := kc.GetKey(cmd.Context(), ref.Name, ref.Version, nil)
 			if err != nil {
-				return fmt.Errorf("get %s: %w", ref, err)
+				return vaultError("get", ref, err)
 			}
 			if resp.ReleasePolicy == nil || len(resp.ReleasePolicy.EncodedPolicy) == 0 {
 				return fmt.Errorf("%s has no release policy: it cannot be released", ref)
@@ -290,4 +388,7 @@ func printOutcome(w io.Writer, o policy.Outcome, indent string) {
 		return
 	}
 	fmt.Fprintf(w, "%s%s %s\n", indent, mark, policy.Describe(o))
+	if hint := sgxHint(o); hint != "" {
+		fmt.Fprintf(w, "%s     %s\n", indent, hint)
+	}
 }

@@ -1,16 +1,19 @@
 // Command skrfs is the skrfs daemon and tool: one binary with subcommands
-// (docs/cli.md, ../shared/docs/cli-contract.md). This package parses flags
+// (the command table in README.md). This package parses flags
 // and wires concrete types; the work is done by the library packages.
 package main
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/skrfs/skrfs/blob"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -33,14 +36,23 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return setupLogging(g)
+			if err := setupLogging(g); err != nil {
+				return err
+			}
+			// Before any key, token or plaintext enters the process.
+			if hardened(cmd) {
+				hardenProcess(cmd.Name() == "serve" || cmd.Name() == "mount")
+			}
+			return nil
 		},
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", false, "log JSON lines instead of console text (default when stderr is not a terminal)")
-	root.AddCommand(newEncryptCmd(), newDecryptCmd(), newInspectCmd(), newUploadCmd(), newLsCmd(), newManifestCmd(),
-		newMountCmd(), newRunCmd(), newDevstackCmd(), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
-		newServeCmd())
+	// inspect and ls read only public headers and metadata; the devstack
+	// stands in for Azure services and its keys are throwaway.
+	root.AddCommand(newEncryptCmd(), newDecryptCmd(), noHarden(newInspectCmd()), newUploadCmd(), noHarden(newLsCmd()),
+		newMountCmd(), newRunCmd(), noHarden(newDevstackCmd()), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
+		newServeCmd(), newFetchCmd(), newManifestCmd())
 	return root
 }
 
@@ -54,13 +66,20 @@ func setupLogging(g globalFlags) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--log-level: %v", err)}
 	}
-	if g.logJSON || !term.IsTerminal(int(os.Stderr.Fd())) {
-		log = zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
-	} else {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(lvl).With().Timestamp().Logger()
-		logConsole = true
-	}
+	log = newLogger(os.Stderr, lvl, !g.logJSON && term.IsTerminal(int(os.Stderr.Fd())))
+	logConsole = !g.logJSON && term.IsTerminal(int(os.Stderr.Fd()))
 	return nil
+}
+
+// newLogger returns the process logger: JSON lines, or console text, with
+// every line passed through blob.Redact so that no SAS (a URL query, a
+// sig= parameter) reaches the log, whatever error a line quotes.
+func newLogger(w io.Writer, lvl zerolog.Level, console bool) zerolog.Logger {
+	w = blob.RedactWriter(w)
+	if console {
+		w = zerolog.ConsoleWriter{Out: w}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }
 
 func main() {
@@ -73,18 +92,20 @@ func main() {
 	if errors.As(err, &ee) { // skrfs run: the child's status, already reported by the child
 		os.Exit(ee.code)
 	}
-	fmt.Fprintf(os.Stderr, "skrfs: %v\n", err)
+	fmt.Fprintf(os.Stderr, "skrfs: %v\n", blob.Redact(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
-		fmt.Fprintf(os.Stderr, "Run 'skrfs %s --help' for usage.\n", subcommandName(cmd))
+		fmt.Fprintln(os.Stderr, usageHint(cmd, os.Args[1:]))
 	}
 	os.Exit(exitCode(err))
 }
 
-// subcommandName returns the name of the subcommand in os.Args, if any.
-func subcommandName(root *cobra.Command) string {
-	if c, _, err := root.Find(os.Args[1:]); err == nil && c != root {
-		return c.Name()
+// usageHint names the help of the (sub)command that args select, by its
+// full path ("skrfs key create"), or the root's help when none matches.
+func usageHint(root *cobra.Command, args []string) string {
+	path := root.CommandPath()
+	if c, _, err := root.Find(args); err == nil && c != nil {
+		path = c.CommandPath()
 	}
-	return ""
+	return fmt.Sprintf("Run '%s --help' for usage.", path)
 }

@@ -21,12 +21,11 @@ import (
 
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
-	"github.com/skrfs/skrfs/internal/harden"
 )
 
 func newMountCmd() *cobra.Command {
 	var cfgFile, readyFile, serveAddr, metricsAddr string
-	var debug bool
+	var debug, mkdir bool
 	cmd := &cobra.Command{
 		Use:   "mount --config FILE MOUNTPOINT",
 		Short: "Mount the filesystem: keys/ and the configured datasets",
@@ -46,6 +45,11 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 			}
 			if err := listenFlags(cfg, serveAddr, metricsAddr); err != nil {
 				return err
+			}
+			if mkdir {
+				if err := createMountpoint(args[0]); err != nil {
+					return err
+				}
 			}
 			m, err := startMount(cmd.Context(), cfg, args[0], debug)
 			if err != nil {
@@ -90,7 +94,8 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
 	cmd.Flags().StringVar(&readyFile, "ready-file", "", "create this file once mounted; removed at exit")
-	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request")
+	cmd.Flags().BoolVar(&debug, "fuse-debug", false, "log every FUSE request and reply to stderr (never their data: payloads show as their length)")
+	cmd.Flags().BoolVar(&mkdir, "mkdir", false, "create MOUNTPOINT (mode 0755, with its parents) when it does not exist, e.g. a subdirectory of a volume shared with other containers")
 	cmd.Flags().StringVar(&serveAddr, "serve", "", "also serve the SKR sidecar API on this address, sharing the key cache (default: serve.listen; docs/sidecar.md)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this address (default: metrics.listen)")
 	return cmd
@@ -143,9 +148,7 @@ type mounted struct {
 // startMount hardens the process, builds the filesystem from cfg, cleans
 // up a stale mount at dir, and mounts.
 func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug bool) (*mounted, error) {
-	if r := harden.Apply(); r.Err() != nil {
-		log.Warn().Err(r.Err()).Msg("some memory protections are unavailable")
-	}
+	hardenProcess(true)
 	// Memory is locked (so never swapped) and cannot be handed back to the
 	// kernel: keep the heap close to the live data (chunk cache, reads in
 	// flight) with a tighter GC and a soft limit.
@@ -300,4 +303,22 @@ func reloadManifestsOnSIGHUP(ctx context.Context, root *fs.Root) (stop func()) {
 		}
 	}()
 	return func() { signal.Stop(hup) }
+}
+
+// createMountpoint makes dir (and its parents) when nothing is there. An
+// existing path is left alone: a directory is used as it is, anything else
+// fails in the mount with its own message, and a dead mount left by a
+// crash (ENOTCONN, not ENOENT) is cleaned up by startMount.
+func createMountpoint(dir string) error {
+	_, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("--mkdir: %w", err)
+	case !errors.Is(err, os.ErrNotExist):
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--mkdir: %w", err)
+	}
+	return nil
 }

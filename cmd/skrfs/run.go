@@ -18,19 +18,39 @@ func (e exitError) Error() string { return "command exited with status " + strco
 
 func newRunCmd() *cobra.Command {
 	var cfgFile, mountpoint string
+	var nf noFuseFlags
 	cmd := &cobra.Command{
-		Use:   "run --config FILE [--mountpoint DIR] -- CMD ARGS...",
+		Use:   "run --config FILE [--mountpoint DIR | --no-fuse [--dir DIR] [--exec]] -- CMD ARGS...",
 		Short: "Mount privately, run CMD with the files, exit with its status",
 		Long: `Mount skrfs, run CMD, and exit with CMD's exit status; the mount goes away
 with CMD. The mount lives in a private mount namespace of CMD (as root): no
 other process on the host or in the pod sees the files. CMD finds the mount
 point in $SKRFS_MOUNTPOINT (default: a new directory under $TMPDIR, or
---mountpoint). Signals SIGTERM and SIGINT are forwarded to CMD.`,
+--mountpoint). Signals SIGTERM and SIGINT are forwarded to CMD.
+
+--no-fuse delivers the files instead (as 'skrfs fetch' does) into a
+memory-backed DIR (--dir, delivery.dir, or a new directory under /dev/shm),
+runs CMD as a child with $SKRFS_DIR (and $SKRFS_MOUNTPOINT) set to DIR, and
+when CMD exits, or skrfs gets SIGTERM, SIGINT or SIGHUP (forwarded to CMD
+first), overwrites and removes every delivered file. With --exec, skrfs
+replaces itself with CMD (execve) once the files are delivered: under Gramine
+CMD then runs in the same enclave and reads the in-enclave tmpfs, which dies
+with the enclave; nothing is left to wipe it, so outside an enclave the files
+stay until DIR's tmpfs goes away.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cfgFile)
 			if err != nil {
 				return err
+			}
+			if nf.enabled {
+				if mountpoint != "" {
+					return usageError{errors.New("--mountpoint is for the mount; with --no-fuse use --dir")}
+				}
+				return runNoFuse(cmd.Context(), cfg, args, nf)
+			}
+			if nf.dir != "" || nf.exec || nf.allowDisk || nf.maxSize != "" {
+				return usageError{errors.New("--dir, --exec, --allow-disk and --max-size need --no-fuse")}
 			}
 			dir := mountpoint
 			if dir == "" {
@@ -89,5 +109,6 @@ point in $SKRFS_MOUNTPOINT (default: a new directory under $TMPDIR, or
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", "", "configuration file (docs/config.md)")
 	cmd.Flags().StringVar(&mountpoint, "mountpoint", "", "where to mount (default: a new temporary directory)")
+	nf.register(cmd)
 	return cmd
 }

@@ -22,7 +22,9 @@ func newServeCmd() *cobra.Command {
 with the same paths and JSON: GET /status, POST /attest/raw, /attest/combined,
 /attest/maa and /key/release. Containers written against the sidecar work
 unchanged; skrfs adds key caching, errors that name the failing claim, and
-a key allow-list (docs/sidecar.md).
+a key allow-list (docs/sidecar.md). The /attest/* routes are off (403)
+unless serve.attest or serve.any_key is set: they would let callers release
+keys outside the allow-list.
 
 The address defaults to serve.listen, else 127.0.0.1:8080. Addresses that are
 not loopback are refused unless serve.allow_remote is set: whoever reaches

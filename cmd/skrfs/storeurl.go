@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"github.com/skrfs/skrfs/blob"
 	"github.com/skrfs/skrfs/blob/azblob"
 	"github.com/skrfs/skrfs/blob/localdir"
 )
@@ -45,7 +46,7 @@ func openStore(ctx context.Context, target string, create bool, cred azcore.Toke
 	}
 	u, err := url.Parse(target)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("store URL: %v", err)}
+		return nil, usageError{fmt.Errorf("store URL: %v", blob.RedactError(err))}
 	}
 	cfg := azblob.Config{ContainerURL: target, Transport: tr}
 	switch cs := os.Getenv("AZURE_STORAGE_CONNECTION_STRING"); {

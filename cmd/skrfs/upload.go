@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -28,7 +32,7 @@ type uploadDest interface {
 }
 
 func newUploadCmd() *cobra.Command {
-	var keyArg, to, keyRef, suffix, sign, datasetID, anchor string
+	var keyArg, to, keyRef, suffix, fpKeyFile, sign, datasetID, anchor string
 	var chunkSize, parallel int
 	var force, mirror bool
 	cmd := &cobra.Command{
@@ -48,8 +52,12 @@ identity, Azure CLI).
 
 Objects are named by their path relative to each SRC directory (a file SRC by
 its base name) and sealed for that name. The run is idempotent: an object
-whose metadata records the same plaintext SHA-256, key reference and chunk
-size is skipped. Files are uploaded in parallel with bounded memory.
+whose metadata records the same keyed fingerprint (HMAC-SHA256 of the
+plaintext, name, key reference and chunk size), key reference and chunk size
+is skipped. The fingerprint key never leaves the producer: with an oct key it
+is derived from the key; with an RSA or EC key it is a random secret kept in
+--fingerprint-key (default $XDG_STATE_HOME/skrfs/upload-fingerprint.key,
+created with mode 0600). Files are uploaded in parallel with bounded memory.
 
 With --sign KEY (a private key file, or a Key Vault key URL used through
 its Sign operation), the run then publishes the dataset's signed manifest
@@ -75,6 +83,11 @@ storage, unlisted, and mounts hide them).`,
 				return err
 			}
 			defer key.Wipe()
+			fpKey, err := uploadFingerprintKey(fpKeyFile, key)
+			if err != nil {
+				return err
+			}
+			defer clear(fpKey)
 			var sp *signedPublish
 			if sign != "" {
 				if sp, err = newSignedPublish(ctx, sign, datasetID, anchor); err != nil {
@@ -100,7 +113,7 @@ storage, unlisted, and mounts hide them).`,
 			prog := newProgressPrinter(os.Stderr)
 			uopts := upload.Options{
 				KEK: key.KEK(), KeyRef: ref, ChunkSize: chunkSize, Suffix: suffix,
-				Parallel: parallel, Force: force, Progress: prog.update, Logger: log,
+				Parallel: parallel, Force: force, Progress: prog.update, Logger: log, FingerprintKey: fpKey,
 			}
 			if sp != nil {
 				uopts.Sealed = sp.collected.Sealed
@@ -131,11 +144,96 @@ storage, unlisted, and mounts hide them).`,
 	cmd.Flags().IntVar(&chunkSize, "chunk-size", crypto.DefaultChunkSize, "plaintext chunk size in bytes")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "files uploaded at once")
 	cmd.Flags().BoolVar(&force, "force", false, "upload even when an identical object exists")
+	cmd.Flags().StringVar(&fpKeyFile, "fingerprint-key", "", "file of the secret that keys the change-detection fingerprints (default: derived from an oct key; else $XDG_STATE_HOME/skrfs/upload-fingerprint.key, created if missing)")
 	cmd.Flags().StringVar(&sign, "sign", "", "publish a signed manifest with this key: private key file, or Key Vault key URL (signs in the HSM)")
 	cmd.Flags().StringVar(&datasetID, "dataset-id", "", "dataset id of the first signed publish (default: a random UUID, kept by later publishes)")
 	cmd.Flags().BoolVar(&mirror, "mirror", false, "with --sign: the manifest lists exactly SRC (removes entries of files not in SRC)")
 	cmd.Flags().StringVar(&anchor, "anchor", "", "Key Vault secret URL https://<vault>/secrets/<name>: set to the new epoch after publishing")
 	return cmd
+}
+
+// fingerprintKeySize is the size of a fingerprint key file.
+const fingerprintKeySize = 32
+
+// uploadFingerprintKey returns the key of the change-detection
+// fingerprints: the file's when one is named; else, for an oct key, one
+// derived from it; else the default state file's, created with a random
+// secret if missing. A key file must be a regular file of 32 bytes that
+// only its owner may access.
+func uploadFingerprintKey(file string, key *keyrelease.Key) ([]byte, error) {
+	if file == "" && key.Oct != nil {
+		return upload.DeriveFingerprintKey(key.Oct), nil
+	}
+	create := file == ""
+	if create {
+		dir := os.Getenv("XDG_STATE_HOME")
+		if dir == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return nil, fmt.Errorf("fingerprint key: no home directory for the state file; use --fingerprint-key: %w", err)
+			}
+			dir = filepath.Join(home, ".local", "state")
+		}
+		file = filepath.Join(dir, "skrfs", "upload-fingerprint.key")
+	}
+	b, err := readFingerprintKey(file)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		return createFingerprintKey(file)
+	}
+	return b, err
+}
+
+func readFingerprintKey(file string) ([]byte, error) {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("fingerprint key %s: must be a regular file that only its owner can access (mode 0600), is %v", file, st.Mode())
+	}
+	b := make([]byte, fingerprintKeySize+1)
+	n, err := io.ReadFull(f, b)
+	if n != fingerprintKeySize || err != io.ErrUnexpectedEOF {
+		clear(b)
+		return nil, fmt.Errorf("fingerprint key %s: want exactly %d bytes", file, fingerprintKeySize)
+	}
+	return b[:n], nil
+}
+
+// createFingerprintKey writes a fresh random key, mode 0600 in a
+// directory of mode 0700; a concurrent creator's key wins.
+func createFingerprintKey(file string) ([]byte, error) {
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	b := make([]byte, fingerprintKeySize)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		clear(b)
+		return readFingerprintKey(file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(file)
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(file)
+		return nil, fmt.Errorf("fingerprint key: %w", err)
+	}
+	log.Info().Str("file", file).Msg("created the upload fingerprint key; keep it to skip unchanged files in later uploads")
+	return b, nil
 }
 
 // loadUploadKey loads the sealing key from a file or from Key Vault and
@@ -190,10 +288,15 @@ func getVaultKey(ctx context.Context, ref keyrelease.KeyRef, cred azcore.TokenCr
 	}
 	resp, err := c.GetKey(ctx, ref.Name, ref.Version, nil)
 	if err != nil {
-		return nil, fmt.Errorf("get key %s: %w", ref, err)
+		return nil, vaultError("get key", ref, err)
 	}
 	if resp.Key == nil || resp.Key.KID == nil {
 		return nil, fmt.Errorf("get key %s: empty response", ref)
+	}
+	if resp.Key.Kty != nil && (*resp.Key.Kty == azkeys.KeyTypeOct || *resp.Key.Kty == azkeys.KeyTypeOctHSM) {
+		// Key Vault returns no k for them: say so before the JWK parser
+		// complains that k is missing.
+		return nil, fmt.Errorf("%w: %s is an oct key: oct keys cannot be fetched; pass the key file (--key FILE --key-ref %s)", crypto.ErrKeyType, ref, ref)
 	}
 	raw, err := resp.Key.MarshalJSON()
 	if err != nil {

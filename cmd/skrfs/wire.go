@@ -65,6 +65,12 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 		}
 		for _, n := range names {
 			spec.Keys = append(spec.Keys, refs[n])
+			if k, _ := cfg.KeyByName(n); len(k.Versions) > 0 {
+				if spec.Versions == nil {
+					spec.Versions = map[keyrelease.KeyRef][]string{}
+				}
+				spec.Versions[refs[n]] = k.Versions
+			}
 		}
 		if spec.Manifest, err = manifestSpec(ctx, cfg, d, rt); err != nil {
 			rt.close()

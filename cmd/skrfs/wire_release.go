@@ -101,7 +101,7 @@ func newRuntimeFor(ctx context.Context, cfg *config.Config, withSKR bool) (*runt
 	for _, f := range cfg.TLS.CAFiles {
 		cas = append(cas, cfg.Path(f))
 	}
-	hc, pool, err := azauth.HTTPClient(cas)
+	hc, _, err := azauth.HTTPClient(cas) // its roots are for transport only
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,11 @@ func newRuntimeFor(ctx context.Context, cfg *config.Config, withSKR bool) (*runt
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	rt := &runtime{cred: cred, http: hc, roots: pool, close: func() {}}
+	roots, err := releaseRoots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rt := &runtime{cred: cred, http: hc, roots: roots, close: func() {}}
 	if len(cfg.Keys) == 0 && !withSKR {
 		rt.releaser = keyrelease.NewStatic()
 		return rt, nil
@@ -120,7 +124,7 @@ func newRuntimeFor(ctx context.Context, cfg *config.Config, withSKR bool) (*runt
 	}
 	rt.tee = ev
 	rt.skr = &skr.Releaser{Evidence: evidenceSource{ev}, MAA: &maa.Client{BaseURL: cfg.Attestation.MAA, HTTPClient: hc},
-		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: pool}, Logger: log}
+		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: roots, Hosts: vaultHosts(cfg)}, Logger: log}
 	rt.skr.PrepareNow() // before readiness: the first open need not wait for RSA key generation
 	rt.cacheOpt = cache.Options{TTL: time.Duration(cfg.Cache.TTL), MaxStale: time.Duration(cfg.Cache.MaxStale), Logger: log}
 	rt.cache = cache.New(rt.skr, rt.cacheOpt)
@@ -130,6 +134,40 @@ func newRuntimeFor(ctx context.Context, cfg *config.Config, withSKR bool) (*runt
 		rt.skr.Close()
 	}
 	return rt, nil
+}
+
+// releaseRoots returns the roots trusted to sign Key Vault's release
+// responses: the system roots plus tls.release_ca_files only. A CA in
+// tls.ca_files (a TLS-inspecting proxy's) must not be able to sign a
+// release of its own.
+func releaseRoots(cfg *config.Config) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range cfg.TLS.ReleaseCAFiles {
+		pem, err := os.ReadFile(cfg.Path(f))
+		if err != nil {
+			return nil, fmt.Errorf("tls.release_ca_files: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.release_ca_files: %s holds no PEM certificate", f)
+		}
+	}
+	return pool, nil
+}
+
+// vaultHosts lists the vaults of the configured keys: the only hosts
+// outside Azure's Key Vault and Managed HSM domains that the releaser (and
+// the sidecar API, whose callers name vaults) may talk to.
+func vaultHosts(cfg *config.Config) []string {
+	var hosts []string
+	for _, k := range cfg.Keys {
+		if r, err := keyrelease.ParseKeyRef(k.Ref); err == nil {
+			hosts = append(hosts, r.Vault)
+		}
+	}
+	return hosts
 }
 
 // allowList refuses keys that are not configured: whoever controls storage

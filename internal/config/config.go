@@ -48,6 +48,9 @@ type Config struct {
 	Metrics Metrics `yaml:"metrics"`
 	// Audit configures the audit events of key and object opens.
 	Audit Audit `yaml:"audit"`
+	// Delivery configures FUSE-free delivery (skrfs fetch, skrfs run
+	// --no-fuse): delivery.go.
+	Delivery Delivery `yaml:"delivery"`
 
 	dir string // directory of the file, for relative paths
 }
@@ -113,8 +116,14 @@ type Identity struct {
 
 // TLS configures extra trust.
 type TLS struct {
-	// CAFiles are PEM files of extra trusted roots, added to the system pool.
+	// CAFiles are PEM files of extra trusted roots for connections (a
+	// TLS-inspecting proxy, the devstack), added to the system pool. They
+	// are not trusted to sign key releases.
 	CAFiles []string `yaml:"ca_files"`
+	// ReleaseCAFiles are PEM files of extra roots trusted to sign Key
+	// Vault's release responses, added to the system pool (the devstack's
+	// CA). Real Key Vault needs none.
+	ReleaseCAFiles []string `yaml:"release_ca_files"`
 }
 
 // Key is one releasable key and its files under keys/.
@@ -127,6 +136,13 @@ type Key struct {
 	// (PEM for RSA/EC, raw bytes for oct), <name>.jwk and, for RSA/EC,
 	// <name>.pub.pem.
 	Views []View `yaml:"views"`
+	// Versions, for a ref without a version, lists the only versions of
+	// the key that dataset objects may be opened with (Key Vault version
+	// identifiers). Without it, an object may name any version of the key,
+	// and storage picks which one is released. Key Vault versions are
+	// opaque, unordered identifiers, so there is no minimum version: list
+	// the versions to accept.
+	Versions []string `yaml:"versions"`
 }
 
 // View formats.
@@ -220,6 +236,15 @@ type Serve struct {
 	// reference sidecar does. By default only the keys listed under keys:
 	// can be released through the API.
 	AnyKey bool `yaml:"any_key"`
+	// Attest turns on /attest/raw, /attest/combined and /attest/maa. They
+	// hand out evidence and MAA tokens bound to the caller's runtime data,
+	// with which a caller can release any key the identity may release, so
+	// they are off (403) unless this or AnyKey is set.
+	Attest bool `yaml:"attest"`
+	// CombinedReport makes /attest/combined answer the older upstream
+	// shape {"combined_report": "<JSON string>"} instead of the newer
+	// top-level fields.
+	CombinedReport bool `yaml:"combined_report"`
 	// AllowRemote permits a listen address that is not a loopback address.
 	// The API releases keys to whoever can reach it: the reference sidecar
 	// binds to localhost only, and so does skrfs unless this is set.
@@ -360,6 +385,9 @@ func (c *Config) defaults() {
 
 var fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
 
+// versionRE matches a key version: Key Vault's are 32 hex digits.
+var versionRE = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
+
 func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
 }
@@ -387,10 +415,10 @@ func (c *Config) validate() error {
 	default:
 		return invalid("attestation.provider", "%q is not one of auto, snp, fake", a.Provider)
 	}
-	if len(c.Keys) > 0 {
-		if err := checkHTTPS("attestation.maa", a.MAA, true); err != nil {
-			return err
-		}
+	// The MAA URL is https whenever it is set (skrfs serve and attest use
+	// it without keys), and required when keys are configured.
+	if err := checkHTTPS("attestation.maa", a.MAA, len(c.Keys) > 0); err != nil {
+		return err
 	}
 	switch c.Identity.Kind {
 	case IdentityDefault, IdentityManaged, IdentityWorkload:
@@ -420,8 +448,17 @@ func (c *Config) validate() error {
 			return invalid(f+".name", "%q is used twice", k.Name)
 		}
 		names[k.Name] = true
-		if _, err := keyrelease.ParseKeyRef(k.Ref); err != nil {
+		ref, err := keyrelease.ParseKeyRef(k.Ref)
+		if err != nil {
 			return invalid(f+".ref", "%v", err)
+		}
+		if len(k.Versions) > 0 && ref.Version != "" {
+			return invalid(f+".versions", "the ref already pins version %s; list versions only for a ref without one", ref.Version)
+		}
+		for j, v := range k.Versions {
+			if !versionRE.MatchString(v) {
+				return invalid(fmt.Sprintf("%s.versions[%d]", f, j), "%q is not a Key Vault key version (letters and digits)", v)
+			}
 		}
 		for j, v := range k.Views {
 			vf := fmt.Sprintf("%s.views[%d]", f, j)
@@ -491,7 +528,7 @@ func (c *Config) validate() error {
 			return invalid(l.field, "%v", err)
 		}
 	}
-	return nil
+	return c.Delivery.validate()
 }
 
 // CheckListen checks a listen address: host:port, and a loopback host

@@ -98,6 +98,96 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+func TestKeyVersions(t *testing.T) {
+	const v1, v2 = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	withVersions := strings.Replace(validYAML(), "ref: https://127.0.0.1:8444/keys/demo-oct\n",
+		"ref: https://127.0.0.1:8444/keys/demo-oct\n    versions: ["+v1+", "+v2+"]\n", 1)
+	c, err := Parse([]byte(withVersions))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := c.KeyByName("demo-oct"); len(k.Versions) != 2 || k.Versions[1] != v2 {
+		t.Fatalf("versions: %+v", k)
+	}
+	for _, tc := range []struct{ from, to, want string }{
+		{v2, "not/a/version", `keys[1].versions[1]: "not/a/version" is not a Key Vault key version`},
+		{"keys/demo-oct\n", "keys/demo-oct/" + v1 + "\n", "keys[1].versions: the ref already pins version"},
+	} {
+		_, err := Parse([]byte(strings.Replace(withVersions, tc.from, tc.to, 1)))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse = %v, want ErrInvalid containing %q", err, tc.want)
+		}
+	}
+}
+
+func TestDeliveryConfig(t *testing.T) {
+	for _, tc := range []struct {
+		yaml    string
+		max     int64
+		wantErr string
+	}{
+		{"", DefaultDeliveryMaxSize, ""},
+		{"delivery: {max_size: 512MiB, enclave_dir: /secrets}", 512 << 20, ""},
+		{"delivery: {max_size: '2G'}", 2 << 30, ""},
+		{"delivery: {max_size: '1000'}", 1000, ""},
+		{"delivery: {max_size: lots}", 0, "delivery.max_size"},
+		{"delivery: {max_size: '0'}", 0, "delivery.max_size"},
+		{"delivery: {enclave_dir: secrets}", 0, "delivery.enclave_dir"},
+		{"delivery: {dir: /dev/shm/x, bogus: 1}", 0, "bogus"},
+	} {
+		c, err := Parse([]byte(validYAML() + "\n" + tc.yaml + "\n"))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: err = %v, want %q", tc.yaml, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.yaml, err)
+		} else if c.Delivery.MaxBytes() != tc.max {
+			t.Errorf("%s: max %d, want %d", tc.yaml, c.Delivery.MaxBytes(), tc.max)
+		}
+	}
+}
+
+// TestMAAAlwaysHTTPS: attestation.maa must be https whenever it is set,
+// also without keys (skrfs serve and skrfs attest use it then); it is
+// required only with keys.
+func TestMAAAlwaysHTTPS(t *testing.T) {
+	for _, tc := range []struct {
+		yaml    string
+		wantErr string
+	}{
+		{"attestation:\n  maa: http://sharedeus.eus.attest.azure.net\n", `attestation.maa: "http://sharedeus.eus.attest.azure.net" is not an https URL`},
+		{"attestation:\n  maa: sharedeus.eus.attest.azure.net\n", "is not an https URL"},
+		{"attestation:\n  maa: https://\n", "is not an https URL"},
+		{"attestation:\n  maa: https://sharedeus.eus.attest.azure.net\n", ""},
+		{"serve:\n  any_key: true\n", ""},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if (tc.wantErr == "") != (err == nil) || (err != nil && (!strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrInvalid))) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.wantErr)
+		}
+	}
+}
+
+// TestSidecarAndReleaseTrustKeys: serve.attest, serve.combined_report and
+// tls.release_ca_files parse (off and empty by default).
+func TestSidecarAndReleaseTrustKeys(t *testing.T) {
+	c, err := Parse([]byte(validYAML()))
+	if err != nil || c.Serve.Attest || c.Serve.CombinedReport || len(c.TLS.ReleaseCAFiles) != 0 {
+		t.Fatalf("defaults: %v %+v %+v", err, c.Serve, c.TLS)
+	}
+	in := strings.Replace(validYAML(), "serve:\n", "serve:\n  attest: true\n  combined_report: true\n", 1) +
+		"tls:\n  ca_files: [proxy.pem]\n  release_ca_files: [vault-ca.pem]\n"
+	if c, err = Parse([]byte(in)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Serve.Attest || !c.Serve.CombinedReport || c.Serve.AnyKey || len(c.TLS.CAFiles) != 1 || c.TLS.ReleaseCAFiles[0] != "vault-ca.pem" {
+		t.Fatalf("parsed %+v %+v", c.Serve, c.TLS)
+	}
+}
+
 func TestDatasetManifest(t *testing.T) {
 	ds := "    keys: [demo-rsa, demo-oct]\n"
 	parse := func(extra string) (*Config, error) {

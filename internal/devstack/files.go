@@ -32,7 +32,8 @@ identity:
   client_id: {{.ClientID}}
   imds_endpoint: {{.IMDS}}
 tls:
-  ca_files: [{{.Dir}}/ca.pem]
+  ca_files: [{{.Dir}}/ca.pem]           # the services' TLS certificates
+  release_ca_files: [{{.Dir}}/ca.pem]   # the vault's release-signing certificate
 keys:
   - name: demo-rsa
     ref: {{.Vault}}/keys/demo-rsa

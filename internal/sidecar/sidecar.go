@@ -1,5 +1,5 @@
 // Package sidecar serves the HTTP API of Microsoft's reference SKR sidecar
-// (confidential-sidecar-containers, protocol.md section 9.3) on top of
+// (confidential-sidecar-containers; docs/sidecar.md) on top of
 // skrfs's own attestation and key-release code: the same paths, request
 // and response JSON and status codes, so containers written against the
 // sidecar work unchanged. The machinery behind it is a Backend; Stack is
@@ -41,6 +41,15 @@ type Backend interface {
 // ErrBadRequest marks requests the API refuses with 400.
 var ErrBadRequest = errors.New("bad request")
 
+// formatError is a malformed request (400): its message is upstream's,
+// "invalid request format: ...", and it matches ErrBadRequest.
+type formatError string
+
+func (e formatError) Error() string        { return "invalid request format: " + string(e) }
+func (e formatError) Is(target error) bool { return target == ErrBadRequest }
+
+func badFormat(format string, args ...any) error { return formatError(fmt.Sprintf(format, args...)) }
+
 // maxBody bounds request bodies (runtime data is a few KiB at most).
 const maxBody = 1 << 20
 
@@ -55,7 +64,20 @@ type Options struct {
 	// address, the key and the outcome (docs/sidecar.md). The zero Logger
 	// discards them.
 	Audit zerolog.Logger
+	// Attest turns on /attest/raw, /attest/combined and /attest/maa
+	// (serve.attest, or serve.any_key). Off, they answer 403: evidence and
+	// tokens bound to a caller's runtime data let the caller release keys
+	// outside the allow-list with any token it can get from IMDS.
+	Attest bool
+	// CombinedReport makes /attest/combined answer the older upstream
+	// shape, {"combined_report": "<the object as a JSON string>"}, instead
+	// of the fields at the top level (serve.combined_report).
+	CombinedReport bool
 }
+
+// ErrAttestOff is the 403 of the attest routes when they are off.
+var ErrAttestOff = errors.New("the attestation endpoints are off: they hand out evidence and MAA tokens bound to the caller's " +
+	"runtime data, with which a caller can release keys outside the allow-list; set serve.attest: true (or serve.any_key: true) to turn them on")
 
 // Handler returns the sidecar API:
 //
@@ -66,22 +88,45 @@ type Options struct {
 //	POST /key/release      {"maa_endpoint","akv_endpoint","kid","access_token"} -> {"key": "<JWK as a string>"}
 //
 // Errors are {"error": "..."} with 400 (malformed request), 403
-// (attestation or release failed) or 500.
+// (attestation or release failed, or the attest routes are off), 404 (no
+// such path), 405 (wrong method) or 500.
 func Handler(opts Options) http.Handler {
-	h := &handler{b: opts.Backend, log: opts.Logger, audit: opts.Audit}
+	h := &handler{b: opts.Backend, log: opts.Logger, audit: opts.Audit, combined: opts.CombinedReport}
+	attest := func(f http.HandlerFunc) http.HandlerFunc {
+		if opts.Attest {
+			return f
+		}
+		return func(w http.ResponseWriter, r *http.Request) {
+			h.fail(w, r, http.StatusForbidden, "", ErrAttestOff)
+		}
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", h.status)
-	mux.HandleFunc("POST /attest/raw", h.attestRaw)
-	mux.HandleFunc("POST /attest/combined", h.attestCombined)
-	mux.HandleFunc("POST /attest/maa", h.attestMAA)
-	mux.HandleFunc("POST /key/release", h.keyRelease)
+	route := func(method, path string, f http.HandlerFunc) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != method {
+				w.Header().Set("Allow", method)
+				writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": fmt.Sprintf("method %s not allowed on %s (use %s)", r.Method, path, method)})
+				return
+			}
+			f(w, r)
+		})
+	}
+	route(http.MethodGet, "/status", h.status)
+	route(http.MethodPost, "/attest/raw", attest(h.attestRaw))
+	route(http.MethodPost, "/attest/combined", attest(h.attestCombined))
+	route(http.MethodPost, "/attest/maa", attest(h.attestMAA))
+	route(http.MethodPost, "/key/release", h.keyRelease)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such path: " + r.URL.Path})
+	})
 	return mux
 }
 
 type handler struct {
-	b     Backend
-	log   zerolog.Logger
-	audit zerolog.Logger
+	b        Backend
+	log      zerolog.Logger
+	audit    zerolog.Logger
+	combined bool
 }
 
 // auditRelease writes the audit event of a key release request.
@@ -130,13 +175,13 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, prefi
 func decode(r *http.Request, v any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		return fmt.Errorf("%w: reading body: %v", ErrBadRequest, err)
+		return badFormat("reading body: %v", err)
 	}
 	if len(body) > maxBody {
-		return fmt.Errorf("%w: body larger than %d bytes", ErrBadRequest, maxBody)
+		return badFormat("body larger than %d bytes", maxBody)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("%w: invalid JSON: %v", ErrBadRequest, err)
+		return badFormat("invalid JSON: %v", err)
 	}
 	return nil
 }
@@ -150,7 +195,7 @@ func decodeRuntimeData(s string) ([]byte, error) {
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: runtime_data is not base64", ErrBadRequest)
+	return nil, badFormat("runtime_data is not base64")
 }
 
 // reportData is SHA-256(runtime data) followed by 32 zero bytes, as the
@@ -167,16 +212,25 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 }
 
 type runtimeDataRequest struct {
-	RuntimeData string `json:"runtime_data"`
+	RuntimeData *string `json:"runtime_data"`
 }
 
+// errNoRuntimeData is the 400 of a request without runtime_data, worded as
+// the reference sidecar (gin's binding) words it.
+var errNoRuntimeData = badFormat("runtime_data is required")
+
 // evidence decodes a runtime_data request and returns evidence for it.
+// runtime_data is required (as upstream): a report over the SHA-256 of
+// nothing binds nothing.
 func (h *handler) evidence(r *http.Request) (*attest.Evidence, error) {
 	var req runtimeDataRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	rd, err := decodeRuntimeData(req.RuntimeData)
+	if req.RuntimeData == nil || *req.RuntimeData == "" {
+		return nil, errNoRuntimeData
+	}
+	rd, err := decodeRuntimeData(*req.RuntimeData)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +274,17 @@ func (h *handler) attestCombined(w http.ResponseWriter, r *http.Request) {
 		// reference-info-base64 holds the standard base64 of the COSE_Sign1.
 		out.UVMEndorsements = base64.StdEncoding.EncodeToString(ev.Endorsements[0])
 	}
+	if h.combined {
+		// The older upstream shape: the same object, serialised as a JSON
+		// string under combined_report.
+		b, err := json.Marshal(out)
+		if err != nil {
+			h.fail(w, r, http.StatusInternalServerError, "", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"combined_report": string(b)})
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -251,7 +316,7 @@ func (h *handler) attestMAA(w http.ResponseWriter, r *http.Request) {
 		rd, err = decodeRuntimeData(req.RuntimeData)
 	}
 	if err == nil && !json.Valid(rd) {
-		err = fmt.Errorf("%w: runtime_data must be base64 of JSON (MAA is sent it with dataType JSON)", ErrBadRequest)
+		err = badFormat("runtime_data must be base64 of JSON (MAA is sent it with dataType JSON)")
 	}
 	if err != nil {
 		h.fail(w, r, http.StatusBadRequest, "", err)
@@ -276,12 +341,12 @@ type releaseRequest struct {
 // bare host (https:// tolerated), kid a key name, optionally name/version.
 func (q releaseRequest) keyRef() (keyrelease.KeyRef, error) {
 	if q.AKVEndpoint == "" || q.KID == "" {
-		return keyrelease.KeyRef{}, fmt.Errorf("%w: akv_endpoint and kid are required", ErrBadRequest)
+		return keyrelease.KeyRef{}, badFormat("akv_endpoint and kid are required")
 	}
 	host := strings.TrimSuffix(strings.TrimPrefix(q.AKVEndpoint, "https://"), "/")
 	ref, err := keyrelease.ParseKeyRef("https://" + host + "/keys/" + q.KID)
 	if err != nil {
-		return keyrelease.KeyRef{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		return keyrelease.KeyRef{}, badFormat("%v", err)
 	}
 	return ref, nil
 }

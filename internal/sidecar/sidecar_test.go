@@ -7,11 +7,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -78,6 +81,15 @@ func (s *syncBuf) events(t *testing.T) []map[string]any {
 var dev *devstack.Stack
 
 func TestMain(m *testing.M) {
+	// Fuzzing (FuzzAPIRequest) needs no devstack: its workers would each
+	// start one.
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "sidecar-test-")
 	if err != nil {
 		panic(err)
@@ -94,11 +106,18 @@ func TestMain(m *testing.M) {
 
 func newWorld(t *testing.T, allowed func(keyrelease.KeyRef) bool) *world {
 	t.Helper()
+	return newWorldWith(t, allowed, sidecar.Options{Attest: true})
+}
+
+// newWorldWith is newWorld with handler options (Backend, Logger and Audit
+// are filled in).
+func newWorldWith(t *testing.T, allowed func(keyrelease.KeyRef) bool, opts sidecar.Options, extraCAs ...string) *world {
+	t.Helper()
 	cfg, err := config.Load(filepath.Join(dev.Dir, devstack.ConfigFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc, pool, err := azauth.HTTPClient([]string{dev.CAFile})
+	hc, pool, err := azauth.HTTPClient(append([]string{dev.CAFile}, extraCAs...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,14 +126,15 @@ func newWorld(t *testing.T, allowed func(keyrelease.KeyRef) bool) *world {
 		t.Fatal(err)
 	}
 	tee := &attest.Fake{Device: dev.Device, Endorsements: [][]byte{dev.Endorsement}}
-	vault := &akv.Client{Credential: cred, Transport: hc, Roots: pool}
+	// The devstack's vault is a configured key's vault, as in skrfs.yaml.
+	vault := &akv.Client{Credential: cred, Transport: hc, Roots: pool, Hosts: []string{hostOf(dev.VaultURL)}}
 	r := &skr.Releaser{Evidence: evidenceSource{tee}, MAA: &maa.Client{BaseURL: dev.MAAURL, HTTPClient: hc}, Vault: vault}
 	c := cache.New(r, cache.Options{})
 	st := &sidecar.Stack{TEE: tee, HTTPClient: hc, MAA: dev.MAAURL, Default: c, DefaultSKR: r, Vault: vault, Allowed: allowed}
 	t.Cleanup(func() { st.Close(); c.Close(); r.Close() })
 	audit := &syncBuf{}
-	srv := httptest.NewServer(sidecar.Handler(sidecar.Options{Backend: st, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
-		Audit: zerolog.New(audit)}))
+	opts.Backend, opts.Logger, opts.Audit = st, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), zerolog.New(audit)
+	srv := httptest.NewServer(sidecar.Handler(opts))
 	t.Cleanup(srv.Close)
 	return &world{dev: dev, url: srv.URL, stack: st, audit: audit}
 }
@@ -144,8 +164,9 @@ func (w *world) call(t *testing.T, method, path, body string) (int, map[string]s
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	var out map[string]string
-	if len(b) > 0 && json.Unmarshal(b, &out) != nil && resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Fatalf("%s %s: %d: body is not a JSON object of strings: %s", method, path, resp.StatusCode, b)
+	// Every answer, errors included (404 and 405 too), is a JSON object.
+	if json.Unmarshal(b, &out) != nil || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("%s %s: %d: body is not a JSON object of strings (%s): %s", method, path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	return resp.StatusCode, out
 }
@@ -197,7 +218,16 @@ func TestStatusAndErrors(t *testing.T) {
 		{name: "release with a bad caller token", method: "POST", path: "/key/release",
 			body:   `{"maa_endpoint":"` + hostOf(w.dev.MAAURL) + `","akv_endpoint":"` + vault + `","kid":"demo-oct","access_token":"not-a-token"}`,
 			status: 403, wantErr: "HTTP 401"},
-		{name: "wrong method", method: "GET", path: "/key/release", status: 405},
+		{name: "raw without runtime_data", method: "POST", path: "/attest/raw", body: `{}`, status: 400,
+			want: map[string]string{"error": "invalid request format: runtime_data is required"}},
+		{name: "raw with empty runtime_data", method: "POST", path: "/attest/raw", body: `{"runtime_data":""}`, status: 400,
+			want: map[string]string{"error": "invalid request format: runtime_data is required"}},
+		{name: "combined without runtime_data", method: "POST", path: "/attest/combined", body: `{"maa_endpoint":"x"}`, status: 400,
+			want: map[string]string{"error": "invalid request format: runtime_data is required"}},
+		{name: "wrong method", method: "GET", path: "/key/release", status: 405, wantErr: "method GET not allowed on /key/release"},
+		{name: "wrong method status", method: "POST", path: "/status", status: 405, wantErr: "use GET"},
+		{name: "unknown path", method: "GET", path: "/key/other", status: 404, want: map[string]string{"error": "no such path: /key/other"}},
+		{name: "root", method: "POST", path: "/", status: 404, wantErr: "no such path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, body := w.call(t, tc.method, tc.path, tc.body)
@@ -362,6 +392,16 @@ func TestKeyRelease(t *testing.T) {
 			if string(k.Type) != tc.kty || !k.IsPrivate() || k.Ref.Name != tc.kid || k.Ref.Version == "" {
 				t.Fatalf("released %s %s private=%v", k.Type, k.Ref, k.IsPrivate())
 			}
+			// key_ops are copied from the release payload, as upstream
+			// does: they are the vault key's (upstream's tests/skr/test.py
+			// asserts exactly this).
+			var jwk struct {
+				KeyOps []string `json:"key_ops"`
+			}
+			json.Unmarshal([]byte(body["key"]), &jwk)
+			if want := vaultKeyOps(t, w.dev, tc.kid); len(want) == 0 || !slices.Equal(jwk.KeyOps, want) {
+				t.Fatalf("released JWK has key_ops %v, the vault key %v", jwk.KeyOps, want)
+			}
 			if tc.kid == "demo-rsa" {
 				openObject(t, w.dev, "hello.txt", k)
 			}
@@ -457,4 +497,143 @@ func TestOtherInstance(t *testing.T) {
 			t.Fatalf("maa_endpoint %q: %d %v", maaHost, status, body)
 		}
 	}
+}
+
+// TestAttestOff: without serve.attest (or any_key), the attest routes,
+// which would let a caller get evidence and tokens bound to its own key and
+// release keys outside the allow-list, answer 403 saying how to turn them
+// on; /status and /key/release still work.
+func TestAttestOff(t *testing.T) {
+	w := newWorldWith(t, nil, sidecar.Options{})
+	rd := b64(`{"keys":[]}`)
+	for _, path := range []string{"/attest/raw", "/attest/combined", "/attest/maa"} {
+		status, body := w.call(t, "POST", path, `{"maa_endpoint":"`+hostOf(w.dev.MAAURL)+`","runtime_data":"`+rd+`"}`)
+		if status != 403 || len(body) != 1 || !strings.Contains(body["error"], "set serve.attest: true (or serve.any_key: true)") {
+			t.Fatalf("%s with the attest routes off: %d %v", path, status, body)
+		}
+	}
+	if status, body := w.call(t, "GET", "/status", ""); status != 200 {
+		t.Fatalf("/status: %d %v", status, body)
+	}
+	if status, body := w.call(t, "POST", "/key/release", `{"akv_endpoint":"`+hostOf(w.dev.VaultURL)+`","kid":"demo-oct"}`); status != 200 {
+		t.Fatalf("/key/release: %d %v", status, body)
+	}
+}
+
+// TestCombinedReportShape: serve.combined_report answers the older
+// upstream shape, the same four fields as a JSON string under
+// combined_report.
+func TestCombinedReportShape(t *testing.T) {
+	w := newWorldWith(t, nil, sidecar.Options{Attest: true, CombinedReport: true})
+	runtime := []byte(`{"keys":[]}`)
+	status, body := w.call(t, "POST", "/attest/combined", `{"runtime_data":"`+base64.StdEncoding.EncodeToString(runtime)+`"}`)
+	if status != 200 || len(body) != 1 || body["combined_report"] == "" {
+		t.Fatalf("%d %v", status, body)
+	}
+	var inner map[string]string
+	if err := json.Unmarshal([]byte(body["combined_report"]), &inner); err != nil {
+		t.Fatalf("combined_report is not a JSON string of an object: %v", err)
+	}
+	report, err := base64.StdEncoding.DecodeString(inner["evidence"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReportData(t, report, runtime)
+	for _, f := range []string{"endorsed_tcb", "endorsements", "uvm_endorsements"} {
+		if inner[f] == "" {
+			t.Fatalf("combined_report lacks %s: %v", f, inner)
+		}
+	}
+}
+
+// fakeVault is a vault on loopback that is not Key Vault: it answers every
+// request with a 401 challenge naming resource, and counts the requests
+// and the Authorization headers it sees.
+type fakeVault struct {
+	srv             *httptest.Server
+	caFile          string
+	requests, authz int
+	mu              sync.Mutex
+}
+
+func newFakeVault(t *testing.T, resource string) *fakeVault {
+	f := &fakeVault{}
+	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.requests++
+		if r.Header.Get("Authorization") != "" {
+			f.authz++
+		}
+		f.mu.Unlock()
+		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/`+devstack.TenantID+`" resource="`+resource+`"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(f.srv.Close)
+	// Trusted by skrfs's HTTP client, so that only skrfs's own checks
+	// stand between the fake and a token.
+	f.caFile = filepath.Join(t.TempDir(), "fake-vault.pem")
+	if err := os.WriteFile(f.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fakeVault) counts() (int, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests, f.authz
+}
+
+// TestCallerVaultGetsNoToken: with any_key, a caller names the vault. A
+// vault that is neither a configured key's vault nor in an Azure vault
+// domain is refused with 403 before anything is sent to it, whatever its
+// challenge would name: the reviewer received an MI token for Azure
+// Resource Manager at such a vault.
+func TestCallerVaultGetsNoToken(t *testing.T) {
+	for _, resource := range []string{"https://management.azure.com", "https://vault.azure.net"} {
+		t.Run(resource, func(t *testing.T) {
+			f := newFakeVault(t, resource)
+			w := newWorldWith(t, nil, sidecar.Options{Attest: true}, f.caFile)
+			host := strings.TrimPrefix(f.srv.URL, "https://")
+			for _, tokenField := range []string{"", "caller-token"} {
+				status, body := w.call(t, "POST", "/key/release",
+					`{"maa_endpoint":"`+hostOf(w.dev.MAAURL)+`","akv_endpoint":"`+host+`","kid":"k","access_token":"`+tokenField+`"}`)
+				if status != 403 || !strings.Contains(body["error"], "neither the vault of a configured key nor in an Azure Key Vault") {
+					t.Fatalf("release at a caller-chosen vault: %d %v", status, body)
+				}
+			}
+			if requests, authz := f.counts(); requests != 0 || authz != 0 {
+				t.Fatalf("the caller's vault saw %d requests, %d with a token", requests, authz)
+			}
+		})
+	}
+}
+
+// vaultKeyOps reads a key's key_ops from the devstack's vault.
+func vaultKeyOps(t *testing.T, dev *devstack.Stack, name string) []string {
+	t.Helper()
+	tok, _, err := dev.Identity.Mint("https://vault.azure.net", devstack.ClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, _, err := azauth.HTTPClient([]string{dev.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", dev.VaultURL+"/keys/"+name+"?api-version=7.4", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var bundle struct {
+		Key struct {
+			KeyOps []string `json:"key_ops"`
+		} `json:"key"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&bundle); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET key %s: %d %v", name, resp.StatusCode, err)
+	}
+	return bundle.Key.KeyOps
 }

@@ -95,7 +95,7 @@ func (s *Stack) instanceURL(host string) (string, bool, error) {
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "https://"), "/")
 	u, err := url.Parse("https://" + host)
 	if err != nil || u.Host == "" || u.Path != "" || u.User != nil || u.RawQuery != "" {
-		return "", false, fmt.Errorf("%w: maa_endpoint %q is not a host name", ErrBadRequest, host)
+		return "", false, badFormat("maa_endpoint %q is not a host name", host)
 	}
 	conf, _ := url.Parse(s.MAA)
 	if conf != nil && strings.EqualFold(conf.Host, u.Host) {
@@ -163,6 +163,16 @@ func (s *Stack) instance(base string, configured bool) (*instance, error) {
 func (s *Stack) Release(ctx context.Context, maaHost string, ref keyrelease.KeyRef, accessToken string) (*keyrelease.Key, error) {
 	if s.Allowed != nil && !s.Allowed(ref) {
 		return nil, fmt.Errorf("%w: %s (list it under keys: or set serve.any_key)", keyrelease.ErrNotAllowed, ref)
+	}
+	// A vault the caller named gets nothing, not even a request, unless it
+	// is a configured key's vault or in an Azure vault domain (whose token
+	// audience is then pinned by the domain): a caller must not be able to
+	// point skrfs's identity at a host of its choosing.
+	if s.Vault == nil {
+		return nil, fmt.Errorf("%w: no Key Vault client", keyrelease.ErrUnavailable)
+	}
+	if _, err := s.Vault.Scope(ref.Vault); err != nil {
+		return nil, err
 	}
 	base, configured, err := s.instanceURL(maaHost)
 	if err != nil {

@@ -1,15 +1,27 @@
 // Package upload encrypts local files into the skrfs object format and
 // uploads them to a store, in parallel with bounded memory, idempotently:
-// an object whose metadata records the same plaintext digest, key reference
-// and format is skipped.
+// an object whose metadata records the same keyed fingerprint (plaintext,
+// name, key reference and chunk size), key reference and format is
+// skipped.
+//
+// The fingerprint is an HMAC-SHA256 under a secret that storage never
+// sees, so metadata reveals neither which files are equal nor whether a
+// guessed plaintext is the one stored (an unkeyed digest would confirm
+// guesses of low-entropy files). Objects written by older versions, which
+// carried an unkeyed skrfs_sha256, have no fingerprint and are uploaded
+// again once.
 package upload
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -29,11 +41,11 @@ import (
 // Metadata keys written with every object. Values are unauthenticated
 // hints: readers trust only the object header and its MAC.
 const (
-	MetaSHA256    = "skrfs_sha256"     // hex SHA-256 of the plaintext
-	MetaKeyRef    = "skrfs_keyref"     // the header's key reference
-	MetaHeaderLen = "skrfs_header_len" // H, so listings can compute sizes
-	MetaChunkSize = "skrfs_chunk_size" // C
-	MetaVersion   = "skrfs_version"    // format version
+	MetaFingerprint = "skrfs_fingerprint" // hex keyed fingerprint (Fingerprint)
+	MetaKeyRef      = "skrfs_keyref"      // the header's key reference
+	MetaHeaderLen   = "skrfs_header_len"  // H, so listings can compute sizes
+	MetaChunkSize   = "skrfs_chunk_size"  // C
+	MetaVersion     = "skrfs_version"     // format version
 )
 
 // Destination is where objects go: blob.Store for the skip check, plus an
@@ -58,6 +70,12 @@ type Options struct {
 	Parallel int
 	// Force uploads even when an identical object exists.
 	Force bool
+	// FingerprintKey keys the fingerprint recorded in each object's
+	// metadata and compared to skip unchanged files; at least 16 bytes,
+	// kept secret from storage. Nil with an oct KEK: derived from the KEK
+	// (DeriveFingerprintKey). Nil with an RSA or EC KEK: no fingerprint
+	// is written and every file is uploaded.
+	FingerprintKey []byte
 	// Progress, when non-nil, is called after every file.
 	Progress func(Progress)
 	// Sealed, when non-nil, is called after each object this run uploads
@@ -198,18 +216,28 @@ func Run(ctx context.Context, dst Destination, files []File, opts Options) Resul
 }
 
 // one uploads a single file, or skips it when the store already holds an
-// object with the same plaintext digest, key reference and chunk size.
+// object with the same fingerprint, key reference and chunk size.
 func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bool, err error) {
-	sum, err := digest(f.Path)
-	if err != nil {
-		return false, err
-	}
 	chunk := opts.ChunkSize
 	if chunk == 0 {
 		chunk = crypto.DefaultChunkSize
 	}
+	fk := opts.FingerprintKey
+	if fk == nil {
+		if oct, ok := opts.KEK.([]byte); ok {
+			fk = DeriveFingerprintKey(oct)
+		}
+	} else if len(fk) < 16 {
+		return false, fmt.Errorf("upload: fingerprint key of %d bytes, want at least 16", len(fk))
+	}
+	var sum string
+	if fk != nil {
+		if sum, err = digest(f.Path, fk, opts.KeyRef, f.Name, chunk); err != nil {
+			return false, err
+		}
+	}
 	objName := f.Name + opts.Suffix
-	if !opts.Force {
+	if !opts.Force && fk != nil {
 		if info, err := dst.Stat(ctx, objName); err == nil && upToDate(info.Metadata, sum, opts.KeyRef, chunk) {
 			opts.Logger.Debug().Str("object", objName).Msg("unchanged, skipped")
 			return true, nil
@@ -232,25 +260,32 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 	go func() {
 		sw, err := crypto.NewWriter(hc, opts.KEK, crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk})
 		if err == nil {
-			h := sha256.New()
-			plainSize, err = io.Copy(sw, io.TeeReader(in, h))
+			var src io.Reader = in
+			var h hash.Hash
+			if fk != nil {
+				h = newFingerprint(fk, opts.KeyRef, f.Name, chunk)
+				src = io.TeeReader(in, h)
+			}
+			plainSize, err = io.Copy(sw, src)
 			if err == nil {
 				err = sw.Close()
 			}
-			// The file changed between hashing and sealing: the digest in
-			// the metadata would lie, so fail this object.
-			if err == nil && hex.EncodeToString(h.Sum(nil)) != sum {
+			// The file changed between fingerprinting and sealing: the
+			// fingerprint in the metadata would lie, so fail this object.
+			if err == nil && h != nil && hex.EncodeToString(h.Sum(nil)) != sum {
 				err = fmt.Errorf("upload: %s changed while it was being uploaded", f.Path)
 			}
 		}
 		pw.CloseWithError(err)
 	}()
 	md := map[string]string{
-		MetaSHA256:    sum,
 		MetaKeyRef:    opts.KeyRef,
 		MetaChunkSize: strconv.Itoa(chunk),
 		MetaVersion:   strconv.Itoa(crypto.Version),
 		MetaHeaderLen: strconv.Itoa(hlen),
+	}
+	if fk != nil {
+		md[MetaFingerprint] = sum
 	}
 	err = dst.Upload(ctx, objName, pr, md)
 	pr.CloseWithError(err)
@@ -277,19 +312,61 @@ func (c *headCapture) Write(p []byte) (int, error) {
 
 func upToDate(md map[string]string, sum, keyRef string, chunk int) bool {
 	get := func(k string) string { v, _ := blob.MetadataValue(md, k); return v }
-	return get(MetaSHA256) == sum && get(MetaKeyRef) == keyRef &&
+	return sum != "" && hmac.Equal([]byte(get(MetaFingerprint)), []byte(sum)) && get(MetaKeyRef) == keyRef &&
 		get(MetaChunkSize) == strconv.Itoa(chunk) && get(MetaVersion) == strconv.Itoa(crypto.Version)
 }
 
-func digest(p string) (string, error) {
+// fingerprintLabel separates the fingerprint's HMAC input from any other
+// use of its key.
+const fingerprintLabel = "skrfs upload fingerprint v1"
+
+// DeriveFingerprintKey derives the fingerprint key of uploads sealed with
+// an oct key: HKDF-SHA256 of the key with info "skrfs upload fingerprint
+// v1". Every producer holding the key derives the same fingerprint key, so
+// their uploads skip each other's unchanged objects; storage, which never
+// holds the key, learns nothing from the fingerprints.
+func DeriveFingerprintKey(oct []byte) []byte {
+	k, err := hkdf.Key(sha256.New, oct, nil, fingerprintLabel, 32)
+	if err != nil {
+		panic(err) // only for lengths HKDF-SHA256 cannot produce
+	}
+	return k
+}
+
+// newFingerprint returns the HMAC-SHA256 under key of the label, the key
+// reference, the logical name and the chunk size, ready for the
+// plaintext: two files with equal contents under different names, keys or
+// chunk sizes have unrelated fingerprints.
+func newFingerprint(key []byte, keyRef, name string, chunk int) hash.Hash {
+	h := hmac.New(sha256.New, key)
+	for _, s := range []string{fingerprintLabel, keyRef, name} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var c [8]byte
+	binary.BigEndian.PutUint64(c[:], uint64(chunk))
+	h.Write(c[:])
+	return h
+}
+
+// Fingerprint returns the hex fingerprint recorded in the metadata of an
+// object sealed from plaintext r for keyRef and name with the given chunk
+// size.
+func Fingerprint(key []byte, keyRef, name string, chunk int, r io.Reader) (string, error) {
+	h := newFingerprint(key, keyRef, name, chunk)
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func digest(p string, key []byte, keyRef, name string, chunk int) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return Fingerprint(key, keyRef, name, chunk, f)
 }

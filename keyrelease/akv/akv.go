@@ -28,22 +28,63 @@ import (
 )
 
 // ErrBadResponse: the release response is not signed by a certificate for
-// the vault, or is malformed.
+// the vault, is malformed, or releases another key than the one asked for.
 var ErrBadResponse = errors.New("akv: release response failed verification")
+
+// ErrVaultHost: the vault host is neither one of Client.Hosts nor in an
+// Azure Key Vault or Managed HSM domain. It wraps keyrelease.ErrNotAllowed,
+// and is returned before any request (or token request) is made.
+var ErrVaultHost = fmt.Errorf("%w: vault host", keyrelease.ErrNotAllowed)
+
+// vaultDomains are the DNS suffixes of Azure Key Vault and Managed HSM in
+// the public and sovereign clouds (public, China, US Government, Germany,
+// US Nat, US Sec). The token audience of a vault is https://<suffix>.
+var vaultDomains = []string{
+	"vault.azure.net", "managedhsm.azure.net",
+	"vault.azure.cn", "managedhsm.azure.cn",
+	"vault.usgovcloudapi.net", "managedhsm.usgovcloudapi.net",
+	"vault.microsoftazure.de", "managedhsm.microsoftazure.de",
+	"vault.cloudapi.eaglex.ic.gov", "vault.cloudapi.microsoft.scloud",
+}
+
+// DefaultScope is the token scope sent for Client.Hosts: the audience of
+// Key Vault in the public cloud, which the devstack's vault expects too.
+const DefaultScope = "https://vault.azure.net/.default"
+
+// AzureScope returns the token scope of a vault host (host[:port]) in an
+// Azure Key Vault or Managed HSM domain, e.g. https://vault.azure.cn/.default
+// for myvault.vault.azure.cn, and false for any other host. The scope comes
+// from the host's DNS suffix, never from the vault's 401 challenge.
+func AzureScope(host string) (string, bool) {
+	h := strings.ToLower(strings.TrimSuffix(hostOnly(host), "."))
+	for _, d := range vaultDomains {
+		if name, ok := strings.CutSuffix(h, "."+d); ok && name != "" {
+			return "https://" + d + "/.default", true
+		}
+	}
+	return "", false
+}
 
 // Client releases keys.
 type Client struct {
-	// Credential authenticates to Key Vault (audience https://vault.azure.net
-	// or https://managedhsm.azure.net; azkeys asks for the scope the 401
-	// challenge names).
+	// Credential authenticates to Key Vault. The scope asked of it is
+	// pinned by the vault's DNS suffix (AzureScope), or DefaultScope for
+	// Hosts, whatever the vault's 401 challenge names.
 	Credential azcore.TokenCredential
+	// Hosts are the vault hosts (host[:port]) outside Azure's Key Vault and
+	// Managed HSM domains that may be used: the vaults of configured keys,
+	// such as the devstack's. Every other host outside those domains is
+	// refused with ErrVaultHost before anything is sent to it.
+	Hosts []string
 	// Transport sends requests (nil = azcore's default). An *http.Client
 	// satisfies it, so tests and the devstack can add a CA.
 	Transport policy.Transporter
 	// Retry configures azcore's retry policy (zero = azcore's defaults).
 	Retry policy.RetryOptions
 	// Roots verifies the certificate that signs release responses
-	// (nil = the system roots). Add the devstack's CA here.
+	// (nil = the system roots): the system roots plus only the CAs
+	// configured for release signing (tls.release_ca_files, the devstack's
+	// CA), never a CA trusted for transport alone.
 	Roots *x509.CertPool
 	// Enc is the key export algorithm (default CKM_RSA_AES_KEY_WRAP, the
 	// only one every vault supports).
@@ -52,16 +93,61 @@ type Client struct {
 	Now func() time.Time
 }
 
+// Scope returns the token scope for a vault host, or ErrVaultHost when the
+// host may not be used: it is neither in an Azure vault domain nor one of
+// Hosts.
+func (c *Client) Scope(host string) (string, error) {
+	if scope, ok := AzureScope(host); ok {
+		return scope, nil
+	}
+	for _, h := range c.Hosts {
+		if strings.EqualFold(h, host) {
+			return DefaultScope, nil
+		}
+	}
+	return "", fmt.Errorf("%w %q is neither the vault of a configured key nor in an Azure Key Vault or Managed HSM domain "+
+		"(*.vault.azure.net, *.managedhsm.azure.net, or their sovereign-cloud counterparts)", ErrVaultHost, host)
+}
+
 func (c *Client) client(ref keyrelease.KeyRef) (*azkeys.Client, error) {
+	scope, err := c.Scope(ref.Vault)
+	if err != nil {
+		return nil, err
+	}
 	opts := &azkeys.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: c.Transport, Retry: c.Retry}}
-	host := hostOnly(ref.Vault)
 	// Outside Azure's own vault domains (the devstack) the 401 challenge's
-	// resource cannot match the host; inside them keep the SDK's check.
-	if !strings.HasSuffix(host, ".vault.azure.net") && !strings.HasSuffix(host, ".managedhsm.azure.net") &&
-		!strings.HasSuffix(host, ".vault.azure.cn") && !strings.HasSuffix(host, ".vault.usgovcloudapi.net") {
+	// resource cannot match the host; inside them keep the SDK's check. The
+	// scope is pinned either way.
+	if _, ok := AzureScope(ref.Vault); !ok {
 		opts.DisableChallengeResourceVerification = true
 	}
-	return azkeys.NewClient("https://"+ref.Vault, c.Credential, opts)
+	return azkeys.NewClient("https://"+ref.Vault, pinnedScope{cred: c.Credential, scope: scope}, opts)
+}
+
+// PinScope returns a credential that asks cred for the token scope of a
+// vault host (AzureScope, else DefaultScope) whatever azkeys requests, for
+// the key CLIs' own azkeys clients; and whether the host is in an Azure
+// vault domain (where azkeys' own challenge check can stay on).
+func PinScope(cred azcore.TokenCredential, host string) (azcore.TokenCredential, bool) {
+	scope, ok := AzureScope(host)
+	if !ok {
+		scope = DefaultScope
+	}
+	return pinnedScope{cred: cred, scope: scope}, ok
+}
+
+// pinnedScope asks its credential for one scope whatever azkeys requests:
+// azkeys takes the scope from the vault's 401 challenge, which a vault
+// that is not Key Vault could point at another resource (Azure Resource
+// Manager, Storage) to receive a token for it.
+type pinnedScope struct {
+	cred  azcore.TokenCredential
+	scope string
+}
+
+func (p pinnedScope) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	opts.Scopes = []string{p.scope}
+	return p.cred.GetToken(ctx, opts)
 }
 
 func hostOnly(hostport string) string {
@@ -191,9 +277,10 @@ type releasePayload struct {
 	Response struct {
 		Key struct {
 			Key struct {
-				Kid    string `json:"kid"`
-				Kty    string `json:"kty"`
-				KeyHSM string `json:"key_hsm"`
+				Kid    string   `json:"kid"`
+				Kty    string   `json:"kty"`
+				KeyHSM string   `json:"key_hsm"`
+				KeyOps []string `json:"key_ops"`
 			} `json:"key"`
 		} `json:"key"`
 	} `json:"response"`
@@ -208,6 +295,13 @@ func decode(ref keyrelease.KeyRef, payload []byte, wk *wrapkey.WrappingKey, enc 
 		enc = p.Request.Enc
 	}
 	k := p.Response.Key.Key
+	kid, err := checkKID(ref, k.Kid)
+	if err != nil {
+		return nil, err
+	}
+	if err := keyrelease.CheckOps(k.KeyOps); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadResponse, err)
+	}
 	hsmJSON, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.KeyHSM, "="))
 	if err != nil {
 		return nil, fmt.Errorf("%w: key_hsm: %v", ErrBadResponse, err)
@@ -243,8 +337,25 @@ func decode(ref keyrelease.KeyRef, payload []byte, wk *wrapkey.WrappingKey, enc 
 		return nil, fmt.Errorf("%w: key type %q", ErrBadResponse, k.Kty)
 	}
 	key.Ref = ref
-	if kid, err := keyrelease.ParseKeyRef(k.Kid); err == nil && kid.Name == ref.Name {
-		key.Ref.Version = kid.Version // the version actually released
-	}
+	key.Ref.Version = kid.Version // the version actually released
+	key.Ops = k.KeyOps
 	return key, nil
+}
+
+// checkKID binds a release response to its request: the payload's kid must
+// name the key asked for (and its version, when the request pinned one).
+// The response is signed by the vault, but a response of another request
+// (another key of the same vault) must not be accepted for this one.
+func checkKID(ref keyrelease.KeyRef, kid string) (keyrelease.KeyRef, error) {
+	got, err := keyrelease.ParseKeyRef(kid)
+	if err != nil {
+		return keyrelease.KeyRef{}, fmt.Errorf("%w: payload kid %q is not a key identifier", ErrBadResponse, kid)
+	}
+	if !strings.EqualFold(got.Name, ref.Name) || (ref.Version != "" && !strings.EqualFold(got.Version, ref.Version)) {
+		return keyrelease.KeyRef{}, fmt.Errorf("%w: released %s, asked for %s", ErrBadResponse, got, ref)
+	}
+	if got.Version == "" {
+		return keyrelease.KeyRef{}, fmt.Errorf("%w: payload kid %q has no version", ErrBadResponse, kid)
+	}
+	return got, nil
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
-	"github.com/skrfs/skrfs/internal/keywrap"
+	"github.com/skrfs/skrfs/crypto/keywrap"
 	"github.com/skrfs/skrfs/keyrelease"
 	"github.com/skrfs/skrfs/keyrelease/wrapkey"
 )
@@ -46,7 +46,7 @@ type world struct {
 	rsaPKCS8 []byte
 }
 
-func readKey(f *testing.F, name string) any {
+func readKey(f testing.TB, name string) any {
 	b, err := os.ReadFile("testdata/" + name)
 	if err != nil {
 		f.Fatal(err)
@@ -62,7 +62,7 @@ func readKey(f *testing.F, name string) any {
 	return k
 }
 
-func newWorld(f *testing.F) *world {
+func newWorld(f testing.TB) *world {
 	w := &world{oct: bytes.Repeat([]byte{0x5a, 0xa5}, 16)}
 	ca := readKey(f, "ca-key.pem").(*rsa.PrivateKey)
 	w.signer = readKey(f, "signer-key.pem").(*rsa.PrivateKey)
@@ -100,7 +100,12 @@ func newWorld(f *testing.F) *world {
 
 // payload builds a release payload as Key Vault does (protocol.md 5.4):
 // the target wrapped to the wrapping key with CKM_RSA_AES_KEY_WRAP.
-func (w *world) payload(f *testing.F, kty string, target []byte) []byte {
+func (w *world) payload(f testing.TB, kty string, target []byte) []byte {
+	return w.payloadWith(f, kty, target, "https://"+fuzzVault+"/keys/k1/0123456789abcdef", nil)
+}
+
+// payloadWith is payload with the released key's kid and key_ops.
+func (w *world) payloadWith(f testing.TB, kty string, target []byte, kid string, ops []string) []byte {
 	aesKey := make([]byte, 32)
 	rand.Read(aesKey)
 	c1, err := rsa.EncryptOAEP(sha1.New(), rand.Reader, &w.wk.Private.PublicKey, aesKey, nil)
@@ -116,12 +121,12 @@ func (w *world) payload(f *testing.F, kty string, target []byte) []byte {
 		"header": map[string]string{"kid": w.wk.KID, "alg": "dir", "enc": wrapkey.EncRSAAESKeyWrap}, "ciphertext": b64(append(c1, c2...))})
 	p, _ := json.Marshal(map[string]any{
 		"request":  map[string]string{"enc": wrapkey.EncRSAAESKeyWrap, "kid": "https://" + fuzzVault + "/keys/k1"},
-		"response": map[string]any{"key": map[string]any{"key": map[string]any{"kid": "https://" + fuzzVault + "/keys/k1/0123456789abcdef", "kty": kty, "key_hsm": b64(hsm)}}},
+		"response": map[string]any{"key": map[string]any{"key": map[string]any{"kid": kid, "kty": kty, "key_hsm": b64(hsm), "key_ops": ops}}},
 	})
 	return p
 }
 
-func (w *world) sign(f *testing.F, payload []byte, chain []*x509.Certificate) string {
+func (w *world) sign(f testing.TB, payload []byte, chain []*x509.Certificate) string {
 	hdr := jws.NewHeaders()
 	c := &cert.Chain{}
 	for _, x := range chain {

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,12 @@ import (
 
 // ErrClosed is returned by Release after (or during) Close.
 var ErrClosed = errors.New("keyrelease/cache: closed")
+
+// ErrRateLimited is returned by Release for a versioned reference that is
+// not cached when its key's new versions are asked for faster than
+// Options.VersionMissInterval allows. It wraps keyrelease.ErrUnavailable:
+// the release may succeed later.
+var ErrRateLimited = fmt.Errorf("%w: keyrelease/cache: too many releases of uncached versions of one key", keyrelease.ErrUnavailable)
 
 // Cache is a keyrelease.Releaser that caches and shares the releases of
 // another. It is safe for concurrent use.
@@ -41,7 +48,8 @@ type Cache struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	entries map[string]*entry // by KeyRef.String()
+	entries map[string]*entry  // by KeyRef.String()
+	buckets map[string]*bucket // version-miss tokens, by keyID
 	closed  bool
 
 	st counters
@@ -110,7 +118,56 @@ func New(inner keyrelease.Releaser, opts Options) *Cache {
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		entries: map[string]*entry{},
+		buckets: map[string]*bucket{},
 	}
+}
+
+// maxBuckets is the number of keys with version-miss buckets above which
+// full buckets are dropped.
+const maxBuckets = 1024
+
+// bucket holds the version-miss tokens of one key.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// keyID names a key whatever its version.
+func keyID(ref keyrelease.KeyRef) string {
+	ref.Version = ""
+	return strings.ToLower(ref.String())
+}
+
+// takeMissTokenLocked reports whether a release of the uncached versioned
+// reference ref may start now, and takes a token if so.
+func (c *Cache) takeMissTokenLocked(ref keyrelease.KeyRef, now time.Time) bool {
+	if ref.Version == "" || c.opts.VersionMissInterval < 0 {
+		return true
+	}
+	id := keyID(ref)
+	b := c.buckets[id]
+	burst := float64(c.opts.VersionMissBurst)
+	if b == nil {
+		if len(c.buckets) >= maxBuckets {
+			// Drop the buckets that are full again: they hold no state.
+			for k, o := range c.buckets {
+				if o.tokens+float64(now.Sub(o.last))/float64(c.opts.VersionMissInterval) >= burst {
+					delete(c.buckets, k)
+				}
+			}
+		}
+		b = &bucket{tokens: burst, last: now}
+		c.buckets[id] = b
+	}
+	if el := now.Sub(b.last); el > 0 {
+		b.tokens = min(burst, b.tokens+float64(el)/float64(c.opts.VersionMissInterval))
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // Release returns the key ref names, from the cache or, if it is not
@@ -160,6 +217,13 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 		}
 		f := e.flight
 		if f == nil {
+			if !waited && !c.takeMissTokenLocked(ref, now) {
+				c.gcLocked(e)
+				c.mu.Unlock()
+				c.st.rateLimited.Add(1)
+				c.log.Warn().Str("key", id).Msg("key release refused: uncached versions of this key are asked for too fast")
+				return nil, fmt.Errorf("%w: %s", ErrRateLimited, ref)
+			}
 			f = c.startLocked(e, false)
 		}
 		if !waited {
@@ -399,6 +463,35 @@ func (c *Cache) installLocked(e *entry, h *cached, now time.Time) {
 	c.scheduleExpiryLocked(e, h, c.opts.TTL+c.opts.MaxStale)
 	if c.opts.MaxKeys > 0 {
 		c.enforceMaxKeysLocked(e)
+	}
+	if c.opts.MaxVersions > 0 && e.ref.Version != "" {
+		c.enforceMaxVersionsLocked(e)
+	}
+}
+
+// enforceMaxVersionsLocked evicts the least recently used versions of
+// keep's key, other than keep, until at most MaxVersions are cached; as
+// in enforceMaxKeysLocked, a version with callers still to serve stays.
+func (c *Cache) enforceMaxVersionsLocked(keep *entry) {
+	id := keyID(keep.ref)
+	for {
+		n := 0
+		var lru *entry
+		for _, e := range c.entries {
+			if e.cur == nil || e.ref.Version == "" || keyID(e.ref) != id {
+				continue
+			}
+			n++
+			if e != keep && e.cur.from.waiters == 0 && (lru == nil || e.cur.lastUse.Before(lru.cur.lastUse)) {
+				lru = e
+			}
+		}
+		if n <= c.opts.MaxVersions || lru == nil {
+			return
+		}
+		c.log.Debug().Str("key", lru.id).Int("max_versions", c.opts.MaxVersions).Msg("evicting least recently used version")
+		c.evictLocked(lru)
+		c.gcLocked(lru)
 	}
 }
 

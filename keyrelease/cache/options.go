@@ -58,6 +58,22 @@ type Options struct {
 	// MaxKeys bounds the number of cached keys; beyond it the least
 	// recently used key is evicted and wiped (zero = no bound).
 	MaxKeys int
+	// MaxVersions bounds the versions of one key (same vault and name,
+	// references that name a version) cached at once; beyond it the least
+	// recently used of them is evicted and wiped (zero = 8; negative = no
+	// bound). When the configured reference has no version, an object's
+	// header names the version to release, so storage picks versions: the
+	// bound keeps it from filling memory with one key's old versions.
+	MaxVersions int
+	// VersionMissBurst and VersionMissInterval rate-limit the releases
+	// started for versioned references that are not cached, per key: a
+	// token bucket of VersionMissBurst tokens (zero = 8) that regains one
+	// token every VersionMissInterval (zero = 10s; negative = no limit).
+	// A miss without a token fails at once with ErrRateLimited, without
+	// calling the inner releaser, so objects naming ever new versions
+	// cannot turn into a stream of releases.
+	VersionMissBurst    int
+	VersionMissInterval time.Duration
 	// Backoff configures retries of transient failures.
 	Backoff Backoff
 	// Logger receives debug, info and warning events; key material is never
@@ -81,15 +97,18 @@ type Options struct {
 // DefaultOptions returns the options New uses for zero fields.
 func DefaultOptions() Options {
 	return Options{
-		TTL:            time.Hour,
-		RefreshAt:      48 * time.Minute,
-		NegativeTTL:    10 * time.Second,
-		ReleaseTimeout: 60 * time.Second,
-		Backoff:        Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second, Attempts: 5},
-		Now:            time.Now,
-		Sleep:          sleep,
-		AfterFunc:      afterFunc,
-		Jitter:         jitter,
+		TTL:                 time.Hour,
+		RefreshAt:           48 * time.Minute,
+		NegativeTTL:         10 * time.Second,
+		ReleaseTimeout:      60 * time.Second,
+		MaxVersions:         8,
+		VersionMissBurst:    8,
+		VersionMissInterval: 10 * time.Second,
+		Backoff:             Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second, Attempts: 5},
+		Now:                 time.Now,
+		Sleep:               sleep,
+		AfterFunc:           afterFunc,
+		Jitter:              jitter,
 	}
 }
 
@@ -112,6 +131,15 @@ func (o Options) withDefaults() Options {
 		o.ReleaseTimeout = d.ReleaseTimeout
 	}
 	o.MaxKeys = max(o.MaxKeys, 0)
+	if o.MaxVersions == 0 {
+		o.MaxVersions = d.MaxVersions
+	}
+	if o.VersionMissBurst <= 0 {
+		o.VersionMissBurst = d.VersionMissBurst
+	}
+	if o.VersionMissInterval == 0 {
+		o.VersionMissInterval = d.VersionMissInterval
+	}
 	if o.Backoff.Initial <= 0 {
 		o.Backoff.Initial = d.Backoff.Initial
 	}

@@ -25,6 +25,9 @@ type Stats struct {
 	// forgotten. Keys replaced by a refresh and keys wiped by Close are not
 	// counted.
 	Evictions uint64
+	// RateLimited counts Release calls refused because a key's new
+	// versions were being asked for too fast (ErrRateLimited).
+	RateLimited uint64
 	// Keys is the number of keys cached now.
 	Keys int
 	// Releases counts calls of the inner releaser.
@@ -44,6 +47,7 @@ type ReleaseStats struct {
 type counters struct {
 	hits, misses, negativeHits, staleServed atomic.Uint64
 	refreshes, refreshFailures, evictions   atomic.Uint64
+	rateLimited                             atomic.Uint64
 	attempted, succeeded                    atomic.Uint64
 	failed                                  [numClasses]atomic.Uint64
 }
@@ -58,6 +62,7 @@ func (c *Cache) Stats() Stats {
 		Refreshes:       c.st.refreshes.Load(),
 		RefreshFailures: c.st.refreshFailures.Load(),
 		Evictions:       c.st.evictions.Load(),
+		RateLimited:     c.st.rateLimited.Load(),
 		Releases: ReleaseStats{
 			Attempted: c.st.attempted.Load(),
 			Succeeded: c.st.succeeded.Load(),

@@ -17,7 +17,8 @@ import (
 )
 
 // Endorser is a trusted issuer of UVM endorsements: a did:x509 issuer and
-// a feed (protocol.md section 2.2).
+// a feed, as in the protected header of an ACI security context's
+// reference-info-base64.
 type Endorser struct {
 	Issuer string
 	Feed   string

@@ -1,6 +1,6 @@
 // Package evidence verifies SEV-SNP evidence as Microsoft Azure Attestation
-// does for confidential containers (protocol.md section 3.4) and turns it
-// into MAA's claim set (section 3.5): the devstack's MAA stand-in and
+// does for confidential containers (report signature by the VCEK, AMD chain,
+// TCB, runtime data, UVM endorsement) and turns it into MAA's flat claim set: the devstack's MAA stand-in and
 // `skrfs attest verify` use it.
 package evidence
 
@@ -173,7 +173,8 @@ func checkTCB(rep *spb.Report, vcek *x509.Certificate) error {
 	return nil
 }
 
-// Claims returns the flat MAA claims of a report (protocol.md 3.5).
+// Claims returns the flat MAA claims of a report (the x-ms-sevsnpvm-*
+// claims of MAA's SEV-SNP tokens for confidential containers).
 func Claims(rep *spb.Report) map[string]any {
 	pol, _ := abi.ParseSnpPolicy(rep.Policy)
 	tcb := kds.DecomposeTCBVersion(kds.TCBVersion(rep.ReportedTcb))

@@ -57,6 +57,11 @@ type Client struct {
 	keysAt time.Time
 }
 
+// keysMaxAge is how long the instance's signing keys are used before they
+// are fetched again, so that a key MAA withdraws stops being trusted
+// within a day; an unknown kid refetches sooner (at most once a minute).
+const keysMaxAge = 24 * time.Hour
+
 // Token is a verified attestation token.
 type Token struct {
 	Raw     string
@@ -213,6 +218,11 @@ func (c *Client) Verify(ctx context.Context, token string, runtimeData []byte) (
 			return nil, fmt.Errorf("%w: token rejected: %v", keyrelease.ErrAttestation, err)
 		}
 	}
+	// jwt validates exp only when present; a token without one would be
+	// valid forever.
+	if tok.Expiration().IsZero() {
+		return nil, fmt.Errorf("%w: token rejected: no exp claim", keyrelease.ErrAttestation)
+	}
 	claims, err := tok.AsMap(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: token claims: %v", keyrelease.ErrAttestation, err)
@@ -246,14 +256,16 @@ func checkRuntime(claims map[string]any, runtimeData []byte) error {
 }
 
 // signingKey returns the public key with kid from the instance's JWKS,
-// refetching at most once a minute when an unknown kid appears.
+// refetching the set once it is a day old, and at most once a minute when
+// an unknown kid appears.
 func (c *Client) signingKey(ctx context.Context, kid string) (any, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if k, ok := c.keys[kid]; ok {
+	age := c.now().Sub(c.keysAt)
+	if k, ok := c.keys[kid]; ok && age < keysMaxAge && age >= 0 {
 		return k, nil
 	}
-	if c.keys != nil && c.now().Sub(c.keysAt) < time.Minute {
+	if _, ok := c.keys[kid]; !ok && c.keys != nil && age < time.Minute && age >= 0 {
 		return nil, fmt.Errorf("%w: token signed by unknown key %q", keyrelease.ErrAttestation, kid)
 	}
 	keys, err := c.fetchKeys(ctx)

@@ -34,19 +34,22 @@ type fakeMAA struct {
 	cert    []byte
 	lastReq map[string]any
 	status  int
+	fetches int    // GET /certs
+	kid     string // the kid published and put into tokens (default k1)
 	claims  func(runtime any) map[string]any
 }
 
 func newFakeMAA(t *testing.T) *fakeMAA {
-	f := &fakeMAA{status: 200}
+	f := &fakeMAA{status: 200, kid: "k1"}
 	f.key, _ = rsa.GenerateKey(rand.Reader, 2048)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "maa signing"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
 	f.cert, _ = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &f.key.PublicKey, f.key)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /certs", func(w http.ResponseWriter, r *http.Request) {
+		f.fetches++
 		json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]any{
-			{"kid": "k1", "kty": "RSA", "x5c": []string{base64.StdEncoding.EncodeToString(f.cert)}}}})
+			{"kid": f.kid, "kty": "RSA", "x5c": []string{base64.StdEncoding.EncodeToString(f.cert)}}}})
 	})
 	mux.HandleFunc("POST /attest/SevSnpVm", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("api-version") == "" {
@@ -70,7 +73,7 @@ func newFakeMAA(t *testing.T) *fakeMAA {
 			tok.Set(k, v)
 		}
 		hdr := jws.NewHeaders()
-		hdr.Set(jws.KeyIDKey, "k1")
+		hdr.Set(jws.KeyIDKey, f.kid)
 		signed, _ := jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.key, jws.WithProtectedHeaders(hdr)))
 		json.NewEncoder(w).Encode(map[string]string{"token": string(signed)})
 	})
@@ -148,6 +151,10 @@ func TestVerifyRejects(t *testing.T) {
 			old := f.claims
 			f.claims = func(r any) map[string]any { m := old(r); m["x-ms-runtime"] = map[string]any{"keys": []any{}}; return m }
 		}, keyrelease.ErrAttestation, "does not carry our wrapping key"},
+		{"no exp", func(f *fakeMAA, c *Client) {
+			old := f.claims
+			f.claims = func(r any) map[string]any { m := old(r); delete(m, "exp"); return m }
+		}, keyrelease.ErrAttestation, "no exp claim"},
 		{"wrong signer", func(f *fakeMAA, c *Client) { f.key, _ = rsa.GenerateKey(rand.Reader, 2048) }, keyrelease.ErrAttestation, "token rejected"},
 		{"evidence rejected", func(f *fakeMAA, c *Client) { f.status = 400 }, keyrelease.ErrAttestation, "report_data mismatch"},
 		{"throttled", func(f *fakeMAA, c *Client) { f.status = 429 }, keyrelease.ErrUnavailable, "429"},
@@ -162,5 +169,36 @@ func TestVerifyRejects(t *testing.T) {
 				t.Fatalf("Attest = %v, want %v containing %q", err, tc.wantErr, tc.inErr)
 			}
 		})
+	}
+}
+
+// TestSigningKeysRefreshedDaily: the instance's signing keys are fetched
+// again once they are a day old, so a key MAA no longer publishes stops
+// being trusted; within the day they are not refetched.
+func TestSigningKeysRefreshedDaily(t *testing.T) {
+	f := newFakeMAA(t)
+	clock := now
+	c := &Client{BaseURL: f.srv.URL, HTTPClient: f.srv.Client(), Now: func() time.Time { return clock }}
+	old := f.claims
+	f.claims = func(r any) map[string]any { m := old(r); m["exp"] = now.Add(72 * time.Hour).Unix(); return m }
+	runtime := []byte(`{"keys":[]}`)
+	tok, err := c.Attest(context.Background(), Evidence{Report: make([]byte, 1184)}, runtime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock = now.Add(23 * time.Hour)
+	if _, err := c.Verify(context.Background(), tok.Raw, runtime); err != nil || f.fetches != 1 {
+		t.Fatalf("within a day: %v, %d fetches of the keys", err, f.fetches)
+	}
+	clock = now.Add(25 * time.Hour)
+	if _, err := c.Verify(context.Background(), tok.Raw, runtime); err != nil || f.fetches != 2 {
+		t.Fatalf("after a day: %v, %d fetches of the keys (want 2)", err, f.fetches)
+	}
+	// MAA stops publishing k1: once the keys are a day old again, tokens
+	// signed with it are refused.
+	f.kid = "k2"
+	clock = now.Add(50 * time.Hour)
+	if _, err := c.Verify(context.Background(), tok.Raw, runtime); !errors.Is(err, keyrelease.ErrAttestation) || !strings.Contains(err.Error(), "unknown key") {
+		t.Fatalf("token of a withdrawn key: %v", err)
 	}
 }

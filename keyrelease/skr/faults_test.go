@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,7 +119,7 @@ func newWorld(t *testing.T, key string) *world {
 	}
 	w.r = &skr.Releaser{Evidence: evidence{&attest.Fake{Device: s.Device, Endorsements: [][]byte{s.Endorsement}}},
 		MAA: &maa.Client{BaseURL: s.MAAURL, HTTPClient: hc},
-		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: pool,
+		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: pool, Hosts: []string{strings.TrimPrefix(s.VaultURL, "https://")},
 			Retry: policy.RetryOptions{RetryDelay: time.Millisecond, MaxRetryDelay: 10 * time.Millisecond}},
 		Now: w.clock}
 	w.c = cache.New(w.r, cache.Options{Now: w.clock, Sleep: func(ctx context.Context, d time.Duration) error {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 
-	"github.com/skrfs/skrfs/internal/keywrap"
+	"github.com/skrfs/skrfs/crypto/keywrap"
 )
 
 func TestRuntimeData(t *testing.T) {

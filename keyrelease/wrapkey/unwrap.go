@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"hash"
 
-	"github.com/skrfs/skrfs/internal/keywrap"
+	"github.com/skrfs/skrfs/crypto/keywrap"
 )
 
 // Key export algorithms of Key Vault's release (the "enc" values).

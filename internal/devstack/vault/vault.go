@@ -40,7 +40,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/rs/zerolog"
 
-	"github.com/skrfs/skrfs/internal/keywrap"
+	"github.com/skrfs/skrfs/crypto/keywrap"
 	"github.com/skrfs/skrfs/keyrelease/maa"
 	"github.com/skrfs/skrfs/keyrelease/policy"
 )
@@ -309,6 +309,12 @@ func (s *Server) importKey(w http.ResponseWriter, r *http.Request, name string) 
 	kty, _ := m["kty"].(string)
 	hsm := strings.HasSuffix(kty, "-HSM") || (req.HSM != nil && *req.HSM)
 	m["kty"] = strings.TrimSuffix(kty, "-HSM")
+	if ops, ok := m["key_ops"].([]any); ok && req.KeyOps == nil {
+		req.KeyOps = []string{}
+		for _, o := range ops {
+			req.KeyOps = append(req.KeyOps, fmt.Sprint(o))
+		}
+	}
 	for _, k := range []string{"key_hsm", "kid", "key_ops"} {
 		delete(m, k)
 	}
@@ -324,13 +330,6 @@ func (s *Server) importKey(w http.ResponseWriter, r *http.Request, name string) 
 		if len(k) > 64 {
 			kvError(w, 400, "BadParameter", "k property of oct key is too large")
 			return
-		}
-	}
-	if req.KeyOps == nil {
-		if ops, ok := m["key_ops"].([]any); ok {
-			for _, o := range ops {
-				req.KeyOps = append(req.KeyOps, fmt.Sprint(o))
-			}
 		}
 	}
 	s.store(w, r, name, jk, req, hsm)
@@ -415,15 +414,33 @@ func (s *Server) kid(r *http.Request, name, version string) string {
 func (s *Server) bundle(r *http.Request, name string, kv *keyVersion) map[string]any {
 	pub := publicJWK(kv)
 	pub["kid"] = s.kid(r, name, kv.Version)
-	if kv.KeyOps != nil {
-		pub["key_ops"] = kv.KeyOps
-	}
+	pub["key_ops"] = keyOps(kv)
 	out := map[string]any{"key": pub, "attributes": map[string]any{"enabled": kv.Enabled, "exportable": kv.Exportable,
 		"created": kv.Created, "updated": kv.Updated, "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 7}}
 	if kv.Policy != nil {
 		out["release_policy"] = map[string]any{"contentType": "application/json; charset=utf-8", "data": kv.Policy.Data, "immutable": kv.Policy.Immutable}
 	}
 	return out
+}
+
+// keyOps returns the key's operations: those it was created or imported
+// with, or, as Key Vault does when none were given, every operation its
+// type permits.
+func keyOps(kv *keyVersion) []string {
+	if kv.KeyOps != nil {
+		return kv.KeyOps
+	}
+	var m struct {
+		Kty string `json:"kty"`
+	}
+	json.Unmarshal(kv.JWK, &m)
+	switch m.Kty {
+	case "RSA":
+		return []string{"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"}
+	case "EC":
+		return []string{"sign", "verify"}
+	}
+	return []string{"encrypt", "decrypt", "wrapKey", "unwrapKey"}
 }
 
 func publicJWK(kv *keyVersion) map[string]any {
@@ -694,9 +711,7 @@ func (s *Server) signRelease(r *http.Request, name string, kv *keyVersion, enc, 
 	key := publicJWK(kv)
 	key["kid"] = s.kid(r, name, kv.Version)
 	key["key_hsm"] = b64(hsm)
-	if kv.KeyOps != nil {
-		key["key_ops"] = kv.KeyOps
-	}
+	key["key_ops"] = keyOps(kv) // Key Vault copies them into the release payload
 	payload, _ := json.Marshal(map[string]any{
 		"request": map[string]string{"api-version": r.URL.Query().Get("api-version"), "enc": enc, "kid": s.kid(r, name, kv.Version)},
 		"response": map[string]any{"key": map[string]any{

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.rel = &skr.Releaser{Evidence: deviceEvidence{dev}, MAA: &maa.Client{BaseURL: maaTS.URL, HTTPClient: maaTS.Client()},
-		Vault: &akv.Client{Credential: staticCred{}, Transport: e.ts.Client(), Roots: roots}}
+		Vault: &akv.Client{Credential: staticCred{}, Transport: e.ts.Client(), Roots: roots, Hosts: []string{strings.TrimPrefix(e.ts.URL, "https://")}}}
 	return e
 }
 
@@ -354,4 +355,54 @@ func maaKID(t *testing.T, e *env) string {
 	var set struct{ Keys []struct{ Kid string } }
 	json.NewDecoder(resp.Body).Decode(&set)
 	return set.Keys[0].Kid
+}
+
+// TestReleaseCarriesKeyOps: the release payload carries the key's key_ops,
+// as Key Vault's does: those it was created or imported with, else every
+// operation its type permits.
+func TestReleaseCarriesKeyOps(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ct := "application/json; charset=utf-8"
+	ops := []*azkeys.KeyOperation{ptr(azkeys.KeyOperationWrapKey), ptr(azkeys.KeyOperationUnwrapKey)}
+	if _, err := e.kc.CreateKey(ctx, "with-ops", azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeOctHSM), KeyOps: ops,
+		KeyAttributes: &azkeys.KeyAttributes{Exportable: ptr(true)},
+		ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: e.policy(e.hostData)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	imported := &azkeys.JSONWebKey{Kty: ptr(azkeys.KeyTypeOctHSM), K: bytes.Repeat([]byte{7}, 32),
+		KeyOps: []*azkeys.KeyOperation{ptr(azkeys.KeyOperationEncrypt)}}
+	if _, err := e.kc.ImportKey(ctx, "imported", azkeys.ImportKeyParameters{Key: imported, HSM: ptr(true),
+		KeyAttributes: &azkeys.KeyAttributes{Exportable: ptr(true)},
+		ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: e.policy(e.hostData)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.create(t, "rsa-default", azkeys.KeyTypeRSAHSM, 2048, e.policy(e.hostData))
+	e.create(t, "oct-default", azkeys.KeyTypeOctHSM, 256, e.policy(e.hostData))
+	for name, want := range map[string][]string{
+		"with-ops":    {"wrapKey", "unwrapKey"},
+		"imported":    {"encrypt"},
+		"rsa-default": {"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"},
+		"oct-default": {"encrypt", "decrypt", "wrapKey", "unwrapKey"},
+	} {
+		k, err := e.rel.Release(ctx, keyrelease.KeyRef{Vault: strings.TrimPrefix(e.ts.URL, "https://"), Name: name})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !slices.Equal(k.Ops, want) {
+			t.Errorf("%s: released with key_ops %v, want %v", name, k.Ops, want)
+		}
+		// The key bundle reports the same operations.
+		got, err := e.kc.GetKey(ctx, name, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bundleOps []string
+		for _, o := range got.Key.KeyOps {
+			bundleOps = append(bundleOps, string(*o))
+		}
+		if !slices.Equal(bundleOps, want) {
+			t.Errorf("%s: key bundle has key_ops %v, want %v", name, bundleOps, want)
+		}
+	}
 }
