@@ -134,6 +134,14 @@ func fetchInto(ctx context.Context, cfg *config.Config, dir string, f deliveryFl
 // deliveryOptions wires cfg as buildFilesystem does for the mount: the
 // same allow-listed releaser, key views, stores and per-dataset keys.
 func deliveryOptions(ctx context.Context, cfg *config.Config) (deliver.Options, *runtime, error) {
+	// FUSE-free delivery does not enforce signed manifests yet: refuse
+	// (fail closed) rather than deliver what the manifest would refuse.
+	for _, d := range cfg.Datasets {
+		if d.Manifest == config.ManifestRequire || d.Manifest == config.ManifestPrefer {
+			return deliver.Options{}, nil, fmt.Errorf("%w: dataset %s has manifest: %s; FUSE-free delivery (skrfs fetch, skrfs run --no-fuse) does not enforce signed manifests yet: use skrfs mount or skrfs run",
+				errManifestNotEnforced, d.Name, d.Manifest)
+		}
+	}
 	rt, err := newRuntime(ctx, cfg)
 	if err != nil {
 		return deliver.Options{}, nil, err
@@ -193,3 +201,6 @@ func reportDenied(cmd *cobra.Command, st deliver.Stats) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "skrfs: key %s: release denied, its files are not delivered (skrfs explain --config FILE %s says why)\n", k, k)
 	}
 }
+
+// errManifestNotEnforced: a command cannot enforce a dataset's manifest.
+var errManifestNotEnforced = errors.New("signed manifests are not enforced by this command")
