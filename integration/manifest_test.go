@@ -384,3 +384,44 @@ func TestManifestVaultSignerAndAnchor(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// TestManifestFetch: FUSE-free delivery (`skrfs fetch`) enforces the
+// dataset's signed manifest as the mount does: it delivers the listed
+// objects, and a forged listed object fails the whole fetch (DIR wiped).
+func TestManifestFetch(t *testing.T) {
+	s := startDevstack(t)
+	env := devstackEnv(t, s)
+	dir := t.TempDir()
+	store := filepath.Join(s.Dir, "store", "data")
+	plain := filepath.Join(s.Dir, "plain", "data")
+	signer := writeECKey(t, dir, "signer")
+	pubJWK := filepath.Join(dir, "demo-rsa.jwk")
+	writeVaultPublicJWK(t, s, "demo-rsa", pubJWK)
+	keyRef := s.VaultURL + "/keys/demo-rsa"
+	if r := runEnv(t, env, "upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signer+".pem", plain+"/"); r.code != 0 {
+		t.Fatalf("upload --sign: %s", r.stderr)
+	}
+	cfg := configWithDataset(t, s, map[string]any{"signers": []string{signer + ".pub.pem"}})
+	out := shmDir(t)
+	if r := runEnv(t, env, "fetch", "--config", cfg, out); r.code != 0 {
+		t.Fatalf("fetch: %d\n%s", r.code, r.stderr)
+	}
+	names := plainNames(t, plain)
+	if got := plainNames(t, filepath.Join(out, "data")); !slices.Equal(got, names) {
+		t.Fatalf("fetched %v, want %v", got, names)
+	}
+	// Forge a listed object with the public key: the fetch fails.
+	src := filepath.Join(dir, "forged.txt")
+	os.WriteFile(src, []byte("forged\n"), 0o644)
+	if r := runEnv(t, env, "encrypt", "--key", pubJWK, "--key-ref", keyRef, "--name", names[0], src, filepath.Join(store, names[0])); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	out2 := shmDir(t)
+	r := runEnv(t, env, "fetch", "--config", cfg, out2)
+	if r.code == 0 || !strings.Contains(r.stderr, "manifest") {
+		t.Fatalf("fetch of a forged object: %d\n%s", r.code, r.stderr)
+	}
+	if ents, _ := os.ReadDir(out2); len(ents) != 0 {
+		t.Fatalf("a refused fetch left %d entries", len(ents))
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/skrfs/skrfs/deliver"
+	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
 	"github.com/skrfs/skrfs/internal/harden"
 	"github.com/skrfs/skrfs/keyrelease"
@@ -134,14 +135,6 @@ func fetchInto(ctx context.Context, cfg *config.Config, dir string, f deliveryFl
 // deliveryOptions wires cfg as buildFilesystem does for the mount: the
 // same allow-listed releaser, key views, stores and per-dataset keys.
 func deliveryOptions(ctx context.Context, cfg *config.Config) (deliver.Options, *runtime, error) {
-	// FUSE-free delivery does not enforce signed manifests yet: refuse
-	// (fail closed) rather than deliver what the manifest would refuse.
-	for _, d := range cfg.Datasets {
-		if d.Manifest == config.ManifestRequire || d.Manifest == config.ManifestPrefer {
-			return deliver.Options{}, nil, fmt.Errorf("%w: dataset %s has manifest: %s; FUSE-free delivery (skrfs fetch, skrfs run --no-fuse) does not enforce signed manifests yet: use skrfs mount or skrfs run",
-				errManifestNotEnforced, d.Name, d.Manifest)
-		}
-	}
 	rt, err := newRuntime(ctx, cfg)
 	if err != nil {
 		return deliver.Options{}, nil, err
@@ -190,6 +183,17 @@ func deliveryOptions(ctx context.Context, cfg *config.Config) (deliver.Options, 
 		for _, n := range names {
 			spec.Keys = append(spec.Keys, refs[n])
 		}
+		ms, err := manifestSpec(ctx, cfg, d, rt)
+		if err != nil {
+			rt.close()
+			return deliver.Options{}, nil, fmt.Errorf("dataset %s: %w", d.Name, err)
+		}
+		if ms != nil {
+			// The same pinned keys and freshness rules as the mount; a
+			// fetch is one-shot, so it remembers no epoch between runs.
+			spec.Manifest = &deliver.Manifest{Require: ms.Mode == fs.ManifestRequire, Verifier: ms.Verifier,
+				ID: ms.ID, MinEpoch: ms.MinEpoch, MaxAge: ms.MaxAge, Anchor: ms.Anchor}
+		}
 		opts.Datasets = append(opts.Datasets, spec)
 	}
 	return opts, rt, nil
@@ -201,6 +205,3 @@ func reportDenied(cmd *cobra.Command, st deliver.Stats) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "skrfs: key %s: release denied, its files are not delivered (skrfs explain --config FILE %s says why)\n", k, k)
 	}
 }
-
-// errManifestNotEnforced: a command cannot enforce a dataset's manifest.
-var errManifestNotEnforced = errors.New("signed manifests are not enforced by this command")
