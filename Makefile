@@ -47,6 +47,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTHIM$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyEndorsement$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHCLReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
+	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/attest/cvm
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyTPM$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./keyrelease/attest/cvm
 	$(GO) test -run '^$$' -fuzz '^FuzzEvidence$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./keyrelease/maa
 	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
@@ -65,12 +68,14 @@ pyvectors: deps-apt
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
-## fake SEV-SNP TEE) in-process, mounted at ./skrfs-demo until Ctrl-C. Its
-## state (CA, keys, data) lives in this checkout's .cache/demo-state, which
-## the demo prints; rm -rf it for a fresh start.
-DEMO_STATE ?= $(CACHE)/demo-state
+## fake SEV-SNP TEE; TEE=cvm: a fake Azure confidential VM on swtpm) in-process,
+## mounted at ./skrfs-demo until Ctrl-C. Its state (CA, keys, data) lives in
+## this checkout's .cache/demo-state (-cvm for TEE=cvm), which the demo
+## prints; rm -rf it for a fresh start.
+TEE ?= snp
+DEMO_STATE ?= $(CACHE)/demo-state$(if $(filter cvm,$(TEE)),-cvm)
 demo: build deps-apt
-	$(BIN) demo --state $(DEMO_STATE) skrfs-demo
+	$(BIN) demo --tee $(TEE) --state $(DEMO_STATE) skrfs-demo
 
 ## bench: benchmarks; figures are ratios against a baseline measured in the
 ## same run (median of 3 runs, with min and max). SKRFS_BENCH_SIZE sets the
@@ -116,6 +121,7 @@ deps-apt:
 	$(PYTHON) -c 'import cryptography' 2>/dev/null || missing="$$missing python3-cryptography"; \
 	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
 	for tool in sqlite3 openssl unzip tar; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

@@ -21,9 +21,10 @@ func newAttestCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "attest [--config FILE]",
 		Short: "Attest now and print the token's claims as JSON",
-		Long: `Produce SEV-SNP evidence for a fresh wrapping key, send it to the configured
-MAA instance, verify the token, and print its claims as JSON. Nothing is
-released.`,
+		Long: `Attest with the configured provider (SEV-SNP: evidence for a fresh wrapping
+key to attest/SevSnpVm; azure-cvm: the vTPM's HCL report, quote and TPM key to
+attest/AzureGuest), verify the token, and print its claims as JSON. Nothing
+is released.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cfgFile)
@@ -57,11 +58,11 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func newAttestVerifyCmd() *cobra.Command {
-	var reportFile, certsFile, policyFile, runtimeFile, at string
+	var reportFile, certsFile, policyFile, runtimeFile, at, hclFile string
 	var endorsementFiles []string
 	var sgx sgxVerifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify --report FILE --certs FILE [--endorsement FILE] [--policy FILE] [--runtime-data FILE]",
+		Use:   "verify (--report FILE --certs FILE [--endorsement FILE] [--policy FILE] [--runtime-data FILE] | --hcl-report FILE [--certs FILE] | --sgx-quote FILE [--held-data FILE])",
 		Short: "Verify given SEV-SNP evidence offline and print its claims",
 		Long: `Verify a raw 1184-byte SEV-SNP report against its AMD certificates offline,
 as MAA does: the report signature by the VCEK, the VCEK -> ASK -> ARK chain to
@@ -85,14 +86,29 @@ report signature by the attestation key, the QE report signature by the PCK
 certificate, the QE's binding of the attestation key, and the PCK chain up
 to the Intel SGX Root CA (pinned by its key). --held-data FILE: REPORT_DATA
 must be its SHA-256 followed by zeros. Prints the x-ms-sgx-* claims; the TCB
-status needs Intel's collateral and is reported as not evaluated.`,
+status needs Intel's collateral and is reported as not evaluated.
+
+Azure confidential VMs (vTPM): --hcl-report is the HCL report read from vTPM
+NV index 0x01400001 (e.g. tpm2_nvread 0x01400001 -C o). Its runtime JSON
+must be bound into the SEV-SNP REPORT_DATA and carry HCLAkPub; with --certs
+(the VCEK from THIM, then ASK and ARK) the report's signature and chain are
+verified too. The same check runs for --report with --runtime-data when
+the runtime data is an HCL's JSON. Claims are printed AzureGuest-style:
+x-ms-isolation-tee.* with the HCL JSON (HCLAkPub, vm-configuration) as its
+x-ms-runtime. Without --certs the claims are printed, stderr says
+"signature: not verified (no certificates)" and the exit status is 22. A
+TDX HCL report is reported as TDX and refused (exit 21): TDX confidential
+VMs are not supported yet.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sgx.quoteFile != "" {
-				return runSGXVerify(cmd, sgx, reportFile != "" || certsFile != "" || policyFile != "" || runtimeFile != "" || len(endorsementFiles) > 0, at)
+				return runSGXVerify(cmd, sgx, reportFile != "" || certsFile != "" || policyFile != "" || runtimeFile != "" || len(endorsementFiles) > 0 || hclFile != "", at)
+			}
+			if hclFile != "" || (reportFile != "" && runtimeFile != "" && policyFile == "" && isHCLRuntime(runtimeFile)) {
+				return verifyCVM(cmd, hclFile, reportFile, runtimeFile, certsFile, at)
 			}
 			if reportFile == "" || certsFile == "" {
-				return usageError{fmt.Errorf("--report and --certs are required")}
+				return usageError{fmt.Errorf("--report and --certs (or --hcl-report) are required")}
 			}
 			report, err := os.ReadFile(reportFile)
 			if err != nil {
@@ -159,6 +175,7 @@ status needs Intel's collateral and is reported as not evaluated.`,
 	cmd.Flags().StringArrayVar(&endorsementFiles, "endorsement", nil, "UVM endorsement (COSE_Sign1, raw or base64) that must endorse the report's launch measurement")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "CCE policy whose SHA-256 HOST_DATA must be")
 	cmd.Flags().StringVar(&runtimeFile, "runtime-data", "", "runtime data bound into REPORT_DATA")
+	cmd.Flags().StringVar(&hclFile, "hcl-report", "", "Azure CVM HCL report (vTPM NV index 0x01400001)")
 	cmd.Flags().StringVar(&at, "at", "", "check certificates at this RFC 3339 time instead of now")
 	cmd.Flags().StringVar(&sgx.quoteFile, "sgx-quote", "", "verify this SGX DCAP quote v3 instead (up to the Intel SGX Root CA)")
 	cmd.Flags().StringVar(&sgx.heldDataFile, "held-data", "", "with --sgx-quote: enclave-held data whose SHA-256 REPORT_DATA must be")

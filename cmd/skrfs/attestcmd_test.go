@@ -152,7 +152,7 @@ func TestAttestVerifyEndorsementRejected(t *testing.T) {
 
 	// --endorsement does not replace the report.
 	_, stderr, code := runSkrfs(t, "attest", "verify", "--endorsement", aciDir+"uvm_reference_info.cose")
-	if code != exitUsage || !strings.Contains(stderr, "--report and --certs are required") {
+	if code != exitUsage || !strings.Contains(stderr, "--report and --certs (or --hcl-report) are required") {
 		t.Fatalf("no report: exit %d %s", code, stderr)
 	}
 }

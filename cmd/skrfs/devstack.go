@@ -15,10 +15,10 @@ import (
 )
 
 func newDevstackCmd() *cobra.Command {
-	var dir string
+	var dir, tee string
 	var withAzurite, noSeed bool
 	cmd := &cobra.Command{
-		Use:   "devstack --dir DIR [--azurite]",
+		Use:   "devstack [--tee snp|cvm] --dir DIR [--azurite]",
 		Short: "Run local MAA, Key Vault and IMDS stand-ins with a fake SEV-SNP TEE",
 		Long: `Run protocol-faithful local stand-ins of Microsoft Azure Attestation, Azure
 Key Vault (Secure Key Release) and IMDS on loopback with TLS, so skrfs's real
@@ -31,13 +31,24 @@ demo-rsa (RSA-HSM 3072), demo-oct (oct-HSM 256) whose release policies match
 the fake TEE, and denied (a policy for another TEE); dataset data encrypted
 in DIR/store/data with the originals in DIR/plain/data. With --azurite it
 also starts Azurite and exports AZURE_STORAGE_CONNECTION_STRING.
+
+--tee cvm makes the TEE a fake Azure confidential VM instead of the fake
+SEV-SNP device: a vTPM in its own process (swtpm, which must be installed)
+seeded with an attestation key at 0x81000003 and an HCL report in NV
+0x01400001 whose SNP report the fake chip signs; skrfs.yaml then uses
+attestation.provider azure-cvm against it (attest/AzureGuest, a TPM-resident
+wrapping key), and the keys' policies pin the fake VM's x-ms-azurevm-vmid.
+A DIR is seeded for one TEE.
 Runs until SIGTERM or SIGINT.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
 				return usageError{fmt.Errorf("--dir is required")}
 			}
-			opts := devstack.Options{Dir: dir, Seed: !noSeed, Logger: log}
+			if tee != devstack.TEESNP && tee != devstack.TEECVM {
+				return usageError{fmt.Errorf("--tee %q is not one of snp, cvm", tee)}
+			}
+			opts := devstack.Options{Dir: dir, Seed: !noSeed, Logger: log, TEE: tee}
 			if withAzurite {
 				inst, stop, err := azurite.StartMain(azurite.Options{})
 				if err != nil {
@@ -62,13 +73,14 @@ Runs until SIGTERM or SIGINT.`,
 	cmd.Flags().StringVar(&dir, "dir", "", "state directory")
 	cmd.Flags().BoolVar(&withAzurite, "azurite", false, "also start Azurite (installed by make azurite)")
 	cmd.Flags().BoolVar(&noSeed, "no-seed", false, "do not create the demo keys and dataset")
+	cmd.Flags().StringVar(&tee, "tee", devstack.TEESNP, "the TEE: snp (fake SEV-SNP device) or cvm (fake Azure confidential VM, swtpm)")
 	return cmd
 }
 
 func newDemoCmd() *cobra.Command {
-	var stateDir string
+	var stateDir, tee string
 	cmd := &cobra.Command{
-		Use:   "demo [DIR]",
+		Use:   "demo [--tee snp|cvm] [DIR]",
 		Short: "The embedded default: devstack in-process, mounted at ./skrfs-demo",
 		Long: `Start the devstack in-process with its seeded world, mount it at DIR (default
 ./skrfs-demo), print what to try, and stay until Ctrl-C. No Azure, no TEE.`,
@@ -78,15 +90,21 @@ func newDemoCmd() *cobra.Command {
 			if len(args) == 1 {
 				mnt = args[0]
 			}
+			if tee != devstack.TEESNP && tee != devstack.TEECVM {
+				return usageError{fmt.Errorf("--tee %q is not one of snp, cvm", tee)}
+			}
 			if stateDir == "" {
 				stateDir = defaultDemoState()
+				if tee == devstack.TEECVM {
+					stateDir += "-cvm"
+				}
 			}
 			if err := checkOwnDir(stateDir); err != nil {
 				return err
 			}
 			_, statErr := os.Stat(filepath.Join(stateDir, "ca.pem"))
 			reused := statErr == nil
-			s, err := devstack.Start(cmd.Context(), devstack.Options{Dir: stateDir, Seed: true, Logger: log})
+			s, err := devstack.Start(cmd.Context(), devstack.Options{Dir: stateDir, Seed: true, Logger: log, TEE: tee})
 			if err != nil {
 				return err
 			}
@@ -125,7 +143,8 @@ Ctrl-C to unmount and stop.
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&stateDir, "state", "", "devstack state directory (default: per user, $XDG_STATE_HOME/skrfs/demo-state or ~/.local/state/skrfs/demo-state)")
+	cmd.Flags().StringVar(&stateDir, "state", "", "devstack state directory (default: per user, $XDG_STATE_HOME/skrfs/demo-state or ~/.local/state/skrfs/demo-state; -cvm for --tee cvm)")
+	cmd.Flags().StringVar(&tee, "tee", devstack.TEESNP, "the TEE: snp (fake SEV-SNP device) or cvm (fake Azure confidential VM, swtpm)")
 	return cmd
 }
 

@@ -27,6 +27,10 @@ const (
 	exitDenied = 20
 	// exitAttestation: attestation failed.
 	exitAttestation = 21
+	// exitUnverified: `attest verify` without certificates: the evidence
+	// parsed and its runtime-data binding holds, but nothing verified the
+	// report's signature.
+	exitUnverified = 22
 )
 
 // errAttestationFailed marks evidence that failed verification.

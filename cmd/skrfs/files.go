@@ -60,3 +60,18 @@ func atomicWrite(path string, mode os.FileMode, fill func(io.Writer) error) erro
 	ok = true
 	return nil
 }
+
+// writeReadyFile writes a ready file whole: to a temporary name in the
+// same directory, then renamed into place, so that a watcher that sees the
+// file exist never reads it empty or half written.
+func writeReadyFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

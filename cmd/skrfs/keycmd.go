@@ -40,12 +40,13 @@ func aciPolicy(authority, hostData string) []byte {
 }
 
 func newKeyCreateCmd() *cobra.Command {
-	var vault, name, kty, policyFile, ccePolicy, authority, curve string
+	var vault, name, kty, policyFile, ccePolicy, authority, curve, vmID string
 	var size int
 	var sgx sgxPolicyFlags
 	var ops []string
+	var forCVM bool
 	cmd := &cobra.Command{
-		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL] [--ops OP,...]",
+		Use:   "create --vault URL --name NAME --kty RSA-HSM|EC-HSM|oct-HSM [--policy FILE | --cce-policy FILE --authority URL | --cvm [--vm-id GUID] --authority URL | --sgx-mrsigner HEX --sgx-product-id N --sgx-min-svn N [--sgx-mrenclave HEX] --authority URL] [--ops OP,...]",
 		Short: "Create an exportable key with a release policy",
 		Long: `Create an exportable, HSM-backed key in Key Vault Premium or Managed HSM with a
 release policy, and print its key identifier.
@@ -55,7 +56,12 @@ FILE derives HOST_DATA from an ACI confidential computing enforcement policy
 (the ccePolicy of the ARM template, Rego or base64, as 'az confcom
 acipolicygen' writes it) and writes the recommended ACI policy: that
 host_data, azure-compliant-uvm, not debuggable, VMPL 0, for tokens of the MAA
-instance --authority. Credentials: azidentity's DefaultAzureCredential.
+instance --authority. --cvm writes the policy for attested Azure confidential
+VMs: the nested claims x-ms-isolation-tee.x-ms-attestation-type sevsnpvm,
+.x-ms-compliance-status azure-compliant-cvm and not debuggable, and with
+--vm-id also x-ms-azurevm-vmid (pin it: azure-compliant-cvm alone admits any
+Azure CVM whose identity may release). Credentials: azidentity's
+DefaultAzureCredential.
 
 --sgx-mrsigner HEX --sgx-product-id N --sgx-min-svn N [--sgx-mrenclave HEX]
 writes the policy for SGX enclaves attested by MAA's attest/SgxEnclave at
@@ -72,16 +78,29 @@ never a debuggable enclave.`,
 			}
 			var doc []byte
 			switch {
-			case sgx.set() && (policyFile != "" || ccePolicy != ""):
-				return usageError{fmt.Errorf("use --policy, --cce-policy or the --sgx-* flags, not several")}
+			case sgx.set() && (policyFile != "" || ccePolicy != "" || forCVM):
+				return usageError{fmt.Errorf("use one of --policy, --cce-policy, --cvm and the --sgx-* flags")}
 			case sgx.set():
 				b, err := sgxPolicy(authority, sgx)
 				if err != nil {
 					return usageError{err}
 				}
 				doc = b
-			case policyFile != "" && ccePolicy != "":
-				return usageError{fmt.Errorf("use --policy or --cce-policy, not both")}
+			case policyFile != "" && ccePolicy != "", forCVM && (policyFile != "" || ccePolicy != ""):
+				return usageError{fmt.Errorf("use one of --policy, --cce-policy and --cvm")}
+			case vmID != "" && !forCVM:
+				return usageError{fmt.Errorf("--vm-id goes with --cvm")}
+			case forCVM:
+				if authority == "" {
+					return usageError{fmt.Errorf("--cvm needs --authority (the MAA instance URL)")}
+				}
+				var err error
+				if doc, err = cvmPolicy(authority, vmID); err != nil {
+					return usageError{err}
+				}
+				if vmID == "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: no --vm-id: any Azure confidential VM whose identity may release this key can release it")
+				}
 			case policyFile != "":
 				b, err := os.ReadFile(policyFile)
 				if err != nil {
@@ -98,7 +117,7 @@ never a debuggable enclave.`,
 				}
 				doc = aciPolicy(authority, hex.EncodeToString(hostData(b)))
 			default:
-				return usageError{fmt.Errorf("a release policy is required: --policy or --cce-policy")}
+				return usageError{fmt.Errorf("a release policy is required: --policy, --cce-policy or --cvm")}
 			}
 			if _, err := policy.Parse(doc); err != nil {
 				return usageError{err}
@@ -138,10 +157,12 @@ never a debuggable enclave.`,
 	cmd.Flags().StringVar(&curve, "curve", "", "EC-HSM curve: P-256 (Key Vault's default) or P-384")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "release policy JSON")
 	cmd.Flags().StringVar(&ccePolicy, "cce-policy", "", "ACI CCE policy to derive the recommended release policy from")
-	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy or the --sgx-* policy")
+	cmd.Flags().StringVar(&authority, "authority", "", "MAA instance URL for --cce-policy, --cvm or the --sgx-* policy")
 	sgx.register(cmd)
 	cmd.Flags().StringSliceVar(&ops, "ops", nil, "permitted key operations, comma-separated ("+strings.Join(keyOpNames, ", ")+
 		"; default: all the key type permits); released JWKs carry them as key_ops")
+	cmd.Flags().BoolVar(&forCVM, "cvm", false, "release policy for attested Azure confidential VMs (nested x-ms-isolation-tee claims)")
+	cmd.Flags().StringVar(&vmID, "vm-id", "", "with --cvm: pin the VM (x-ms-azurevm-vmid)")
 	return cmd
 }
 

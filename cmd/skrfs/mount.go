@@ -70,7 +70,7 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 			defer signal.Stop(sig)
 			defer logStatsOnSIGUSR1(m.root)()
 			if readyFile != "" {
-				if err := os.WriteFile(readyFile, []byte(m.dir+"\n"), 0o644); err != nil {
+				if err := writeReadyFile(readyFile, []byte(m.dir+"\n")); err != nil {
 					m.stop()
 					return err
 				}

@@ -67,7 +67,7 @@ listening. SIGTERM or SIGINT stops the server and wipes keys.`,
 				return err
 			}
 			if readyFile != "" {
-				if err := os.WriteFile(readyFile, []byte(ep.APIAddr+"\n"+ep.MetricsAddr+"\n"), 0o644); err != nil {
+				if err := writeReadyFile(readyFile, []byte(ep.APIAddr+"\n"+ep.MetricsAddr+"\n")); err != nil {
 					return err
 				}
 				defer os.Remove(readyFile)

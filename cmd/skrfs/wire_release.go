@@ -118,12 +118,13 @@ func newRuntimeFor(ctx context.Context, cfg *config.Config, withSKR bool) (*runt
 		rt.releaser = keyrelease.NewStatic()
 		return rt, nil
 	}
-	ev, err := newEvidence(cfg, hc)
+	mc := &maa.Client{BaseURL: cfg.Attestation.MAA, HTTPClient: hc}
+	prov, ev, err := newProvider(cfg, hc, mc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", keyrelease.ErrAttestation, err)
 	}
 	rt.tee = ev
-	rt.skr = &skr.Releaser{Evidence: evidenceSource{ev}, MAA: &maa.Client{BaseURL: cfg.Attestation.MAA, HTTPClient: hc},
+	rt.skr = &skr.Releaser{Provider: prov, Evidence: evidenceSource{ev}, MAA: mc,
 		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: roots, Hosts: vaultHosts(cfg)}, Logger: log}
 	rt.skr.PrepareNow() // before readiness: the first open need not wait for RSA key generation
 	rt.cacheOpt = cache.Options{TTL: time.Duration(cfg.Cache.TTL), MaxStale: time.Duration(cfg.Cache.MaxStale), Logger: log}

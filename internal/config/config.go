@@ -60,6 +60,9 @@ const (
 	ProviderAuto = "auto" // detect SEV-SNP hardware (configfs-tsm, /dev/sev-guest)
 	ProviderSNP  = "snp"  // require SEV-SNP hardware
 	ProviderFake = "fake" // the devstack's fake SEV-SNP device: development only
+	// ProviderAzureCVM: an Azure confidential VM's vTPM (HCL report,
+	// attest/AzureGuest, a TPM-resident wrapping key).
+	ProviderAzureCVM = "azure-cvm"
 )
 
 // Attestation configures evidence and MAA.
@@ -73,6 +76,23 @@ type Attestation struct {
 	SecurityContextDir string `yaml:"security_context_dir"`
 	// Fake describes the fake TEE; allowed and required only with provider fake.
 	Fake *FakeTEE `yaml:"fake"`
+	// CVM tunes the azure-cvm provider (also used when auto detects a
+	// CVM); allowed with provider auto or azure-cvm.
+	CVM *CVMAttestation `yaml:"cvm"`
+}
+
+// CVMAttestation configures the azure-cvm provider.
+type CVMAttestation struct {
+	// TPM is the vTPM: a device (default /dev/tpmrm0) or tcp:HOST:PORT
+	// (swtpm or a simulator, for the devstack).
+	TPM string `yaml:"tpm"`
+	// EventLog is the TCG event log sent to MAA (default
+	// /sys/kernel/security/tpm0/binary_bios_measurements).
+	EventLog string `yaml:"event_log"`
+	// Enc is the key export algorithm requested from Key Vault (default
+	// RSA_AES_KEY_WRAP_256; CKM_RSA_AES_KEY_WRAP and RSA_AES_KEY_WRAP_384
+	// also accepted).
+	Enc string `yaml:"enc"`
 }
 
 // FakeTEE is the identity of the devstack's fake SEV-SNP device.
@@ -383,6 +403,8 @@ func (c *Config) defaults() {
 	}
 }
 
+var tcpAddrRE = regexp.MustCompile(`^tcp:[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$`)
+
 var fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
 
 // versionRE matches a key version: Key Vault's are 32 hex digits.
@@ -395,13 +417,29 @@ func invalid(field, format string, args ...any) error {
 func (c *Config) validate() error {
 	a := c.Attestation
 	switch a.Provider {
-	case ProviderAuto, ProviderSNP:
+	case ProviderAuto, ProviderSNP, ProviderAzureCVM:
 		if a.Fake != nil {
 			return invalid("attestation.fake", "only allowed with provider: fake")
+		}
+		if a.CVM != nil {
+			if a.Provider == ProviderSNP {
+				return invalid("attestation.cvm", "only allowed with provider: azure-cvm or auto")
+			}
+			if t := a.CVM.TPM; t != "" && !strings.HasPrefix(t, "/") && !tcpAddrRE.MatchString(t) {
+				return invalid("attestation.cvm.tpm", "%q is neither a device path nor tcp:HOST:PORT", t)
+			}
+			switch a.CVM.Enc {
+			case "", "RSA_AES_KEY_WRAP_256", "CKM_RSA_AES_KEY_WRAP", "RSA_AES_KEY_WRAP_384":
+			default:
+				return invalid("attestation.cvm.enc", "%q is not one of RSA_AES_KEY_WRAP_256, CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_384", a.CVM.Enc)
+			}
 		}
 	case ProviderFake:
 		if a.Fake == nil {
 			return invalid("attestation.fake", "required with provider: fake")
+		}
+		if a.CVM != nil {
+			return invalid("attestation.cvm", "only allowed with provider: azure-cvm or auto")
 		}
 		if err := checkHex("attestation.fake.measurement", a.Fake.Measurement, 48, true); err != nil {
 			return err
@@ -413,7 +451,7 @@ func (c *Config) validate() error {
 			return err
 		}
 	default:
-		return invalid("attestation.provider", "%q is not one of auto, snp, fake", a.Provider)
+		return invalid("attestation.provider", "%q is not one of auto, snp, azure-cvm, fake", a.Provider)
 	}
 	// The MAA URL is https whenever it is set (skrfs serve and attest use
 	// it without keys), and required when keys are configured.

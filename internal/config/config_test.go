@@ -224,3 +224,40 @@ func TestDatasetManifest(t *testing.T) {
 		}
 	}
 }
+
+// TestCVMAttestation: the azure-cvm provider and its options.
+func TestCVMAttestation(t *testing.T) {
+	cvmYAML := func(block string) string {
+		s := strings.Replace(validYAML(), "provider: fake", "provider: azure-cvm", 1)
+		i := strings.Index(s, "  fake:")
+		j := strings.Index(s, "\nkeys:") // the fake block ends at keys:
+		if i < 0 || j < i {
+			t.Fatalf("fixture changed: %s", s)
+		}
+		return s[:i] + block + s[j+1:]
+	}
+	c, err := Parse([]byte(cvmYAML("  cvm:\n    tpm: tcp:127.0.0.1:2321\n    event_log: /tmp/log\n    enc: CKM_RSA_AES_KEY_WRAP\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Attestation.Provider != ProviderAzureCVM || c.Attestation.CVM.TPM != "tcp:127.0.0.1:2321" || c.Attestation.CVM.Enc != "CKM_RSA_AES_KEY_WRAP" {
+		t.Fatalf("%+v", c.Attestation)
+	}
+	if _, err := Parse([]byte(cvmYAML(""))); err != nil {
+		t.Fatalf("azure-cvm with defaults: %v", err)
+	}
+	for _, tc := range []struct{ block, want string }{
+		{"  cvm:\n    tpm: tpm0\n", "attestation.cvm.tpm"},
+		{"  cvm:\n    tpm: tcp:host\n", "attestation.cvm.tpm"},
+		{"  cvm:\n    enc: A256KW\n", "attestation.cvm.enc"},
+	} {
+		if _, err := Parse([]byte(cvmYAML(tc.block))); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v", tc.block, err)
+		}
+	}
+	// A cvm block with the fake SEV-SNP device is a mistake.
+	s := strings.Replace(validYAML(), "  fake:", "  cvm:\n    tpm: /dev/tpmrm0\n  fake:", 1)
+	if _, err := Parse([]byte(s)); err == nil || !strings.Contains(err.Error(), "attestation.cvm") {
+		t.Fatalf("cvm with fake: %v", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/skrfs/skrfs/internal/devstack/fakecvm"
 	"github.com/skrfs/skrfs/internal/devstack/identity"
 	devmaa "github.com/skrfs/skrfs/internal/devstack/maa"
 	"github.com/skrfs/skrfs/internal/devstack/vault"
@@ -41,8 +42,21 @@ type Options struct {
 	AzuriteConnectionString string
 	// TokenLifetime is the lifetime of MAA tokens (zero = 8h, as MAA).
 	TokenLifetime time.Duration
-	Logger        zerolog.Logger
+	// TEE is the devstack's TEE: TEESNP (default, the fake SEV-SNP device,
+	// attestation.provider fake) or TEECVM (a fake Azure confidential VM:
+	// swtpm seeded as a paravisor's vTPM, attestation.provider azure-cvm).
+	TEE    string
+	Logger zerolog.Logger
 }
+
+// Devstack TEEs.
+const (
+	TEESNP = "snp"
+	TEECVM = "cvm"
+)
+
+// CVMVMID is the vmUniqueId of the devstack's fake CVM.
+const CVMVMID = "5C7F5000-0000-4000-8000-0000000C0F11"
 
 // UVMFeed is the feed of the devstack's UVM endorsements.
 const UVMFeed = "skrfs-devstack-fake-UVM"
@@ -67,6 +81,8 @@ type Stack struct {
 	// HTTPClient trusts the devstack's CA.
 	HTTPClient *http.Client
 
+	// SWTPM is the fake CVM's vTPM (TEE cvm only).
+	SWTPM    *fakecvm.SWTPM
 	Vault    *vault.Server
 	MAA      *devmaa.Server
 	Identity *identity.Server
@@ -99,7 +115,7 @@ func TEE() fakesnp.Config {
 
 // Start starts the services and, when asked, seeds the demo world. It
 // writes DIR/ready last.
-func Start(ctx context.Context, opts Options) (*Stack, error) {
+func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -134,6 +150,22 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}
 	if s.Device, err = fakesnp.New(s.TEE); err != nil {
 		return nil, err
+	}
+	switch opts.TEE {
+	case "", TEESNP:
+		opts.TEE, s.opts.TEE = TEESNP, TEESNP
+	case TEECVM:
+		if err := s.startCVM(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if retErr != nil {
+				s.SWTPM.Close() // idempotent: s.Close may have stopped it
+			}
+		}()
+
+	default:
+		return nil, fmt.Errorf("devstack: TEE %q is not one of snp, cvm", opts.TEE)
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool()}}}
 	s.HTTPClient = client
@@ -190,6 +222,10 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	if opts.Seed {
+		if err := s.checkSeededTEE(); err != nil {
+			s.Close()
+			return nil, err
+		}
 		if err := s.seed(ctx, client); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("devstack seed: %w", err)
@@ -198,6 +234,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if err := s.writeClientFiles(); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.opts.TEE == TEECVM {
+		if err := s.writeCVMConfig(); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		s.Close()
@@ -222,6 +264,9 @@ func (s *Stack) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, srv.Shutdown(ctx))
 		cancel()
+	}
+	if s.SWTPM != nil {
+		s.SWTPM.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -57,6 +57,32 @@ func (s *Stack) KeysClient(hc *http.Client) (*azkeys.Client, error) {
 		DisableChallengeResourceVerification: true})
 }
 
+// releasePolicy is the policy of the seeded keys: for the fake SEV-SNP
+// TEE, Policy; for the fake CVM, CVMPolicy. allowed false gives the policy
+// of "denied" (another TEE).
+func (s *Stack) releasePolicy(allowed bool) []byte {
+	if s.opts.TEE == TEECVM {
+		vmid := CVMVMID
+		if !allowed {
+			vmid = "00000000-0000-4000-8000-000000000000"
+		}
+		return s.CVMPolicy(vmid)
+	}
+	if !allowed {
+		return s.Policy(strings.Repeat("00", 32))
+	}
+	return s.Policy(hex.EncodeToString(s.TEE.HostData[:]))
+}
+
+// CVMPolicy is the release policy for Azure CVMs of protocol.md 13.3
+// (nested x-ms-isolation-tee claims) pinned to one VM.
+func (s *Stack) CVMPolicy(vmid string) []byte {
+	return []byte(`{"version":"1.0.0","anyOf":[{"authority":"` + s.MAAURL + `","allOf":[` +
+		`{"claim":"x-ms-isolation-tee.x-ms-attestation-type","equals":"sevsnpvm"},` +
+		`{"claim":"x-ms-isolation-tee.x-ms-compliance-status","equals":"azure-compliant-cvm"},` +
+		`{"claim":"x-ms-azurevm-vmid","equals":"` + vmid + `"}]}]}`)
+}
+
 func (s *Stack) seed(ctx context.Context, hc *http.Client) error {
 	kc, err := s.KeysClient(hc)
 	if err != nil {
@@ -68,11 +94,10 @@ func (s *Stack) seed(ctx context.Context, hc *http.Client) error {
 			return nil // seeded before
 		}
 	}
-	hostData := hex.EncodeToString(s.TEE.HostData[:])
 	ct := "application/json; charset=utf-8"
 	exportable := &azkeys.KeyAttributes{Exportable: to(true)}
 	rsaResp, err := kc.CreateKey(ctx, KeyRSA, azkeys.CreateKeyParameters{Kty: to(azkeys.KeyTypeRSAHSM), KeySize: to(int32(3072)),
-		KeyAttributes: exportable, ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: s.Policy(hostData)}}, nil)
+		KeyAttributes: exportable, ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: s.releasePolicy(true)}}, nil)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", KeyRSA, err)
 	}
@@ -81,13 +106,13 @@ func (s *Stack) seed(ctx context.Context, hc *http.Client) error {
 	defer clear(octBytes)
 	octResp, err := kc.ImportKey(ctx, KeyOct, azkeys.ImportKeyParameters{HSM: to(true),
 		Key:           &azkeys.JSONWebKey{Kty: to(azkeys.KeyTypeOctHSM), K: octBytes},
-		KeyAttributes: exportable, ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: s.Policy(hostData)}}, nil)
+		KeyAttributes: exportable, ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: s.releasePolicy(true)}}, nil)
 	if err != nil {
 		return fmt.Errorf("import %s: %w", KeyOct, err)
 	}
 	if _, err := kc.CreateKey(ctx, KeyDenied, azkeys.CreateKeyParameters{Kty: to(azkeys.KeyTypeOctHSM), KeySize: to(int32(256)),
 		KeyAttributes: exportable, ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct,
-			EncodedPolicy: s.Policy(strings.Repeat("00", 32))}}, nil); err != nil {
+			EncodedPolicy: s.releasePolicy(false)}}, nil); err != nil {
 		return fmt.Errorf("create %s: %w", KeyDenied, err)
 	}
 	rsaJSON, _ := rsaResp.Key.MarshalJSON()

@@ -7,6 +7,7 @@ package akv
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -163,11 +164,24 @@ func hostOnly(hostport string) string {
 // message; a missing key wraps keyrelease.ErrNotFound; throttling and
 // service errors wrap keyrelease.ErrUnavailable.
 func (c *Client) Release(ctx context.Context, ref keyrelease.KeyRef, maaToken string, wk *wrapkey.WrappingKey) (*keyrelease.Key, error) {
+	var key crypto.Decrypter // nil unless given: never a typed nil
+	if wk != nil && wk.Private != nil {
+		key = wk.Private
+	}
+	return c.ReleaseTo(ctx, ref, maaToken, key, c.Enc)
+}
+
+// ReleaseTo is Release for any attestation provider: key is the decrypter
+// of the key the token names (a software key, or a TPM key), enc the key
+// export algorithm to request ("" = c.Enc, else CKM_RSA_AES_KEY_WRAP).
+func (c *Client) ReleaseTo(ctx context.Context, ref keyrelease.KeyRef, maaToken string, key crypto.Decrypter, enc string) (*keyrelease.Key, error) {
 	kc, err := c.client(ref)
 	if err != nil {
 		return nil, err
 	}
-	enc := c.Enc
+	if enc == "" {
+		enc = c.Enc
+	}
 	if enc == "" {
 		enc = wrapkey.EncRSAAESKeyWrap
 	}
@@ -183,7 +197,7 @@ func (c *Client) Release(ctx context.Context, ref keyrelease.KeyRef, maaToken st
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
-	return decode(ref, payload, wk, enc)
+	return decode(ref, payload, key, enc)
 }
 
 // classify maps an azkeys error to the sentinel errors of keyrelease.
@@ -286,7 +300,7 @@ type releasePayload struct {
 	} `json:"response"`
 }
 
-func decode(ref keyrelease.KeyRef, payload []byte, wk *wrapkey.WrappingKey, enc string) (*keyrelease.Key, error) {
+func decode(ref keyrelease.KeyRef, payload []byte, wrapping crypto.Decrypter, enc string) (*keyrelease.Key, error) {
 	var p releasePayload
 	if err := json.Unmarshal(payload, &p); err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrBadResponse, err)
@@ -316,7 +330,10 @@ func decode(ref keyrelease.KeyRef, payload []byte, wk *wrapkey.WrappingKey, enc 
 	if err != nil {
 		return nil, fmt.Errorf("%w: ciphertext: %v", ErrBadResponse, err)
 	}
-	material, err := wrapkey.Unwrap(wk.Private, enc, ct)
+	if wrapping == nil {
+		return nil, fmt.Errorf("%s: %w: no wrapping key", ref, wrapkey.ErrUnwrap)
+	}
+	material, err := wrapkey.UnwrapWith(wrapping, enc, ct)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}

@@ -225,7 +225,7 @@ func TestReleaseBoundToRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			k, err := decode(tc.ref, payload, w.wk, "")
+			k, err := decode(tc.ref, payload, w.wk.Private, "")
 			if tc.wantErr != "" {
 				if !errors.Is(err, ErrBadResponse) || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("decode = %v, want ErrBadResponse containing %q", err, tc.wantErr)

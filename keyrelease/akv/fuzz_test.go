@@ -190,7 +190,7 @@ func FuzzReleaseResponse(f *testing.F) {
 				t.Fatalf("verified a response no certified key signed")
 			}
 		}
-		k, err := decode(w.ref, payload, w.wk, "")
+		k, err := decode(w.ref, payload, w.wk.Private, "")
 		if err != nil {
 			if !classified(err) {
 				t.Fatalf("unclassified failure: %v", err)
@@ -213,7 +213,7 @@ func FuzzReleasePayload(f *testing.F) {
 	f.Add(w.payload(f, "RSA", w.rsaPKCS8), wrapkey.EncRSAAESKeyWrap256)
 	f.Add(w.payload(f, "EC", []byte("not PKCS#8")), "")
 	f.Fuzz(func(t *testing.T, payload []byte, enc string) {
-		k, err := decode(w.ref, payload, w.wk, enc)
+		k, err := decode(w.ref, payload, w.wk.Private, enc)
 		if err != nil {
 			if !classified(err) {
 				t.Fatalf("unclassified failure: %v", err)

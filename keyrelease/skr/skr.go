@@ -1,14 +1,14 @@
-// Package skr is the Azure Secure Key Release releaser: it binds a fresh
-// wrapping key into SEV-SNP evidence, trades the evidence for a Microsoft
-// Azure Attestation token, and asks Key Vault or Managed HSM to release the
-// key to that token (protocol.md sections 1-5). Wrap it in
+// Package skr is the Azure Secure Key Release releaser: an attestation
+// provider (keyrelease/attest: SEV-SNP, Azure CVM) trades TEE evidence for
+// a Microsoft Azure Attestation token naming a key only this TEE can use,
+// and Key Vault or Managed HSM releases the key to that token
+// (protocol.md sections 1-5, 13). Wrap it in
 // keyrelease/cache so concurrent opens share one release.
 package skr
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,33 +17,36 @@ import (
 
 	"github.com/skrfs/skrfs/keyrelease"
 	"github.com/skrfs/skrfs/keyrelease/akv"
+	"github.com/skrfs/skrfs/keyrelease/attest"
+	"github.com/skrfs/skrfs/keyrelease/attest/snp"
 	"github.com/skrfs/skrfs/keyrelease/maa"
-	"github.com/skrfs/skrfs/keyrelease/wrapkey"
 )
 
 // EvidenceSource produces SEV-SNP evidence whose REPORT_DATA is reportData.
-type EvidenceSource interface {
-	Evidence(ctx context.Context, reportData [64]byte) (maa.Evidence, error)
-}
+type EvidenceSource = snp.EvidenceSource
 
 // Releaser implements keyrelease.Releaser with Azure SKR.
 type Releaser struct {
+	// Provider attests (attest.Provider: snp, cvm, ...). When nil, the
+	// SEV-SNP provider is built from Evidence and MAA.
+	Provider attest.Provider
+	// Evidence and MAA are the SEV-SNP provider's parts, used when
+	// Provider is nil.
 	Evidence EvidenceSource
 	MAA      *maa.Client
 	Vault    *akv.Client
 	// TokenMargin: a cached MAA token is reused while it is valid for at
 	// least this long (default 5 min). The token is cached only together
-	// with the wrapping key its runtime data names.
+	// with the key its runtime claims name.
 	TokenMargin time.Duration
 	Logger      zerolog.Logger
 	// Now is the clock (nil = time.Now).
 	Now func() time.Time
 
-	mu        sync.Mutex
-	wk        *wrapkey.WrappingKey
-	token     *maa.Token
-	spareOnce sync.Once
-	spare     chan *wrapkey.WrappingKey // a wrapping key generated ahead of need
+	mu       sync.Mutex
+	cur      *attest.Attestation
+	provOnce sync.Once
+	prov     attest.Provider
 
 	attestations, attestOK, attestFailures, releases atomic.Int64
 }
@@ -57,86 +60,61 @@ func (r *Releaser) now() time.Time {
 	return time.Now()
 }
 
-// Prepare generates the next wrapping key in the background, so that an
-// attestation does not wait for RSA key generation (tens of milliseconds).
-// It is called again after every attestation; calling it is optional.
+func (r *Releaser) provider() attest.Provider {
+	r.provOnce.Do(func() {
+		r.prov = r.Provider
+		if r.prov == nil {
+			r.prov = &snp.Provider{Evidence: r.Evidence, MAA: r.MAA}
+		}
+	})
+	return r.prov
+}
+
+// Prepare does the provider's slow work for the next attestation (RSA key
+// generation) in the background; calling it is optional.
 func (r *Releaser) Prepare() { go r.PrepareNow() }
 
-// PrepareNow generates the next wrapping key and returns when it is ready
-// (the daemon calls it before it reports readiness).
+// PrepareNow is Prepare, returning when done (the daemon calls it before
+// it reports readiness).
 func (r *Releaser) PrepareNow() {
-	wk, err := wrapkey.NewWrappingKey()
-	if err != nil {
-		return
-	}
-	select {
-	case r.spares() <- wk:
-	default:
-		wk.Wipe() // one is waiting already
+	if p, ok := r.provider().(attest.Preparer); ok {
+		p.PrepareNow()
 	}
 }
 
-func (r *Releaser) spares() chan *wrapkey.WrappingKey {
-	r.spareOnce.Do(func() { r.spare = make(chan *wrapkey.WrappingKey, 1) })
-	return r.spare
-}
-
-// wrappingKey takes the prepared key when there is one (and prepares the
-// next), else makes one now.
-func (r *Releaser) wrappingKey() (*wrapkey.WrappingKey, error) {
-	select {
-	case wk := <-r.spares():
-		r.Prepare()
-		return wk, nil
-	default:
-	}
-	return wrapkey.NewWrappingKey()
-}
-
-// Attest produces evidence for a fresh wrapping key and returns the MAA
-// token, without releasing anything (`skrfs attest`). The token and key are
-// kept for the next release.
+// Attest attests and returns the MAA token, without releasing anything
+// (`skrfs attest`). The token and its key are kept for the next release.
 func (r *Releaser) Attest(ctx context.Context) (*maa.Token, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, tok, err := r.attestLocked(ctx, true)
-	return tok, err
+	a, err := r.attestLocked(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	return a.Token, nil
 }
 
-// attestLocked returns the current wrapping key and token, attesting anew
-// when forced or when the token is about to expire.
-func (r *Releaser) attestLocked(ctx context.Context, force bool) (*wrapkey.WrappingKey, *maa.Token, error) {
+// attestLocked returns the current attestation, attesting anew when
+// forced or when the token is about to expire.
+func (r *Releaser) attestLocked(ctx context.Context, force bool) (*attest.Attestation, error) {
 	margin := r.TokenMargin
 	if margin == 0 {
 		margin = 5 * time.Minute
 	}
-	if !force && r.token != nil && r.token.Expires.Sub(r.now()) > margin {
-		return r.wk, r.token, nil
-	}
-	wk, err := r.wrappingKey()
-	if err != nil {
-		return nil, nil, err
-	}
-	ev, err := r.Evidence.Evidence(ctx, wk.ReportData())
-	if err != nil {
-		wk.Wipe()
-		r.attestFailures.Add(1)
-		return nil, nil, fmt.Errorf("%w: evidence: %w", keyrelease.ErrAttestation, err)
+	if !force && r.cur != nil && r.cur.Token.Expires.Sub(r.now()) > margin {
+		return r.cur, nil
 	}
 	r.attestations.Add(1)
-	tok, err := r.MAA.Attest(ctx, ev, wk.RuntimeData)
+	a, err := r.provider().Attest(ctx)
 	if err != nil {
-		wk.Wipe()
 		r.attestFailures.Add(1)
-		return nil, nil, err
+		return nil, err
 	}
 	r.attestOK.Add(1)
-	if r.wk != nil {
-		r.wk.Wipe()
-	}
-	r.wk, r.token = wk, tok
-	r.Logger.Info().Time("expires", tok.Expires).Msg("attested")
-	return wk, tok, nil
+	r.cur.Close()
+	r.cur = a
+	r.Logger.Info().Str("provider", r.provider().Name()).Time("expires", a.Token.Expires).Msg("attested")
+	return a, nil
 }
 
 // Release attests if needed and releases ref. A denial with a reused token
@@ -153,14 +131,14 @@ func (r *Releaser) ReleaseWith(ctx context.Context, ref keyrelease.KeyRef, vault
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for attempt := 0; attempt < 2; attempt++ {
-		prev := r.token
-		wk, tok, err := r.attestLocked(ctx, attempt > 0)
+		prev := r.cur
+		a, err := r.attestLocked(ctx, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
-		reused := prev != nil && tok == prev
+		reused := prev != nil && a == prev
 		r.releases.Add(1)
-		k, err := vault.Release(ctx, ref, tok.Raw, wk)
+		k, err := vault.ReleaseTo(ctx, ref, a.Token.Raw, a.Key, a.Enc)
 		if err == nil {
 			r.Logger.Info().Str("key", k.Ref.String()).Str("type", string(k.Type)).Msg("key released")
 			return k, nil
@@ -184,17 +162,14 @@ func (r *Releaser) AttestationOutcomes() (ok, failed int64) {
 	return r.attestOK.Load(), r.attestFailures.Load()
 }
 
-// Close wipes the wrapping key.
+// Close wipes (or unloads) the current key and the provider's prepared
+// one.
 func (r *Releaser) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.wk != nil {
-		r.wk.Wipe()
-	}
-	r.wk, r.token = nil, nil
-	select {
-	case wk := <-r.spares():
-		wk.Wipe()
-	default:
+	r.cur.Close()
+	r.cur = nil
+	if c, ok := r.provider().(interface{ Close() }); ok {
+		c.Close()
 	}
 }

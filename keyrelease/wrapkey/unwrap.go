@@ -1,13 +1,11 @@
 package wrapkey
 
 import (
+	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"errors"
 	"fmt"
-	"hash"
 
 	"github.com/skrfs/skrfs/crypto/keywrap"
 )
@@ -26,22 +24,42 @@ var ErrUnwrap = errors.New("wrapkey: cannot unwrap the released key")
 // 5.5): the first modulus-length bytes are an RSA-OAEP encryption of an
 // ephemeral AES key, the rest the RFC 5649 wrap of the target key under it.
 func Unwrap(priv *rsa.PrivateKey, enc string, ciphertext []byte) ([]byte, error) {
-	var h hash.Hash
+	if priv == nil {
+		return nil, fmt.Errorf("%w: no wrapping key", ErrUnwrap)
+	}
+	return UnwrapWith(priv, enc, ciphertext)
+}
+
+// OAEPHash is the OAEP (and MGF1) hash of an enc value.
+func OAEPHash(enc string) (crypto.Hash, error) {
 	switch enc {
 	case EncRSAAESKeyWrap, "":
-		h = sha1.New()
+		return crypto.SHA1, nil
 	case EncRSAAESKeyWrap256:
-		h = sha256.New()
+		return crypto.SHA256, nil
 	case EncRSAAESKeyWrap384:
-		h = sha512.New384()
-	default:
-		return nil, fmt.Errorf("%w: unsupported enc %q", ErrUnwrap, enc)
+		return crypto.SHA384, nil
 	}
-	k := priv.Size()
+	return 0, fmt.Errorf("%w: unsupported enc %q", ErrUnwrap, enc)
+}
+
+// UnwrapWith is Unwrap with any RSA decrypter: the RSA-OAEP step is
+// dec.Decrypt with rsa.OAEPOptions (a software key, or a TPM key whose
+// TPM2_RSA_Decrypt does it), the RFC 5649 step is in software.
+func UnwrapWith(dec crypto.Decrypter, enc string, ciphertext []byte) ([]byte, error) {
+	h, err := OAEPHash(enc)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := dec.Public().(*rsa.PublicKey)
+	if !ok || pub == nil || pub.N == nil {
+		return nil, fmt.Errorf("%w: the wrapping key is not an RSA key", ErrUnwrap)
+	}
+	k := pub.Size()
 	if len(ciphertext) < k+16 {
 		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrUnwrap, len(ciphertext), k+16)
 	}
-	aesKey, err := rsa.DecryptOAEP(h, nil, priv, ciphertext[:k], nil)
+	aesKey, err := dec.Decrypt(rand.Reader, ciphertext[:k], &rsa.OAEPOptions{Hash: h})
 	if err != nil {
 		return nil, fmt.Errorf("%w: RSA-OAEP: %v", ErrUnwrap, err)
 	}

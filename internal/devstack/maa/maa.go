@@ -132,12 +132,17 @@ type attestRequest struct {
 var apiVersions = map[string]bool{"2020-10-01": true, "2022-08-01": true, "2025-06-01": true}
 
 func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
-	if !strings.EqualFold(r.PathValue("kind"), "SevSnpVm") {
-		s.cloudError(w, 404, "NotFound", "only SevSnpVm attestation is served")
+	kind := r.PathValue("kind")
+	if !strings.EqualFold(kind, "SevSnpVm") && !strings.EqualFold(kind, "AzureGuest") {
+		s.cloudError(w, 404, "NotFound", "only SevSnpVm and AzureGuest attestation are served")
 		return
 	}
 	if v := r.URL.Query().Get("api-version"); !apiVersions[v] {
 		s.cloudError(w, 400, "InvalidApiVersion", fmt.Sprintf("unsupported or missing api-version %q", v))
+		return
+	}
+	if strings.EqualFold(kind, "AzureGuest") {
+		s.attestAzureGuest(w, r)
 		return
 	}
 	var req attestRequest

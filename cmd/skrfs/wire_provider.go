@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/skrfs/skrfs/internal/config"
+	"github.com/skrfs/skrfs/keyrelease"
+	"github.com/skrfs/skrfs/keyrelease/attest"
+	"github.com/skrfs/skrfs/keyrelease/attest/cvm"
+	"github.com/skrfs/skrfs/keyrelease/attest/snp"
+	"github.com/skrfs/skrfs/keyrelease/maa"
+)
+
+// newProvider picks the attestation provider of cfg. It also returns the
+// SEV-SNP evidence source of the sidecar's /attest/raw, /attest/combined
+// and /attest/maa: under azure-cvm that source refuses with
+// attest.ErrNoRawEvidence (caller runtime data cannot enter an HCL report).
+func newProvider(cfg *config.Config, hc *http.Client, mc *maa.Client) (attest.Provider, evidenceProvider, error) {
+	a := cfg.Attestation
+	switch a.Provider {
+	case config.ProviderAzureCVM:
+		p, err := cvm.Open(cvmOptions(cfg, hc, mc))
+		if err != nil {
+			return nil, nil, err
+		}
+		return p, noRawEvidence{}, nil
+	case config.ProviderAuto:
+		ev, snpErr := newEvidence(cfg, hc)
+		if snpErr == nil {
+			log.Info().Str("provider", "snp").Msg("attestation.provider auto: a SEV-SNP guest interface was found (ACI, Kata or SNP VM)")
+			return &snp.Provider{Evidence: evidenceSource{ev}, MAA: mc}, ev, nil
+		}
+		p, cvmErr := cvm.Open(cvmOptions(cfg, hc, mc))
+		if cvmErr == nil {
+			log.Info().Str("provider", "azure-cvm").Str("no_snp_device", snpErr.Error()).
+				Msg("attestation.provider auto: no SEV-SNP guest device, but a vTPM holding an HCL report: an Azure confidential VM")
+			return p, noRawEvidence{}, nil
+		}
+		return nil, nil, fmt.Errorf("attestation.provider auto found no TEE: SEV-SNP: %v; Azure CVM vTPM: %v", snpErr, cvmErr)
+	default:
+		ev, err := newEvidence(cfg, hc)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &snp.Provider{Evidence: evidenceSource{ev}, MAA: mc, ProviderName: a.Provider}, ev, nil
+	}
+}
+
+func cvmOptions(cfg *config.Config, hc *http.Client, mc *maa.Client) cvm.Options {
+	o := cvm.Options{MAA: mc, HTTPClient: hc, Logger: log}
+	if c := cfg.Attestation.CVM; c != nil {
+		o.TPM, o.Enc = c.TPM, c.Enc
+		if c.EventLog != "" {
+			o.EventLog = cfg.Path(c.EventLog)
+		}
+	}
+	if e := cfg.Identity.IMDSEndpoint; e != "" {
+		o.THIMURL = strings.TrimSuffix(e, "/") + "/metadata/THIM/amd/certification"
+	}
+	return o
+}
+
+// noRawEvidence is the sidecar's evidence source under azure-cvm.
+type noRawEvidence struct{}
+
+func (noRawEvidence) Evidence(context.Context, [64]byte) (*attest.Evidence, error) {
+	return nil, fmt.Errorf("%w: %w", keyrelease.ErrAttestation, attest.ErrNoRawEvidence)
+}
