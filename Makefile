@@ -39,6 +39,7 @@ integration: deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyManifest$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto/keywrap
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE)))x ./keyrelease/policy
@@ -63,6 +64,7 @@ fuzz:
 ## decrypts the frozen golden vectors and round-trips its own objects.
 pyvectors: deps-apt
 	$(PYTHON) integration/pydecrypt/skrfs_object.py check-vectors crypto/testdata/v1
+	$(PYTHON) integration/pydecrypt/skrfs_manifest.py check-vectors crypto/testdata/v2/manifest
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
@@ -84,6 +86,7 @@ bench: deps deps-bench
 	$(GO) test -run '^$$' -bench BenchmarkDownload -count 3 -benchtime 2x -timeout 60m ./blob/azblob/ | tee $(CACHE)/bench-azblob.txt
 	@$(PYTHON) scripts/benchratio.py $(CACHE)/bench-crypto.txt $(CACHE)/bench-azblob.txt | tee $(CACHE)/bench.md
 	$(GO) run ./integration/bench -out $(CACHE)/bench
+	$(GO) test -run '^$$' -bench BenchmarkFirstListing -benchtime 1x -count 3 -timeout 30m ./integration/ | tee $(CACHE)/bench-listing.txt
 
 # The peers the benchmarks compare with, from Debian.
 deps-bench: deps-apt

@@ -61,6 +61,9 @@ type Dataset struct {
 	// Keys are the only keys its objects may name (a reference without a
 	// version accepts any version), as the mount enforces.
 	Keys []keyrelease.KeyRef
+	// Manifest, when not nil, enforces the dataset's signed manifest
+	// (manifest.go).
+	Manifest *Manifest
 }
 
 // Options configure Fetch.
@@ -233,15 +236,39 @@ func (f *fetcher) dataset(ctx context.Context, d *Dataset) error {
 	if err := f.mkdir(d.Name); err != nil {
 		return err
 	}
+	var m *crypto.Manifest
+	if d.Manifest != nil {
+		var err error
+		if m, err = loadManifest(ctx, d); err != nil {
+			return fmt.Errorf("dataset %s: manifest: %w", d.Name, err)
+		}
+	}
 	var infos []blob.Info
+	seen := map[string]bool{}
 	err := d.Store.List(ctx, blob.ListOptions{}, func(i blob.Info) error {
-		if !i.IsPrefix && strings.HasSuffix(i.Name, d.Suffix) && len(i.Name) > len(d.Suffix) {
+		if !i.IsPrefix && strings.HasSuffix(i.Name, d.Suffix) && len(i.Name) > len(d.Suffix) &&
+			!strings.HasPrefix(i.Name, crypto.ManifestPrefix) {
+			if m != nil {
+				name := strings.TrimSuffix(i.Name, d.Suffix)
+				if _, listed := m.Lookup(name); !listed {
+					f.o.Logger.Warn().Str("dataset", d.Name).Str("object", name).Msg("object not listed in the manifest: not delivered")
+					return nil
+				}
+				seen[name] = true
+			}
 			infos = append(infos, i)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("dataset %s: listing: %w", d.Name, err)
+	}
+	if m != nil {
+		for _, e := range m.Entries {
+			if !seen[e.Name] {
+				return fmt.Errorf("dataset %s: %s: %w (epoch %d)", d.Name, e.Name, ErrManifestMissing, m.Epoch)
+			}
+		}
 	}
 	keys := map[keyrelease.KeyRef]*keyrelease.Key{}
 	defer func() {
@@ -254,7 +281,12 @@ func (f *fetcher) dataset(ctx context.Context, d *Dataset) error {
 		if err := checkName(name); err != nil {
 			return fmt.Errorf("dataset %s: %q: %w", d.Name, info.Name, err)
 		}
-		if err := f.object(ctx, d, info, name, keys); err != nil {
+		var want *crypto.ManifestEntry
+		if m != nil {
+			e, _ := m.Lookup(name)
+			want = &e
+		}
+		if err := f.object(ctx, d, info, name, keys, want); err != nil {
 			return fmt.Errorf("dataset %s: %s: %w", d.Name, name, err)
 		}
 	}
@@ -264,7 +296,7 @@ func (f *fetcher) dataset(ctx context.Context, d *Dataset) error {
 
 // object verifies and decrypts one object into a temporary file, renamed
 // to its name only after the last chunk authenticated.
-func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name string, keys map[keyrelease.KeyRef]*keyrelease.Key) error {
+func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name string, keys map[keyrelease.KeyRef]*keyrelease.Key, want *crypto.ManifestEntry) error {
 	src := blob.ReaderAt(ctx, d.Store, info.Ref())
 	head := make([]byte, min(info.Size, int64(crypto.MaxHeaderSize)))
 	if n, err := src.ReadAt(head, 0); n != len(head) {
@@ -273,6 +305,9 @@ func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name s
 	h, err := crypto.ParseHeader(head)
 	if err != nil {
 		return err
+	}
+	if want != nil && crypto.HeaderDigest(h.Bytes()) != want.HeaderSHA256 {
+		return ErrManifestMismatch // before any key release
 	}
 	ref, err := allowedRef(d, h.KeyRef)
 	if err != nil {
@@ -288,6 +323,9 @@ func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name s
 	dec, err := crypto.NewDecryptor(h, k.KEK(), name, info.Size)
 	if err != nil {
 		return err
+	}
+	if want != nil && dec.PlainSize() != want.Size {
+		return fmt.Errorf("%w: size %d, listed %d", ErrManifestMismatch, dec.PlainSize(), want.Size)
 	}
 	if err := f.reserve(dec.PlainSize()); err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 const (
 	auditKeyOpen    = "key_open"
 	auditObjectOpen = "object_open"
+	auditManifest   = "manifest_load"
 )
 
 // audit writes one audit event: who (the caller's uid, gid and pid, as the
@@ -106,4 +107,22 @@ func errnoName(errno syscall.Errno) string {
 		return n
 	}
 	return errno.Error()
+}
+
+// auditManifest writes one event per manifest load: the dataset's manifest
+// path, its epoch and signer, and the outcome.
+func (r *Root) auditManifest(path string, epoch uint64, signer string, err error) {
+	e := r.opts.Audit.Info()
+	if e == nil {
+		return
+	}
+	e.Str("event", auditManifest).Str("path", path).Uint64("epoch", epoch)
+	if signer != "" {
+		e.Str("signer", signer)
+	}
+	if err == nil {
+		e.Str("outcome", "allowed").Msg("audit")
+		return
+	}
+	e.Str("outcome", "denied").Str("reason", err.Error()).Msg("audit")
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
 )
 
 // dirNode is a directory of a dataset: a prefix of its store, listed with
@@ -23,13 +24,15 @@ type dirNode struct {
 
 	mu      sync.Mutex
 	listed  time.Time
+	view    *manifestView // the manifest the entries come from, if any
 	entries map[string]dirEntry
 	order   []string
 }
 
 type dirEntry struct {
-	isDir bool
-	info  blob.Info // objects only
+	isDir  bool
+	info   blob.Info             // objects only
+	listed *crypto.ManifestEntry // objects listed by a manifest
 }
 
 var (
@@ -43,11 +46,21 @@ func (d *dirNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.A
 	return 0
 }
 
-// list returns the directory's entries, from cache when fresh.
+// list returns the directory's entries, from cache when fresh. With a
+// verified manifest they come from it, without any storage request.
 func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, error) {
+	if d.ds.man != nil {
+		v, fallback, err := d.ds.man.current(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !fallback {
+			return d.listView(v)
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.entries != nil && time.Since(d.listed) < d.root.opts.ListTTL {
+	if d.entries != nil && d.view == nil && time.Since(d.listed) < d.root.opts.ListTTL {
 		return d.entries, d.order, nil
 	}
 	entries := map[string]dirEntry{}
@@ -56,6 +69,9 @@ func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, erro
 		rest := strings.TrimPrefix(i.Name, d.prefix)
 		if i.IsPrefix {
 			name := strings.TrimSuffix(rest, "/")
+			if d.prefix == "" && name+"/" == crypto.ManifestPrefix {
+				return nil // the manifest's directory is not data
+			}
 			if name != "" && !strings.Contains(name, "/") {
 				entries[name] = dirEntry{isDir: true}
 				order = append(order, name)
@@ -76,7 +92,30 @@ func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, erro
 		d.root.log().Warn().Err(err).Str("dataset", d.ds.Name).Str("prefix", d.prefix).Msg("listing failed")
 		return nil, nil, err
 	}
-	d.entries, d.order, d.listed = entries, order, time.Now()
+	d.entries, d.order, d.listed, d.view = entries, order, time.Now(), nil
+	return entries, order, nil
+}
+
+// listView returns the directory's entries in manifest view v, built once
+// per view and directory.
+func (d *dirNode) listView(v *manifestView) (map[string]dirEntry, []string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.view == v && d.entries != nil {
+		return d.entries, d.order, nil
+	}
+	children := v.dirs[d.prefix]
+	entries := make(map[string]dirEntry, len(children))
+	order := make([]string, 0, len(children))
+	for _, c := range children {
+		if c.entry < 0 {
+			entries[c.name] = dirEntry{isDir: true}
+		} else {
+			entries[c.name] = dirEntry{listed: &v.m.Entries[c.entry]}
+		}
+		order = append(order, c.name)
+	}
+	d.entries, d.order, d.view = entries, order, v
 	return entries, order, nil
 }
 
@@ -114,6 +153,12 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		child := &objectNode{root: d.root, ds: d.ds, name: path, objName: path + d.ds.Suffix}
 		ch = d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, path)})
 		obj = ch.Operations().(*objectNode)
+	}
+	if e.listed != nil {
+		// The signed size; no storage request.
+		obj.setListed(e.listed)
+		obj.fillAttr(&out.Attr)
+		return ch, 0
 	}
 	if err := obj.setInfo(ctx, e.info, nil); err != nil {
 		return nil, d.root.fail("lookup", err)

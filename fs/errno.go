@@ -33,6 +33,10 @@ func toErrno(err error) syscall.Errno {
 		return errno
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
+	case errors.Is(err, ErrManifestMissing), errors.Is(err, ErrManifestUnavailable):
+		// A listed object that storage lacks, or a dataset without a
+		// verified manifest: damage or attack, not absence.
+		return syscall.EIO
 	case errors.Is(err, blob.ErrNotFound), errors.Is(err, blob.ErrInvalidName):
 		return syscall.ENOENT
 	case errors.Is(err, keyrelease.ErrDenied), errors.Is(err, keyrelease.ErrNotAllowed),

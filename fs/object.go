@@ -31,6 +31,8 @@ type objectNode struct {
 	plainSize int64
 	sizeErr   error
 	openedTag string // ETag of the last open, for FOPEN_KEEP_CACHE
+
+	listedDigest [32]byte // header digest of the manifest entry last applied
 }
 
 var (
@@ -69,6 +71,19 @@ func (n *objectNode) setInfo(ctx context.Context, info blob.Info, head []byte) e
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("not a valid skrfs object; shown with size 0")
 	}
 	return nil
+}
+
+// setListed records the size a manifest lists for the object. An open
+// proves it (the header digest pins the sealing, the final chunk the size).
+func (n *objectNode) setListed(e *crypto.ManifestEntry) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.listedDigest == e.HeaderSHA256 && n.sizeErr == nil {
+		return
+	}
+	n.listedDigest = e.HeaderSHA256
+	n.info = blob.Info{Name: n.objName}
+	n.plainSize, n.sizeErr = e.Size, nil
 }
 
 // stale reports whether the last size computation found the object changed
@@ -153,12 +168,32 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	// storage client keeps retrying.
 	ctx, cancel := withOpTimeout(ctx, n.root.opts.OpTimeout)
 	defer cancel()
+	var view *manifestView
+	if man := n.ds.man; man != nil {
+		v, fallback, err := man.current(ctx)
+		if err != nil {
+			n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("open refused")
+			return nil, 0, n.root.fail("open", err)
+		}
+		if !fallback {
+			if _, ok := v.m.Lookup(n.name); !ok {
+				return nil, 0, n.root.fail("open", errUnlisted)
+			}
+			view = v
+		}
+	}
 	// One storage request finds the current version and reads the first
 	// bytes of it, which hold the header (and all of a small object).
 	buf := n.root.heads.get(headBytes)
 	defer n.root.heads.put(buf) // ciphertext; the header keeps copies of what it parses
 	info, k, err := blob.ReadHead(ctx, n.ds.Store, n.objName, buf)
 	if err != nil {
+		if view != nil && errors.Is(err, blob.ErrNotFound) {
+			err = fmt.Errorf("%w: %s/%s (manifest epoch %d): %w", ErrManifestMissing, n.ds.Name, n.name, view.m.Epoch, err)
+			n.root.log().Warn().Str("dataset", n.ds.Name).Str("object", n.name).Uint64("epoch", view.m.Epoch).Msg("open refused: listed in the manifest but missing from storage")
+			n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, keyrelease.KeyRef{}, err)
+			return nil, 0, n.root.fail("open", err)
+		}
 		return nil, 0, n.root.fail("open", err)
 	}
 	head := buf[:k]
@@ -169,7 +204,15 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 		return nil, 0, n.root.fail("open", err)
 	}
 	v := objectVersion{dataset: n.ds.Name, name: n.name, etag: info.ETag}
-	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, id, info, head) })
+	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, id, info, head, view) })
+	if err == nil && view != nil {
+		// The version may have been opened under another manifest: check
+		// it against the current one on every open.
+		if err = n.ds.man.checkOpened(view, n.name, o.d); err != nil {
+			n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, keyrelease.KeyRef{}, err)
+			n.root.releaseObject(v, o)
+		}
+	}
 	if err != nil {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("open refused")
 		return nil, 0, n.root.fail("open", err)
@@ -202,12 +245,19 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 
 // openVersion does the key-dependent part of an open, once per version;
 // it writes the audit event of the object's first open.
-func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info, head []byte) (_ *objectState, err error) {
+func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info, head []byte, view *manifestView) (_ *objectState, err error) {
 	var ref keyrelease.KeyRef
 	defer func() { n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, ref, err) }()
 	h, head, err := parseHeader(ctx, n.ds.Store, info, head)
 	if err != nil {
 		return nil, err
+	}
+	if view != nil {
+		// Before any key release: a forged or rolled-back object costs
+		// no release.
+		if err := n.ds.man.check(view, n.name, h); err != nil {
+			return nil, err
+		}
 	}
 	ref, err = n.allowedRef(h.KeyRef)
 	if err != nil {

@@ -101,6 +101,12 @@ type DatasetSpec struct {
 	// type becomes known: whoever can write to its storage can seal
 	// chosen plaintext with the public key.
 	ProducerAuthenticated bool
+
+	// Manifest, when not nil and not ManifestOff, enforces the dataset's
+	// signed manifest (manifest.go).
+	Manifest *ManifestSpec
+
+	man *manifestState // set by NewRoot when Manifest is enforced
 }
 
 func (o *Options) setDefaults() {

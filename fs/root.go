@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"sync"
@@ -30,6 +31,8 @@ type Root struct {
 	objects map[objectVersion]*objectState
 	started time.Time // directories carry the mount time
 
+	bg           context.Context // background work (manifest checks); done at Wipe
+	stopBg       context.CancelFunc
 	warnedMu     sync.Mutex
 	warnedPublic map[string]bool // datasets warned about public-key sealing
 }
@@ -86,10 +89,21 @@ func NewRoot(opts Options) (*Root, error) {
 	}
 	r := &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(),
 		loads: make(chan struct{}, opts.Parallel)}
+	r.bg, r.stopBg = context.WithCancel(context.Background())
 	// Every storage read is counted, for read amplification (Stats).
 	r.opts.Datasets = append([]DatasetSpec(nil), opts.Datasets...)
 	for i := range r.opts.Datasets {
 		r.opts.Datasets[i].Store = countingStore{Store: r.opts.Datasets[i].Store, c: &r.counters, obs: opts.Observer}
+		if ms := r.opts.Datasets[i].Manifest; ms != nil && ms.Mode != ManifestOff {
+			if ms.Verifier == nil {
+				return nil, fmt.Errorf("fs: dataset %s: a manifest mode of %s needs pinned signer keys", r.opts.Datasets[i].Name, ms.Mode)
+			}
+			r.opts.Datasets[i].man = newManifestState(r, &r.opts.Datasets[i])
+			if ms.Mode == ManifestRequire {
+				// Only what a pinned signer published is served.
+				r.opts.Datasets[i].ProducerAuthenticated = true
+			}
+		}
 	}
 	return r, nil
 }
@@ -126,7 +140,7 @@ func (r *Root) dirAttr(a *fuse.Attr) {
 }
 
 // Wipe zeroes every cached plaintext chunk. Call it at unmount.
-func (r *Root) Wipe() { r.cache.clear() }
+func (r *Root) Wipe() { r.stopBg(); r.cache.clear() }
 
 // CachedBytes returns how much plaintext the chunk cache holds.
 func (r *Root) CachedBytes() int64 { return r.cache.bytes() }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/skrfs/skrfs/deliver"
+	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
 	"github.com/skrfs/skrfs/internal/harden"
 	"github.com/skrfs/skrfs/keyrelease"
@@ -181,6 +182,17 @@ func deliveryOptions(ctx context.Context, cfg *config.Config) (deliver.Options, 
 		}
 		for _, n := range names {
 			spec.Keys = append(spec.Keys, refs[n])
+		}
+		ms, err := manifestSpec(ctx, cfg, d, rt)
+		if err != nil {
+			rt.close()
+			return deliver.Options{}, nil, fmt.Errorf("dataset %s: %w", d.Name, err)
+		}
+		if ms != nil {
+			// The same pinned keys and freshness rules as the mount; a
+			// fetch is one-shot, so it remembers no epoch between runs.
+			spec.Manifest = &deliver.Manifest{Require: ms.Mode == fs.ManifestRequire, Verifier: ms.Verifier,
+				ID: ms.ID, MinEpoch: ms.MinEpoch, MaxAge: ms.MaxAge, Anchor: ms.Anchor}
 		}
 		opts.Datasets = append(opts.Datasets, spec)
 	}

@@ -52,7 +52,7 @@ HSM (Secure Key Release), and serves keys and decrypted blobs as plain files.`,
 	// stands in for Azure services and its keys are throwaway.
 	root.AddCommand(newEncryptCmd(), newDecryptCmd(), noHarden(newInspectCmd()), newUploadCmd(), noHarden(newLsCmd()),
 		newMountCmd(), newRunCmd(), noHarden(newDevstackCmd()), newDemoCmd(), newAttestCmd(), newKeyCmd(), newExplainCmd(),
-		newServeCmd(), newFetchCmd())
+		newServeCmd(), newFetchCmd(), newManifestCmd())
 	return root
 }
 

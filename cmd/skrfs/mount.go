@@ -180,6 +180,11 @@ func startMount(ctx context.Context, cfg *config.Config, dir string, fuseDebug b
 		return nil, err
 	}
 	log.Info().Str("mountpoint", abs).Int("keys", len(cfg.Keys)).Int("datasets", len(cfg.Datasets)).Msg("mounted")
+	// Manifests are re-read on their interval and on SIGHUP until unmount.
+	mctx, mcancel := context.WithCancel(context.WithoutCancel(ctx))
+	go root.RunManifestRefresh(mctx)
+	stopHUP := reloadManifestsOnSIGHUP(mctx, root)
+	cleanup = func() { mcancel(); stopHUP(); ep.close(); rt.close() }
 	m := &mounted{dir: abs, srv: srv, root: root, cleanup: cleanup}
 	ep.watch(root, rt)
 	if err := ep.listen(cfg, rt, cfg.Serve.Listen, cfg.Metrics.Listen); err != nil {
@@ -276,6 +281,28 @@ func holdAtExit(p string, sig <-chan os.Signal) {
 	case <-sig:
 	case <-time.After(time.Minute):
 	}
+}
+
+// reloadManifestsOnSIGHUP re-reads every dataset's manifest on SIGHUP; a
+// refused manifest keeps the last good view (logged and audited by fs).
+func reloadManifestsOnSIGHUP(ctx context.Context, root *fs.Root) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				if err := root.ReloadManifests(ctx); err != nil {
+					log.Warn().Err(err).Msg("SIGHUP: manifest reload refused; last good view kept")
+				} else {
+					log.Info().Msg("SIGHUP: manifests reloaded")
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(hup) }
 }
 
 // createMountpoint makes dir (and its parents) when nothing is there. An

@@ -32,9 +32,9 @@ type uploadDest interface {
 }
 
 func newUploadCmd() *cobra.Command {
-	var keyArg, to, keyRef, suffix, fpKeyFile string
+	var keyArg, to, keyRef, suffix, fpKeyFile, sign, datasetID, anchor string
 	var chunkSize, parallel int
-	var force bool
+	var force, mirror bool
 	cmd := &cobra.Command{
 		Use:   "upload --key KEY --to URL SRC...",
 		Short: "Encrypt files and upload them to a container, prefix or directory",
@@ -57,13 +57,27 @@ plaintext, name, key reference and chunk size), key reference and chunk size
 is skipped. The fingerprint key never leaves the producer: with an oct key it
 is derived from the key; with an RSA or EC key it is a random secret kept in
 --fingerprint-key (default $XDG_STATE_HOME/skrfs/upload-fingerprint.key,
-created with mode 0600). Files are uploaded in parallel with bounded memory.`,
+created with mode 0600). Files are uploaded in parallel with bounded memory.
+
+With --sign KEY (a private key file, or a Key Vault key URL used through
+its Sign operation), the run then publishes the dataset's signed manifest
+(.skrfs/manifest): the previous manifest, verified with KEY's public part,
+plus the objects of this run, at the next epoch. Objects are written first
+and the manifest last, so a failed run never publishes a manifest naming
+missing objects. Unchanged objects are signed only if storage still holds
+the version the previous manifest lists; others are uploaded again. Entries
+are only added or replaced; with --mirror the manifest lists exactly SRC
+(entries of files no longer in SRC are removed; their objects stay in
+storage, unlisted, and mounts hide them).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyArg == "" || to == "" {
 				return usageError{fmt.Errorf("--key and --to are required")}
 			}
 			ctx := cmd.Context()
+			if sign == "" && (datasetID != "" || anchor != "") {
+				return usageError{fmt.Errorf("--dataset-id and --anchor need --sign")}
+			}
 			key, ref, err := loadUploadKey(ctx, keyArg, keyRef)
 			if err != nil {
 				return err
@@ -74,6 +88,15 @@ created with mode 0600). Files are uploaded in parallel with bounded memory.`,
 				return err
 			}
 			defer clear(fpKey)
+			var sp *signedPublish
+			if sign != "" {
+				if sp, err = newSignedPublish(ctx, sign, datasetID, anchor); err != nil {
+					return err
+				}
+				sp.mirror = mirror
+			} else if mirror {
+				return usageError{fmt.Errorf("--mirror needs --sign")}
+			}
 			files, err := upload.Collect(args)
 			if err != nil {
 				return err
@@ -82,11 +105,20 @@ created with mode 0600). Files are uploaded in parallel with bounded memory.`,
 			if err != nil {
 				return err
 			}
+			if sp != nil {
+				if err := sp.before(ctx, dst); err != nil {
+					return err
+				}
+			}
 			prog := newProgressPrinter(os.Stderr)
-			res := upload.Run(ctx, dst, files, upload.Options{
+			uopts := upload.Options{
 				KEK: key.KEK(), KeyRef: ref, ChunkSize: chunkSize, Suffix: suffix,
 				Parallel: parallel, Force: force, Progress: prog.update, Logger: log, FingerprintKey: fpKey,
-			})
+			}
+			if sp != nil {
+				uopts.Sealed = sp.collected.Sealed
+			}
+			res := upload.Run(ctx, dst, files, uopts)
 			prog.done()
 			fmt.Fprintf(cmd.OutOrStdout(), "%d uploaded, %d unchanged, %d failed (%d files, %s)\n",
 				res.Uploaded, res.Skipped, res.Failed, res.Files, humanBytes(res.Bytes))
@@ -94,7 +126,13 @@ created with mode 0600). Files are uploaded in parallel with bounded memory.`,
 				for _, e := range res.Errors {
 					fmt.Fprintf(os.Stderr, "skrfs: %v\n", e)
 				}
+				if sp != nil {
+					fmt.Fprintln(os.Stderr, "skrfs: manifest not published: some objects failed")
+				}
 				return errors.Join(res.Errors...)
+			}
+			if sp != nil {
+				return sp.publish(ctx, cmd.OutOrStdout(), dst, files, uopts)
 			}
 			return nil
 		},
@@ -107,6 +145,10 @@ created with mode 0600). Files are uploaded in parallel with bounded memory.`,
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "files uploaded at once")
 	cmd.Flags().BoolVar(&force, "force", false, "upload even when an identical object exists")
 	cmd.Flags().StringVar(&fpKeyFile, "fingerprint-key", "", "file of the secret that keys the change-detection fingerprints (default: derived from an oct key; else $XDG_STATE_HOME/skrfs/upload-fingerprint.key, created if missing)")
+	cmd.Flags().StringVar(&sign, "sign", "", "publish a signed manifest with this key: private key file, or Key Vault key URL (signs in the HSM)")
+	cmd.Flags().StringVar(&datasetID, "dataset-id", "", "dataset id of the first signed publish (default: a random UUID, kept by later publishes)")
+	cmd.Flags().BoolVar(&mirror, "mirror", false, "with --sign: the manifest lists exactly SRC (removes entries of files not in SRC)")
+	cmd.Flags().StringVar(&anchor, "anchor", "", "Key Vault secret URL https://<vault>/secrets/<name>: set to the new epoch after publishing")
 	return cmd
 }
 
@@ -318,4 +360,88 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// signedPublish is the manifest part of `skrfs upload --sign`.
+type signedPublish struct {
+	signer    crypto.ManifestSigner
+	verifier  *crypto.ManifestVerifier
+	datasetID string
+	anchor    string
+	mirror    bool
+	prev      *crypto.Manifest
+	collected upload.Collector
+}
+
+func newSignedPublish(ctx context.Context, sign, datasetID, anchor string) (*signedPublish, error) {
+	if datasetID != "" {
+		if err := crypto.CheckDatasetID(datasetID); err != nil {
+			return nil, usageError{fmt.Errorf("--dataset-id: %w", err)}
+		}
+	}
+	if anchor != "" {
+		if _, _, err := parseSecretURL(anchor); err != nil {
+			return nil, usageError{fmt.Errorf("--anchor: %w", err)}
+		}
+	}
+	s, err := loadSigner(ctx, sign, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	v, err := crypto.NewManifestVerifier(s.Public())
+	if err != nil {
+		return nil, err
+	}
+	return &signedPublish{signer: s, verifier: v, datasetID: datasetID, anchor: anchor}, nil
+}
+
+// before reads and verifies the current manifest, before any upload: a
+// dataset whose manifest does not verify with the signing key is not
+// touched.
+func (sp *signedPublish) before(ctx context.Context, st blob.Store) error {
+	prev, err := upload.Previous(ctx, st, sp.verifier)
+	if err != nil {
+		return fmt.Errorf("%w (it must verify with the --sign key's public part)", err)
+	}
+	if prev != nil && sp.datasetID != "" && prev.Dataset != sp.datasetID {
+		return fmt.Errorf("%w: the dataset's id is %q, not --dataset-id %q", upload.ErrPrevious, prev.Dataset, sp.datasetID)
+	}
+	sp.prev = prev
+	return nil
+}
+
+// publish re-uploads unchanged objects that the previous manifest does not
+// pin, then signs and writes the new manifest, then sets the anchor.
+func (sp *signedPublish) publish(ctx context.Context, out io.Writer, dst storeTarget, files []upload.File, uopts upload.Options) error {
+	again, err := upload.Unpinned(ctx, dst, files, sp.collected.Entries(), sp.prev, uopts.Suffix)
+	if err != nil {
+		return err
+	}
+	if len(again) > 0 {
+		log.Info().Int("objects", len(again)).Msg("uploading again: unchanged in metadata but not pinned by the previous manifest")
+		uopts.Force, uopts.Progress = true, nil
+		if res := upload.Run(ctx, dst, again, uopts); len(res.Errors) > 0 {
+			fmt.Fprintln(os.Stderr, "skrfs: manifest not published: some objects failed")
+			return errors.Join(res.Errors...)
+		}
+	}
+	base, entries := sp.prev, sp.collected.Entries()
+	if sp.mirror {
+		if entries, err = upload.Mirror(sp.prev, files, entries); err != nil {
+			return err
+		}
+		base = upload.WithoutEntries(sp.prev)
+	}
+	m, err := upload.NextManifest(base, sp.datasetID, entries, time.Now())
+	if err != nil {
+		return err
+	}
+	if _, err := upload.Publish(ctx, dst, m, sp.signer); err != nil {
+		return err
+	}
+	if err := setAnchor(ctx, sp.anchor, m.Epoch); err != nil {
+		return fmt.Errorf("manifest epoch %d published, but: %w", m.Epoch, err)
+	}
+	fmt.Fprintf(out, "manifest published: dataset %s, epoch %d, %d entries, signer %s\n", m.Dataset, m.Epoch, len(m.Entries), m.KeyID)
+	return nil
 }

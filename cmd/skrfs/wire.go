@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
@@ -75,6 +76,10 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 				spec.Versions[refs[n]] = k.Versions
 			}
 		}
+		if spec.Manifest, err = manifestSpec(ctx, cfg, d, rt); err != nil {
+			rt.close()
+			return nil, nil, fmt.Errorf("dataset %s: %w", d.Name, err)
+		}
 		opts.Datasets = append(opts.Datasets, spec)
 	}
 	root, err := fs.NewRoot(opts)
@@ -83,4 +88,34 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 		return nil, nil, err
 	}
 	return root, rt, nil
+}
+
+// manifestSpec builds a dataset's manifest enforcement: pinned signer keys
+// (files, or Key Vault keys fetched once now) and the optional anchor.
+func manifestSpec(ctx context.Context, cfg *config.Config, d config.Dataset, rt *runtime) (*fs.ManifestSpec, error) {
+	var mode fs.ManifestMode
+	switch d.Manifest {
+	case config.ManifestRequire:
+		mode = fs.ManifestRequire
+	case config.ManifestPrefer:
+		mode = fs.ManifestPrefer
+	default:
+		return nil, nil
+	}
+	v, err := pinnedKeys(ctx, d.Signers, rt.cred, rt.http, cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	spec := &fs.ManifestSpec{Mode: mode, Verifier: v, ID: d.ID, MinEpoch: d.MinEpoch,
+		MaxAge: time.Duration(d.MaxAge), Refresh: time.Duration(d.ManifestRefresh)}
+	if d.Anchor != "" {
+		a, err := newVaultAnchor(d.Anchor, rt.cred, rt.http)
+		if err != nil {
+			return nil, err
+		}
+		spec.Anchor = a
+	}
+	log.Info().Str("dataset", d.Name).Str("manifest", d.Manifest).Strs("signer_kids", v.KeyIDs()).
+		Str("id", d.ID).Uint64("min_epoch", d.MinEpoch).Bool("anchor", d.Anchor != "").Msg("manifest enforced")
+	return spec, nil
 }

@@ -212,7 +212,37 @@ type Dataset struct {
 	// Keys names the entries of Keys whose objects this dataset may hold;
 	// an object naming any other key is refused. Default: all keys.
 	Keys []string `yaml:"keys"`
+
+	// Manifest is require, prefer or off (docs/format.md section 12):
+	// whether the dataset's signed manifest is enforced. Default: require
+	// when Signers is set, else off.
+	Manifest string `yaml:"manifest"`
+	// Signers pins the manifest signer public keys: each a PEM file, a JWK
+	// file, or a Key Vault key URL https://<vault>/keys/<name>[/<version>]
+	// (its public part is fetched once at mount; needs keys/get).
+	Signers []string `yaml:"signers"`
+	// ID is the dataset id the manifest must carry ("" = the first one seen
+	// is pinned for the life of the mount).
+	ID string `yaml:"id"`
+	// MinEpoch refuses manifests with a lower epoch.
+	MinEpoch uint64 `yaml:"min_epoch"`
+	// MaxAge refuses manifests created longer ago (0 = no limit).
+	MaxAge Duration `yaml:"max_age"`
+	// ManifestRefresh is how often the manifest is re-read (default 1m;
+	// SIGHUP re-reads it at once).
+	ManifestRefresh Duration `yaml:"manifest_refresh"`
+	// Anchor is a Key Vault secret URL https://<vault>/secrets/<name>
+	// holding the dataset's current epoch: lower epochs are refused. The
+	// mount's identity needs secrets/get on it.
+	Anchor string `yaml:"anchor"`
 }
+
+// Manifest modes of Dataset.Manifest.
+const (
+	ManifestRequire = "require"
+	ManifestPrefer  = "prefer"
+	ManifestOff     = "off"
+)
 
 // Mount configures the filesystem.
 type Mount struct {
@@ -354,6 +384,18 @@ func (c *Config) defaults() {
 	}
 	if c.Cache.TTL == 0 {
 		c.Cache.TTL = Duration(time.Hour)
+	}
+	for i := range c.Datasets {
+		d := &c.Datasets[i]
+		if d.Manifest == "" {
+			d.Manifest = ManifestOff
+			if len(d.Signers) > 0 {
+				d.Manifest = ManifestRequire
+			}
+		}
+		if d.ManifestRefresh == 0 {
+			d.ManifestRefresh = Duration(time.Minute)
+		}
 	}
 	for i := range c.Keys {
 		k := &c.Keys[i]
@@ -532,6 +574,9 @@ func (c *Config) validate() error {
 				return invalid(fmt.Sprintf("%s.keys[%d]", f, j), "%q is not the name of a configured key", kn)
 			}
 		}
+		if err := d.validateManifest(f); err != nil {
+			return err
+		}
 	}
 	for _, m := range []struct{ field, v string }{{"mount.file_mode", c.Mount.FileMode}, {"mount.dir_mode", c.Mount.DirMode}} {
 		if _, err := ParseMode(m.v); err != nil {
@@ -603,6 +648,61 @@ func checkHTTPS(field, s string, required bool) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return invalid(field, "%q is not an https URL", s)
+	}
+	return nil
+}
+
+var datasetIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+
+func (d *Dataset) validateManifest(f string) error {
+	switch d.Manifest {
+	case ManifestRequire, ManifestPrefer:
+		if len(d.Signers) == 0 {
+			return invalid(f+".manifest", "%s needs signers (the pinned public keys of the dataset's producers)", d.Manifest)
+		}
+	case ManifestOff:
+		if d.ID != "" || d.MinEpoch != 0 || d.MaxAge != 0 || d.Anchor != "" {
+			return invalid(f+".manifest", "off, yet id, min_epoch, max_age or anchor is set: they need manifest: require or prefer")
+		}
+	default:
+		return invalid(f+".manifest", "%q is not require, prefer or off", d.Manifest)
+	}
+	for j, s := range d.Signers {
+		if s == "" {
+			return invalid(fmt.Sprintf("%s.signers[%d]", f, j), "empty")
+		}
+		if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
+			if err := checkKeyVaultURL(s, "keys"); err != nil {
+				return invalid(fmt.Sprintf("%s.signers[%d]", f, j), "%v", err)
+			}
+		}
+	}
+	if d.ID != "" && !datasetIDRE.MatchString(d.ID) {
+		return invalid(f+".id", "%q: 1-128 of A-Z a-z 0-9 . _ -", d.ID)
+	}
+	if d.MaxAge < 0 {
+		return invalid(f+".max_age", "negative")
+	}
+	if d.ManifestRefresh < Duration(time.Second) {
+		return invalid(f+".manifest_refresh", "%v is shorter than 1s", time.Duration(d.ManifestRefresh))
+	}
+	if d.Anchor != "" {
+		if err := checkKeyVaultURL(d.Anchor, "secrets"); err != nil {
+			return invalid(f+".anchor", "%v", err)
+		}
+	}
+	return nil
+}
+
+// checkKeyVaultURL checks https://<vault>/<kind>/<name>[/<version>].
+func checkKeyVaultURL(s, kind string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not an https Key Vault URL", s)
+	}
+	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] != kind || parts[1] == "" {
+		return fmt.Errorf("%q is not https://<vault>/%s/<name>[/<version>]", s, kind)
 	}
 	return nil
 }

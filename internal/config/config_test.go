@@ -224,6 +224,43 @@ func TestSidecarAndReleaseTrustKeys(t *testing.T) {
 	}
 }
 
+func TestDatasetManifest(t *testing.T) {
+	ds := "    keys: [demo-rsa, demo-oct]\n"
+	parse := func(extra string) (*Config, error) {
+		return Parse([]byte(strings.Replace(validYAML(), ds, ds+extra, 1)))
+	}
+	c, err := parse("")
+	if err != nil || c.Datasets[0].Manifest != ManifestOff {
+		t.Fatalf("no signers: manifest %q, %v (want off)", c.Datasets[0].Manifest, err)
+	}
+	c, err = parse("    signers: [producer.pub.pem, https://v.vault.azure.net/keys/signer]\n    id: ds-1\n    min_epoch: 4\n    max_age: 48h\n    anchor: https://v.vault.azure.net/secrets/ds-1-epoch\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Datasets[0]
+	if d.Manifest != ManifestRequire || d.ID != "ds-1" || d.MinEpoch != 4 || time.Duration(d.MaxAge) != 48*time.Hour ||
+		time.Duration(d.ManifestRefresh) != time.Minute || len(d.Signers) != 2 {
+		t.Fatalf("signers: %+v (manifest defaults to require)", d)
+	}
+	if c, err := parse("    signers: [a.pem]\n    manifest: prefer\n"); err != nil || c.Datasets[0].Manifest != ManifestPrefer {
+		t.Fatalf("prefer: %v", err)
+	}
+	for _, tc := range []struct{ extra, want string }{
+		{"    manifest: require\n", "datasets[0].manifest: require needs signers"},
+		{"    manifest: sometimes\n    signers: [a.pem]\n", `"sometimes" is not require, prefer or off`},
+		{"    min_epoch: 3\n", "datasets[0].manifest: off, yet"},
+		{"    signers: [a.pem]\n    id: \"bad id\"\n", "datasets[0].id"},
+		{"    signers: [https://v.vault.azure.net/secrets/x]\n", "datasets[0].signers[0]"},
+		{"    signers: [a.pem]\n    anchor: https://v.vault.azure.net/keys/x\n", "datasets[0].anchor"},
+		{"    signers: [a.pem]\n    anchor: http://v.vault.azure.net/secrets/x\n", "datasets[0].anchor"},
+		{"    signers: [a.pem]\n    manifest_refresh: 10ms\n", "datasets[0].manifest_refresh"},
+	} {
+		if _, err := parse(tc.extra); err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q: %v, want %q", tc.extra, err, tc.want)
+		}
+	}
+}
+
 // TestCVMAttestation: the azure-cvm provider and its options.
 func TestCVMAttestation(t *testing.T) {
 	cvmYAML := func(block string) string {

@@ -31,10 +31,15 @@ type Metrics struct {
 	fetch      *prometheus.HistogramVec
 	fuseErrors *prometheus.CounterVec
 	api        *prometheus.CounterVec
+	manifests  *prometheus.CounterVec
+	epoch      *prometheus.GaugeVec
 	ready      atomic.Bool
 }
 
-var _ fs.Observer = (*Metrics)(nil)
+var (
+	_ fs.Observer         = (*Metrics)(nil)
+	_ fs.ManifestObserver = (*Metrics)(nil)
+)
 
 // New returns a registry with the Go runtime and process collectors and
 // skrfs's event metrics.
@@ -55,8 +60,16 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "api_requests_total",
 		Help: "Requests to the sidecar-compatible HTTP API, by path and status code.",
 	}, []string{"path", "code"})
+	m.manifests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "manifest_loads_total",
+		Help: "Signed dataset manifest loads, by dataset and outcome (verified, refused).",
+	}, []string{"dataset", "outcome"})
+	m.epoch = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "manifest_epoch",
+		Help: "Epoch of the manifest each dataset serves (last verified).",
+	}, []string{"dataset"})
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.fetch, m.fuseErrors, m.api)
+		m.fetch, m.fuseErrors, m.api, m.manifests, m.epoch)
 	return m
 }
 
@@ -79,6 +92,16 @@ func (m *Metrics) Failed(op string, errno syscall.Errno) {
 		name = strconv.Itoa(int(errno))
 	}
 	m.fuseErrors.WithLabelValues(op, name).Inc()
+}
+
+// ManifestLoaded implements fs.ManifestObserver.
+func (m *Metrics) ManifestLoaded(dataset string, epoch uint64, err error) {
+	if err != nil {
+		m.manifests.WithLabelValues(dataset, "refused").Inc()
+		return
+	}
+	m.manifests.WithLabelValues(dataset, "verified").Inc()
+	m.epoch.WithLabelValues(dataset).Set(float64(epoch))
 }
 
 // counterFunc registers a counter read from f at scrape time.

@@ -39,10 +39,16 @@ func TestExportedSeries(t *testing.T) {
 	m.Failed("open", syscall.EACCES)
 	m.Failed("open", syscall.EACCES)
 	m.Failed("read", syscall.EIO)
+	m.ManifestLoaded("data", 7, nil)
+	m.ManifestLoaded("data", 6, errors.New("rollback"))
+	m.ManifestLoaded("data", 8, nil)
 
 	_, page := scrape(t, m.Handler(), "/metrics")
 	for _, tc := range []struct{ series, value string }{
 		{"skrfs_storage_fetches_total", "3"},
+		{`skrfs_manifest_loads_total{dataset="data",outcome="verified"}`, "2"},
+		{`skrfs_manifest_loads_total{dataset="data",outcome="refused"}`, "1"},
+		{`skrfs_manifest_epoch{dataset="data"}`, "8"},
 		{"skrfs_storage_fetched_bytes_total", "3000"},
 		{"skrfs_served_bytes_total", "2500"},
 		{"skrfs_reads_total", "5"},

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -77,7 +78,11 @@ type Options struct {
 	FingerprintKey []byte
 	// Progress, when non-nil, is called after every file.
 	Progress func(Progress)
-	Logger   zerolog.Logger
+	// Sealed, when non-nil, is called after each object this run uploads
+	// with the header it sealed and the plaintext size (for the signed
+	// manifest: manifest.go). Calls may be concurrent.
+	Sealed func(f File, header []byte, plainSize int64)
+	Logger zerolog.Logger
 }
 
 // Progress is a snapshot of a run.
@@ -109,6 +114,9 @@ func Collect(sources []string) ([]File, error) {
 	add := func(p, name string, size int64) error {
 		if err := blob.CheckName(name); err != nil {
 			return err
+		}
+		if strings.HasPrefix(name, crypto.ManifestPrefix) {
+			return fmt.Errorf("upload: %s: names under %s are reserved for the dataset's manifest", p, crypto.ManifestPrefix)
 		}
 		if prev, ok := seen[name]; ok {
 			return fmt.Errorf("upload: %s and %s both map to object name %q", prev, p, name)
@@ -247,8 +255,10 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 		return false, err
 	}
 	pr, pw := io.Pipe()
+	hc := &headCapture{w: pw, want: hlen}
+	var plainSize int64
 	go func() {
-		sw, err := crypto.NewWriter(pw, opts.KEK, crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk})
+		sw, err := crypto.NewWriter(hc, opts.KEK, crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk})
 		if err == nil {
 			var src io.Reader = in
 			var h hash.Hash
@@ -256,7 +266,7 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 				h = newFingerprint(fk, opts.KeyRef, f.Name, chunk)
 				src = io.TeeReader(in, h)
 			}
-			_, err = io.Copy(sw, src)
+			plainSize, err = io.Copy(sw, src)
 			if err == nil {
 				err = sw.Close()
 			}
@@ -279,7 +289,25 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 	}
 	err = dst.Upload(ctx, objName, pr, md)
 	pr.CloseWithError(err)
+	if err == nil && opts.Sealed != nil {
+		opts.Sealed(f, hc.head, plainSize)
+	}
 	return false, err
+}
+
+// headCapture passes writes through and keeps a copy of the first want
+// bytes (the header).
+type headCapture struct {
+	w    io.Writer
+	want int
+	head []byte
+}
+
+func (c *headCapture) Write(p []byte) (int, error) {
+	if k := min(c.want-len(c.head), len(p)); k > 0 {
+		c.head = append(c.head, p[:k]...)
+	}
+	return c.w.Write(p)
 }
 
 func upToDate(md map[string]string, sum, keyRef string, chunk int) bool {

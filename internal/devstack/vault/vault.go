@@ -170,7 +170,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 var nameRE = regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`)
 
-// ServeHTTP routes /keys/... requests.
+// ServeHTTP routes /keys/... and /secrets/... requests.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header.Get("Authorization")
 	if !strings.HasPrefix(auth, "Bearer ") {
@@ -195,6 +195,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			parts = append(parts, p)
 		}
 	}
+	if len(parts) >= 2 && parts[0] == "secrets" && nameRE.MatchString(parts[1]) {
+		s.secret(w, r, parts[1], parts[2:])
+		return
+	}
 	if len(parts) < 2 || parts[0] != "keys" || !nameRE.MatchString(parts[1]) {
 		kvError(w, 404, "NotFound", "unknown path "+r.URL.Path)
 		return
@@ -209,6 +213,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.get(w, r, name, strings.Join(rest, ""))
 	case r.Method == http.MethodPatch && len(rest) <= 1:
 		s.update(w, r, name, strings.Join(rest, ""))
+	case r.Method == http.MethodPost && len(rest) >= 1 && rest[len(rest)-1] == "sign" && len(rest) <= 2:
+		s.sign(w, r, name, strings.Join(rest[:len(rest)-1], ""))
 	case r.Method == http.MethodPost && len(rest) >= 1 && rest[len(rest)-1] == "release" && len(rest) <= 2:
 		s.release(w, r, name, strings.Join(rest[:len(rest)-1], ""))
 	default:
