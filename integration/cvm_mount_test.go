@@ -100,12 +100,22 @@ func TestMountDevstackCVM(t *testing.T) {
 	// HCL report, so the raw and MAA endpoints answer with a JSON error
 	// (403; /attest/combined maps evidence errors to 500, as the reference
 	// sidecar does); /key/release works with the TPM key.
-	sd, api := startServeWhole(t, cfg)
+	// The attest routes are off by default (serve.attest); turned on, they
+	// still refuse under azure-cvm.
+	attestCfg := filepath.Join(t.TempDir(), "skrfs-attest.yaml")
+	base, err = os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(attestCfg, append(base, []byte("\nserve:\n  attest: true\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sd, api := startServeWhole(t, attestCfg)
 	rd := `{"runtime_data":"eyJrZXlzIjpbXX0="}`
 	for path, status := range map[string]int{"/attest/raw": 403, "/attest/combined": 500, "/attest/maa": 403} {
 		code, out := post(t, api+path, rd)
 		if code != status || !strings.Contains(out["error"], "cannot bind caller runtime data") {
-			t.Fatalf("%s under azure-cvm: %d %v", path, code, out)
+			t.Fatalf("%s under azure-cvm with serve.attest: %d %v", path, code, out)
 		}
 	}
 	code, out := post(t, api+"/key/release", `{"maa_endpoint":"`+hostOf(s.MAAURL)+`","akv_endpoint":"`+hostOf(s.VaultURL)+`","kid":"demo-oct"}`)
