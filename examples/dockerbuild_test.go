@@ -76,7 +76,7 @@ func parseDockerBuilds(where, text string, dockerfileComments bool) ([]dockerBui
 				kv, err = value()
 				k, _, _ := strings.Cut(kv, "=")
 				b.buildArgs = append(b.buildArgs, k)
-			case "-t", "--tag", "--platform", "--progress":
+			case "-t", "--tag", "--platform", "--progress", "--secret":
 				_, err = value()
 			case "--pull", "--no-cache":
 			default:
