@@ -39,6 +39,22 @@ type Key struct {
 	Private any
 	// Public is *rsa.PublicKey or *ecdsa.PublicKey (nil for oct).
 	Public any
+	// Batch, when set, holds the unwrapped batch keys of version 2
+	// objects (docs/format.md 11.3) opened with this key. It belongs to
+	// the cached copy of the key it came with and is wiped with it (at
+	// TTL expiry, on a denied re-release, at Close); Wipe of a clone only
+	// drops the reference. It satisfies crypto.BatchKeyCache.
+	Batch BatchKeys
+}
+
+// BatchKeys is a store of unwrapped batch keys tied to one released key
+// (the method set of crypto.BatchKeyCache).
+type BatchKeys interface {
+	// UseBatchKey calls use with the batch key cached under id and
+	// reports true, or reports false when none is cached.
+	UseBatchKey(id [32]byte, use func(bk []byte)) bool
+	// StoreBatchKey copies bk into the store under id.
+	StoreBatchKey(id [32]byte, bk []byte)
 }
 
 // KEK returns the value the object format uses as key-encryption key: the
@@ -87,7 +103,7 @@ func (k *Key) Wipe() {
 		//lint:ignore SA1019 wiping requires the raw scalar
 		wipeInt(p.D)
 	}
-	k.Oct, k.Private = nil, nil
+	k.Oct, k.Private, k.Batch = nil, nil, nil
 }
 
 func wipeInt(i *big.Int) {

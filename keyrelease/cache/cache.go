@@ -58,6 +58,7 @@ type Cache struct {
 	onWait       func()           // a caller starts waiting for a release (c.mu held)
 	onFlightDone func(*flight)    // a release finished and its result is visible
 	onWipe       func(oct []byte) // a cached key's oct bytes were zeroed
+	onBatchKeys  func(*batchKeys) // a cached key's batch-key store was made
 }
 
 var _ keyrelease.Releaser = (*Cache)(nil)
@@ -84,6 +85,7 @@ type entry struct {
 type cached struct {
 	key       *keyrelease.Key
 	mem       secmem
+	batch     *batchKeys // unwrapped v2 batch keys, wiped with key
 	released  time.Time
 	lastUse   time.Time
 	stopTimer func() bool // cancels the expiry wipe
@@ -255,7 +257,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 		}
 		if f.err == nil {
 			f.res.lastUse = c.opts.Now()
-			k := f.res.key.Clone()
+			k := f.res.clone()
 			c.mu.Unlock()
 			return k, nil
 		}
@@ -263,7 +265,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 		if h := e.cur; h != nil && !Classify(f.err).Permanent() &&
 			c.opts.Now().Sub(h.released) < c.opts.TTL+c.opts.MaxStale {
 			h.lastUse = c.opts.Now()
-			k := h.key.Clone()
+			k := h.clone()
 			c.mu.Unlock()
 			c.st.staleServed.Add(1)
 			return k, nil
@@ -308,7 +310,16 @@ func (c *Cache) serveLocked(e *entry, now time.Time) *keyrelease.Key {
 		return nil
 	}
 	h.lastUse = now
-	return h.key.Clone()
+	return h.clone()
+}
+
+// clone returns a copy of h's key for a caller, sharing h's batch keys.
+func (h *cached) clone() *keyrelease.Key {
+	k := h.key.Clone()
+	if h.batch != nil && k.IsPrivate() {
+		k.Batch = h.batch
+	}
+	return k
 }
 
 // maybeRefreshLocked starts a background refresh of e unless one is in
@@ -341,7 +352,10 @@ func (c *Cache) run(ctx context.Context, e *entry, f *flight) {
 	k, attempts, err := c.releaseWithRetry(ctx, e.ref)
 	var h *cached
 	if err == nil {
-		h = &cached{key: k, mem: c.protect(k), from: f}
+		h = &cached{key: k, mem: c.protect(k), from: f, batch: newBatchKeys(c.allocLocked)}
+		if c.onBatchKeys != nil {
+			c.onBatchKeys(h.batch)
+		}
 	}
 
 	c.mu.Lock()
@@ -561,6 +575,9 @@ func (c *Cache) wipeLocked(h *cached) {
 		h.stopTimer()
 	}
 	c.free(h.key, h.mem)
+	if h.batch != nil {
+		h.batch.wipe()
+	}
 }
 
 // gcLocked drops e from the map when it holds nothing worth keeping.
