@@ -95,7 +95,11 @@ func metadataSize(info blob.Info) (size int64, ok bool) {
 	if err1 != nil || err2 != nil {
 		return 0, false
 	}
-	size, err := crypto.PlainSize(info.Size, hl, cs)
+	version := crypto.Version
+	if v, ok := blob.MetadataValue(info.Metadata, "skrfs_version"); ok && v == "2" {
+		version = crypto.VersionV2
+	}
+	size, err := crypto.PlainSizeOf(version, info.Size, hl, cs)
 	return size, err == nil
 }
 
@@ -116,7 +120,7 @@ func plainSize(ctx context.Context, st blob.Store, info blob.Info, head []byte) 
 	if err != nil {
 		return 0, err
 	}
-	return crypto.PlainSize(info.Size, p.HeaderLen, p.ChunkSize)
+	return crypto.PlainSizeOf(p.Version, info.Size, p.HeaderLen, p.ChunkSize)
 }
 
 func (n *objectNode) fillAttr(a *fuse.Attr) {
@@ -230,7 +234,17 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 		k.Wipe() // the key's current version, released for a header without one, is not listed
 		return nil, err
 	}
-	d, err := crypto.NewDecryptor(h, k.KEK(), n.name, info.Size)
+	var opts crypto.OpenOptions
+	if h.Version == crypto.VersionV2 {
+		// The nonce table is fetched once per open; a small object's is
+		// already in the bytes read for its header.
+		if opts.Table, err = readTable(ctx, n.ds.Store, info, h, head); err != nil {
+			k.Wipe()
+			return nil, err
+		}
+		opts.Cache = k.Batch // the released key's batch keys, wiped with it
+	}
+	d, err := crypto.NewDecryptorOpts(h, k.KEK(), n.name, info.Size, opts)
 	k.Wipe()
 	if err != nil {
 		return nil, err
@@ -324,6 +338,29 @@ func parseHeader(ctx context.Context, st blob.Store, info blob.Info, head []byte
 	}
 	h, err := crypto.ParseHeader(head)
 	return h, head, err
+}
+
+// readTable returns the nonce table of a version 2 object: from head when
+// the object's first bytes already hold it, else in one ranged read.
+func readTable(ctx context.Context, st blob.Store, info blob.Info, h *crypto.Header, head []byte) ([]byte, error) {
+	off, n, err := h.TableRange(info.Size)
+	if err != nil {
+		return nil, err
+	}
+	if off+n <= int64(len(head)) {
+		return head[off : off+n], nil
+	}
+	if n > 64<<20 {
+		return nil, fmt.Errorf("%w: nonce table of %d bytes", crypto.ErrInvalidSize, n)
+	}
+	tbl := make([]byte, n)
+	if k, err := st.ReadAt(ctx, info.Ref(), tbl, off); int64(k) != n {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return tbl, nil
 }
 
 // objectHandle is one open file of an object version.
