@@ -337,10 +337,28 @@ type WriterV2 struct {
 	index  int64
 	err    error
 	closed bool
+
+	// Sized writers (NewWriterV2Sized) drew the table first and wrote the
+	// header first.
+	sized   bool
+	size    int64 // the promised plaintext size
+	written int64
 }
 
 // NewWriterV2 starts a version 2 object sealed with batch b.
 func NewWriterV2(dst io.Writer, b *Batch, opts SealOptions) (*WriterV2, error) {
+	w, err := newWriterV2(dst, b, opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dst.Write(make([]byte, w.HeaderLen())); err != nil {
+		clear(w.macKey)
+		return nil, err
+	}
+	return w, nil
+}
+
+func newWriterV2(dst io.Writer, b *Batch, opts SealOptions) (*WriterV2, error) {
 	rnd := opts.Rand
 	if rnd == nil {
 		rnd = rand.Reader
@@ -378,8 +396,50 @@ func NewWriterV2(dst io.Writer, b *Batch, opts SealOptions) (*WriterV2, error) {
 	}
 	w := &WriterV2{dst: dst, rnd: rnd, batch: b, id: id, name: opts.Name, aead: aead, macKey: macKey,
 		wdek: wdek, chunk: chunk, buf: make([]byte, 0, chunk), out: make([]byte, 0, chunk+TagSize)}
-	if _, err := dst.Write(make([]byte, hlen)); err != nil {
-		clear(macKey)
+	return w, nil
+}
+
+// NewWriterV2Sized starts a version 2 object of exactly plainSize bytes of
+// plaintext. Knowing the size, it draws the chunk count's random nonces
+// first, so the header (which pins their digest TD) is complete at once and
+// the object streams in order, header first: HEADER || CHUNKS || TABLE. It
+// suits destinations that cannot seek (an upload stream). Close fails if
+// the plaintext written was not exactly plainSize bytes.
+func NewWriterV2Sized(dst io.Writer, b *Batch, opts SealOptions, plainSize int64) (*WriterV2, error) {
+	if plainSize < 0 || plainSize > MaxObjectSize {
+		return nil, fmt.Errorf("plaintext size %d out of range", plainSize)
+	}
+	chunk := opts.ChunkSize
+	if chunk == 0 {
+		chunk = DefaultChunkSize
+	}
+	if chunk < MinChunkSize || chunk > MaxChunkSize {
+		return nil, fmt.Errorf("chunk size %d out of range [%d, %d]", chunk, MinChunkSize, MaxChunkSize)
+	}
+	n := NumChunks(plainSize, chunk)
+	if n > 1<<28 {
+		return nil, fmt.Errorf("plaintext of %d bytes needs %d chunks; use a larger chunk size", plainSize, n)
+	}
+	w, err := newWriterV2(nil, b, opts)
+	if err != nil {
+		return nil, err
+	}
+	w.dst, w.sized, w.size = dst, true, plainSize
+	w.table = make([]byte, NonceSize*n)
+	if _, err := io.ReadFull(w.rnd, w.table); err != nil {
+		clear(w.macKey)
+		return nil, err
+	}
+	td := sha256.Sum256(w.table)
+	h, err := encodeHeaderV2(w.chunk, w.id, w.batch.alg, w.batch.keyRef, w.name, w.batch.wrapped, w.wdek, uint64(n), td)
+	if err != nil {
+		clear(w.macKey)
+		return nil, err
+	}
+	copy(h[len(h)-MACSize:], headerMAC(w.macKey, h))
+	clear(w.macKey)
+	w.header = h
+	if _, err := dst.Write(h); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -431,13 +491,23 @@ func (w *WriterV2) flush(final bool) error {
 
 func (w *WriterV2) seal(pt []byte, final bool) error {
 	var nonce [NonceSize]byte
-	if _, err := io.ReadFull(w.rnd, nonce[:]); err != nil {
-		w.err = err
-		return err
+	if w.sized {
+		w.written += int64(len(pt))
+		last := int64(len(w.table)/NonceSize) - 1
+		if w.index > last || w.written > w.size || (final != (w.index == last)) {
+			w.err = fmt.Errorf("skrfs object: plaintext is not the %d bytes announced", w.size)
+			return w.err
+		}
+		copy(nonce[:], w.table[w.index*NonceSize:])
+	} else {
+		if _, err := io.ReadFull(w.rnd, nonce[:]); err != nil {
+			w.err = err
+			return err
+		}
+		w.table = append(w.table, nonce[:]...)
 	}
 	w.ad = chunkADV2Of(w.ad, w.index, final)
 	w.out = w.aead.Seal(w.out[:0], nonce[:], pt, w.ad)
-	w.table = append(w.table, nonce[:]...)
 	w.index++
 	if _, err := w.dst.Write(w.out); err != nil {
 		w.err = err
@@ -462,9 +532,16 @@ func (w *WriterV2) Close() error {
 	if err != nil {
 		return err
 	}
+	if w.sized && w.written != w.size {
+		w.err = fmt.Errorf("skrfs object: plaintext of %d bytes, %d announced", w.written, w.size)
+		return w.err
+	}
 	if _, err := w.dst.Write(w.table); err != nil {
 		w.err = err
 		return err
+	}
+	if w.sized {
+		return nil
 	}
 	td := sha256.Sum256(w.table)
 	h, err := encodeHeaderV2(w.chunk, w.id, w.batch.alg, w.batch.keyRef, w.name, w.batch.wrapped, w.wdek, uint64(w.index), td)

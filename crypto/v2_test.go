@@ -497,3 +497,41 @@ func TestV2NeedsTable(t *testing.T) {
 	}
 	_ = sha256.Size
 }
+
+// A sized writer writes the header first and streams in order; its object
+// is the same format, and a plaintext of another size fails at Close.
+func TestV2SizedWriter(t *testing.T) {
+	k := keysForTest(t)
+	b, _ := NewBatch(&k.p256.PublicKey, "", nil)
+	for _, size := range []int{0, 1, MinChunkSize, MinChunkSize + 1, 5*MinChunkSize + 3} {
+		pt := pseudoRandom(uint64(size), size)
+		var buf bytes.Buffer
+		w, err := NewWriterV2Sized(&buf, b, SealOptions{Name: "s", ChunkSize: MinChunkSize}, int64(size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdr := bytes.Clone(w.Header())
+		if !bytes.Equal(buf.Bytes(), hdr) {
+			t.Fatal("header not written first")
+		}
+		if _, err := io.Copy(w, &oddReader{data: pt}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := Open(buf.Bytes(), k.p256, "s"); err != nil || !bytes.Equal(got, pt) {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		for _, other := range []int{size + 1, size - 1, size + MinChunkSize} {
+			if other < 0 {
+				continue
+			}
+			w, _ := NewWriterV2Sized(io.Discard, b, SealOptions{Name: "s", ChunkSize: MinChunkSize}, int64(size))
+			_, werr := w.Write(pseudoRandom(1, other))
+			if cerr := w.Close(); werr == nil && cerr == nil {
+				t.Fatalf("announced %d, wrote %d: no error", size, other)
+			}
+		}
+	}
+}
