@@ -58,6 +58,7 @@ fuzz:
 ## decrypts the frozen golden vectors and round-trips its own objects.
 pyvectors: deps-apt
 	$(PYTHON) integration/pydecrypt/skrfs_object.py check-vectors crypto/testdata/v1
+	$(PYTHON) integration/pydecrypt/skrfs_object.py check-vectors crypto/testdata/v2/objects
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a
