@@ -601,7 +601,13 @@ func unwrapDEKV2(h *Header, kek any, cache BatchKeyCache) (dek, bk []byte, err e
 	}
 	if cache != nil {
 		if kek == nil {
-			return nil, nil, fmt.Errorf("%w: no key", ErrKeyType)
+			// Cache only: the cache belongs to one KEK and is found by the
+			// exact wrapped bytes (and A), which that KEK unwrapped for an
+			// object whose MAC verified; a miss needs the KEK.
+			if cache.UseBatchKey(BatchKeyID(h), unwrapWith) {
+				return dek, nil, err
+			}
+			return nil, nil, ErrBatchKeyNotCached
 		}
 		if err := checkKEKFor(h, kek); err != nil {
 			return nil, nil, err

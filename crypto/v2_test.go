@@ -250,7 +250,6 @@ func TestV2CacheRefusesUnfitKeys(t *testing.T) {
 		{"oct key", k.oct, ErrKeyType},
 		{"EC key", k.p256, ErrKeyType},
 		{"RSA-3072", k.rsa3072, ErrWrongKey},
-		{"no key", nil, ErrKeyType},
 	} {
 		if _, err := openV2(t, obj, tc.key, "n", cache); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
@@ -533,5 +532,34 @@ func TestV2SizedWriter(t *testing.T) {
 				t.Fatalf("announced %d, wrote %d: no error", size, other)
 			}
 		}
+	}
+}
+
+// With a cache and no KEK, a cached batch key opens the object and a miss
+// is ErrBatchKeyNotCached (the caller then opens with the KEK).
+func TestV2CacheOnly(t *testing.T) {
+	k := keysForTest(t)
+	b, _ := NewBatch(k.rsa2048, "", nil)
+	obj, _ := SealV2([]byte("secret"), b, SealOptions{Name: "n"})
+	cache := &mapCache{}
+	if _, err := openV2(t, obj, nil, "n", cache); !errors.Is(err, ErrBatchKeyNotCached) {
+		t.Fatalf("miss: %v", err)
+	}
+	if _, err := openV2(t, obj, k.rsa2048, "n", cache); err != nil {
+		t.Fatal(err)
+	}
+	ops := PrivateKeyOps()
+	d, err := openV2(t, obj, nil, "n", cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(io.NewSectionReader(d.ReaderAt(bytes.NewReader(obj)), 0, d.PlainSize())); err != nil || string(got) != "secret" {
+		t.Fatalf("cache-only open: %q, %v", got, err)
+	}
+	if PrivateKeyOps() != ops {
+		t.Fatal("cache-only open made a private-key operation")
+	}
+	if _, err := openV2(t, flip(obj, 16, 1), nil, "n", cache); !errors.Is(err, ErrHeaderAuth) {
+		t.Fatalf("tampered, cache only: %v", err)
 	}
 }

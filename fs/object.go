@@ -222,15 +222,53 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.root.opts.OpTimeout)
 	defer cancel()
-	k, err := n.root.opts.Releaser.Release(rctx, ref)
+	var d *crypto.Decryptor
+	var k *keyrelease.Key
+	if br, ok := n.root.opts.Releaser.(batchKeyReleaser); ok && h.Version == crypto.VersionV2 {
+		// A version 2 object whose batch key is cached needs the key's
+		// release (its policy, TTL and fail-closed rules) but not a copy
+		// of its private part.
+		if k, err = br.ReleaseBatchKeys(rctx, ref); err != nil {
+			return nil, err
+		}
+		if k.Batch == nil {
+			err = crypto.ErrBatchKeyNotCached
+		} else {
+			d, err = n.openWith(ctx, &ref, k, h, info, head)
+		}
+		if err == nil || !errors.Is(err, crypto.ErrBatchKeyNotCached) {
+			if err != nil {
+				return nil, err
+			}
+			return n.finishOpen(ctx, id, info, h, head, d)
+		}
+	}
+	k, err = n.root.opts.Releaser.Release(rctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	if k.Ref.Version != "" {
-		ref.Version = k.Ref.Version
+	if d, err = n.openWith(ctx, &ref, k, h, info, head); err != nil {
+		return nil, err
 	}
-	n.root.noteKeyType(ref, k.Type)
-	if err := n.versionAllowed(ref, true); err != nil {
+	return n.finishOpen(ctx, id, info, h, head, d)
+}
+
+// batchKeyReleaser is implemented by the key cache: a release whose key
+// carries only the batch-key store (keyrelease/cache.ReleaseBatchKeys).
+type batchKeyReleaser interface {
+	ReleaseBatchKeys(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error)
+}
+
+// openWith checks the released key k against the dataset's versions and
+// opens the object with it; it wipes k. It sets ref's version to the
+// released key's.
+func (n *objectNode) openWith(ctx context.Context, ref *keyrelease.KeyRef, k *keyrelease.Key, h *crypto.Header, info blob.Info, head []byte) (*crypto.Decryptor, error) {
+	var err error
+	if k.Ref.Version != "" {
+		ref.Version = k.Ref.Version // also for the audit event
+	}
+	n.root.noteKeyType(*ref, k.Type)
+	if err := n.versionAllowed(*ref, true); err != nil {
 		k.Wipe() // the key's current version, released for a header without one, is not listed
 		return nil, err
 	}
@@ -244,11 +282,18 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 		}
 		opts.Cache = k.Batch // the released key's batch keys, wiped with it
 	}
-	d, err := crypto.NewDecryptorOpts(h, k.KEK(), n.name, info.Size, opts)
-	k.Wipe()
-	if err != nil {
-		return nil, err
+	var kek any
+	if k.IsPrivate() {
+		kek = k.KEK()
 	}
+	d, err := crypto.NewDecryptorOpts(h, kek, n.name, info.Size, opts)
+	k.Wipe()
+	return d, err
+}
+
+// finishOpen makes the object state of an opened version and authenticates
+// its final chunk.
+func (n *objectNode) finishOpen(ctx context.Context, id uint64, info blob.Info, h *crypto.Header, head []byte, d *crypto.Decryptor) (*objectState, error) {
 	o := &objectState{id: id, name: n.ds.Name + "/" + n.name, ref: info.Ref(), store: n.ds.Store, d: d,
 		fs: n.root, sem: n.root.loads, inflight: map[int64]*flight{}}
 	// Authenticate the final chunk now: it proves the size, so a truncated

@@ -57,6 +57,7 @@ func TestV2OnePrivateKeyOpPerBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops := crypto.PrivateKeyOps()
+	clones := keyrelease.PrivateKeyClones()
 	h0, r0, s0 := heads.Load(), readAts.Load(), stats.Load()
 	for i := range n {
 		name := fmt.Sprintf("v2/f%04d", i)
@@ -67,6 +68,11 @@ func TestV2OnePrivateKeyOpPerBatch(t *testing.T) {
 	}
 	if d := crypto.PrivateKeyOps() - ops; d != 1 {
 		t.Fatalf("%d private-key operations for %d objects of one batch, want 1", d, n)
+	}
+	// Only the open that unwraps the batch key needs a copy of the
+	// private key; the others use the cached batch key alone.
+	if c := keyrelease.PrivateKeyClones() - clones; c != 1 {
+		t.Fatalf("%d private-key clones for %d opens of one batch, want 1", c, n)
 	}
 	if h, r, s := heads.Load()-h0, readAts.Load()-r0, stats.Load()-s0; h != n || r != 0 || s != 0 {
 		t.Fatalf("%d opens: ReadHead %d, ReadAt %d, Stat %d; want %d, 0, 0", n, h, r, s, n)
@@ -112,5 +118,4 @@ func TestV2TamperGivesEIO(t *testing.T) {
 			t.Errorf("%s: %v, want EIO", name, err)
 		}
 	}
-	_ = keyrelease.KeyRef{}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync/atomic"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 )
@@ -46,6 +47,14 @@ type Key struct {
 	// drops the reference. It satisfies crypto.BatchKeyCache.
 	Batch BatchKeys
 }
+
+// privateClones counts clones of RSA and EC private keys (an RSA clone
+// re-validates the key, which costs milliseconds), so that tests can guard
+// the open path's cost with a counter.
+var privateClones atomic.Int64
+
+// PrivateKeyClones returns the number of private-key clones made so far.
+func PrivateKeyClones() int64 { return privateClones.Load() }
 
 // BatchKeys is a store of unwrapped batch keys tied to one released key
 // (the method set of crypto.BatchKeyCache).
@@ -241,6 +250,9 @@ func parseJWK(data []byte) (*Key, error) {
 // key cache hands out clones so that evicting (and wiping) its own copy
 // never pulls key material from under a reader.
 func (k *Key) Clone() *Key {
+	if k.Private != nil {
+		privateClones.Add(1)
+	}
 	c := &Key{Ref: k.Ref, Type: k.Type, Public: k.Public}
 	if k.Oct != nil {
 		c.Oct = bytes.Clone(k.Oct)

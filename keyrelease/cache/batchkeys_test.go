@@ -140,7 +140,7 @@ func TestBatchKeysWipedWithKEK(t *testing.T) {
 // not read batch keys unwrapped by a private key.
 func TestBatchKeysOnlyForPrivateKeys(t *testing.T) {
 	c := &cached{key: &keyrelease.Key{Type: keyrelease.KeyTypeRSA, Public: "pub"}, batch: newBatchKeys(func(n int) ([]byte, func()) { return make([]byte, n), func() {} })}
-	if c.clone().Batch != nil {
+	if c.clone(false).Batch != nil || c.clone(true).Batch != nil {
 		t.Fatal("a public key got the batch-key store")
 	}
 }

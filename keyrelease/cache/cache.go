@@ -184,6 +184,20 @@ func (c *Cache) takeMissTokenLocked(ref keyrelease.KeyRef, now time.Time) bool {
 // after the retries, an error wrapping keyrelease.ErrUnavailable; after
 // Close, ErrClosed.
 func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	return c.release(ctx, ref, false)
+}
+
+// ReleaseBatchKeys is Release (same caching, sharing, expiry and fail-closed
+// rules) but the key it returns holds no key material: only the reference,
+// type, public part and the cached key's batch-key store (for a private
+// key). Readers of version 2 objects whose batch key is cached need no
+// more, and skip the clone of the private key (an RSA clone re-validates
+// the key: milliseconds). The store is wiped with the key.
+func (c *Cache) ReleaseBatchKeys(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	return c.release(ctx, ref, true)
+}
+
+func (c *Cache) release(ctx context.Context, ref keyrelease.KeyRef, light bool) (*keyrelease.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -201,7 +215,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 			c.entries[id] = e
 		}
 		now := c.opts.Now()
-		if k := c.serveLocked(e, now); k != nil {
+		if k := c.serveLocked(e, now, light); k != nil {
 			c.mu.Unlock()
 			if !waited {
 				c.st.hits.Add(1)
@@ -257,7 +271,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 		}
 		if f.err == nil {
 			f.res.lastUse = c.opts.Now()
-			k := f.res.clone()
+			k := f.res.clone(light)
 			c.mu.Unlock()
 			return k, nil
 		}
@@ -265,7 +279,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 		if h := e.cur; h != nil && !Classify(f.err).Permanent() &&
 			c.opts.Now().Sub(h.released) < c.opts.TTL+c.opts.MaxStale {
 			h.lastUse = c.opts.Now()
-			k := h.clone()
+			k := h.clone(light)
 			c.mu.Unlock()
 			c.st.staleServed.Add(1)
 			return k, nil
@@ -286,7 +300,7 @@ func (c *Cache) leave(f *flight) {
 // serveLocked returns a clone of e's cached key if it may be served now,
 // starting a background refresh when it is due; it wipes a key older than
 // TTL+MaxStale. It returns nil when the caller must wait for a release.
-func (c *Cache) serveLocked(e *entry, now time.Time) *keyrelease.Key {
+func (c *Cache) serveLocked(e *entry, now time.Time, light bool) *keyrelease.Key {
 	h := e.cur
 	if h == nil {
 		return nil
@@ -310,11 +324,19 @@ func (c *Cache) serveLocked(e *entry, now time.Time) *keyrelease.Key {
 		return nil
 	}
 	h.lastUse = now
-	return h.clone()
+	return h.clone(light)
 }
 
-// clone returns a copy of h's key for a caller, sharing h's batch keys.
-func (h *cached) clone() *keyrelease.Key {
+// clone returns a copy of h's key for a caller, sharing h's batch keys;
+// light leaves out the key material.
+func (h *cached) clone(light bool) *keyrelease.Key {
+	if light {
+		k := &keyrelease.Key{Ref: h.key.Ref, Type: h.key.Type, Public: h.key.Public}
+		if h.batch != nil && h.key.IsPrivate() {
+			k.Batch = h.batch
+		}
+		return k
+	}
 	k := h.key.Clone()
 	if h.batch != nil && k.IsPrivate() {
 		k.Batch = h.batch
