@@ -232,6 +232,7 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 			return nil, err
 		}
 		if k.Batch == nil {
+			k.Wipe() // a releaser without the light path may have handed out a full copy
 			err = crypto.ErrBatchKeyNotCached
 		} else {
 			d, err = n.openWith(ctx, &ref, k, h, info, head)
