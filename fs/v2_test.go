@@ -69,6 +69,9 @@ func TestV2OnePrivateKeyOpPerBatch(t *testing.T) {
 	if d := crypto.PrivateKeyOps() - ops; d != 1 {
 		t.Fatalf("%d private-key operations for %d objects of one batch, want 1", d, n)
 	}
+	if c := w.rel.calls.Load(); c != 1 {
+		t.Fatalf("%d key releases for %d opens, want 1", c, n)
+	}
 	// Two copies of the private key in all: the release itself (the
 	// static releaser hands out a clone) and the open that unwraps the
 	// batch key; the other 999 opens use the cached batch key alone
