@@ -729,9 +729,9 @@ func smallKinds(ctx context.Context, s *devstack.Stack, oct []byte, octRef keyre
 		kek             any
 		version         int
 	}{
-		{"skrfs RSA-3072 v2", "bench-rsa", unversioned(rsaKID), rsaPub, 2},
-		{"skrfs EC P-256 v2", "bench-ec", unversioned(ecKID), ecPub, 2},
 		{"skrfs oct v2", "bench-oct", octRef.String(), oct, 2},
+		{"skrfs EC P-256 v2", "bench-ec", unversioned(ecKID), ecPub, 2},
+		{"skrfs RSA-3072 v2", "bench-rsa", unversioned(rsaKID), rsaPub, 2},
 		{"skrfs RSA-3072 v1", "bench-rsa", unversioned(rsaKID), rsaPub, 1},
 		{"skrfs EC P-256 v1", "bench-ec", unversioned(ecKID), ecPub, 1},
 		{"skrfs oct v1", "bench-oct", octRef.String(), oct, 1},
