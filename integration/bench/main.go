@@ -569,6 +569,10 @@ func main() {
 		}
 		smallNames = append(smallNames, "gocryptfs")
 		dirOf["gocryptfs"] = gcfMnt
+		relBefore := map[string]int{}
+		for _, key := range []string{"bench-rsa", "bench-ec", "bench-oct"} {
+			relBefore[key] = stack.Vault.Stats(key).Allowed
+		}
 		got := interleaved(*runs, smallNames, func(n string) float64 {
 			dir := dirOf[n]
 			if n == "gocryptfs" {
@@ -582,6 +586,9 @@ func main() {
 		}
 		for _, n := range smallNames[:len(smallNames)-1] {
 			ratio("cat 1,000 files of 4 KiB, per key type", n, "gocryptfs")
+		}
+		for _, key := range []string{"bench-rsa", "bench-ec", "bench-oct"} {
+			fmt.Fprintf(os.Stderr, "key releases of %s during the small-file runs: %d\n", key, stack.Vault.Stats(key).Allowed-relBefore[key])
 		}
 		dirOf["gocryptfs"] = gcfMnt
 		for _, s := range subjects[:2] {
