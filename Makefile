@@ -40,6 +40,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyManifest$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeaderV2$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenV2$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
 	$(GO) test -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto/keywrap
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE)))x ./keyrelease/policy
@@ -65,6 +67,7 @@ fuzz:
 pyvectors: deps-apt
 	$(PYTHON) integration/pydecrypt/skrfs_object.py check-vectors crypto/testdata/v1
 	$(PYTHON) integration/pydecrypt/skrfs_manifest.py check-vectors crypto/testdata/v2/manifest
+	$(PYTHON) integration/pydecrypt/skrfs_object.py check-vectors crypto/testdata/v2/objects
 	$(PYTHON) -m unittest discover -s integration/pydecrypt -q
 
 ## demo: the embedded default: the devstack (local MAA, Key Vault, IMDS and a

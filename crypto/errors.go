@@ -30,6 +30,11 @@ var (
 	// ErrKeyType: the key given cannot be used with this object's wrap
 	// algorithm (an RSA key for an A256KW object, say), or is unsupported.
 	ErrKeyType = errors.New("skrfs object: unsupported or mismatched key type")
+
+	// ErrBatchKeyNotCached: a version 2 object was opened with a batch-key
+	// cache and no KEK, and its batch key is not cached: open it with the
+	// KEK.
+	ErrBatchKeyNotCached = fmt.Errorf("%w: batch key not cached (the key-encryption key is needed)", ErrKeyType)
 )
 
 // ChunkError reports the chunk that failed authentication.

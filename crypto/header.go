@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
@@ -9,7 +10,8 @@ import (
 
 // Layout constants of format version 1 (docs/format.md section 2).
 const (
-	Version = 1
+	Version   = 1 // format version 1 (docs/format.md sections 2-6)
+	VersionV2 = 2 // format version 2 (docs/format.md section 11)
 
 	PreambleSize = 16 // magic, version, reserved, header length, chunk size
 	ObjectIDSize = 16
@@ -88,8 +90,15 @@ type Header struct {
 	Wrap       WrapAlg
 	KeyRef     string
 	Name       string
-	WrappedDEK []byte
+	WrappedDEK []byte // v1: the DEK wrapped for the KEK; v2: A256KW(BK, DEK)
 	MAC        [MACSize]byte
+
+	// Version is the format version (1 or 2).
+	Version int
+	// Version 2 only (docs/format.md section 11.1).
+	WrappedBK   []byte            // the batch key wrapped for the KEK
+	SealCount   uint64            // Q: chunk sealings ever made under the DEK
+	TableDigest [sha256.Size]byte // TD = SHA-256(nonce table)
 
 	raw []byte // the exact header bytes, MAC included
 }
@@ -102,6 +111,7 @@ func (h *Header) Bytes() []byte { return h.raw }
 
 // Preamble is the fixed first part of every object.
 type Preamble struct {
+	Version   int
 	HeaderLen int
 	ChunkSize int
 }
@@ -114,8 +124,8 @@ func ParsePreamble(b []byte) (Preamble, error) {
 	if len(b) < len(magic) || !bytes.Equal(b[:len(magic)], magic[:]) {
 		return Preamble{}, ErrBadMagic
 	}
-	if len(b) > 5 && b[5] != Version {
-		return Preamble{}, fmt.Errorf("%w: want=%d have=%d", ErrUnsupportedVersion, Version, b[5])
+	if len(b) > 5 && b[5] != Version && b[5] != VersionV2 {
+		return Preamble{}, fmt.Errorf("%w: want=%d or %d have=%d", ErrUnsupportedVersion, Version, VersionV2, b[5])
 	}
 	if len(b) < PreambleSize {
 		return Preamble{}, fmt.Errorf("%w: %d bytes, want at least %d", ErrMalformedHeader, len(b), PreambleSize)
@@ -125,13 +135,17 @@ func ParsePreamble(b []byte) (Preamble, error) {
 	}
 	h := binary.BigEndian.Uint32(b[8:12])
 	c := binary.BigEndian.Uint32(b[12:16])
-	if h < MinHeaderSize || h > MaxHeaderSize {
-		return Preamble{}, fmt.Errorf("%w: header length %d out of range [%d, %d]", ErrMalformedHeader, h, MinHeaderSize, MaxHeaderSize)
+	minH := uint32(MinHeaderSize)
+	if b[5] == VersionV2 {
+		minH = MinHeaderSizeV2
+	}
+	if h < minH || h > MaxHeaderSize {
+		return Preamble{}, fmt.Errorf("%w: header length %d out of range [%d, %d]", ErrMalformedHeader, h, minH, MaxHeaderSize)
 	}
 	if c < MinChunkSize || c > MaxChunkSize {
 		return Preamble{}, fmt.Errorf("%w: chunk size %d out of range [%d, %d]", ErrMalformedHeader, c, MinChunkSize, MaxChunkSize)
 	}
-	return Preamble{HeaderLen: int(h), ChunkSize: int(c)}, nil
+	return Preamble{Version: int(b[5]), HeaderLen: int(h), ChunkSize: int(c)}, nil
 }
 
 // ParseHeader parses and validates a header. b must start at the beginning
@@ -145,8 +159,11 @@ func ParseHeader(b []byte) (*Header, error) {
 	if len(b) < p.HeaderLen {
 		return nil, fmt.Errorf("%w: have %d of %d header bytes", ErrMalformedHeader, len(b), p.HeaderLen)
 	}
+	if p.Version == VersionV2 {
+		return parseHeaderV2(b, p)
+	}
 	raw := b[:p.HeaderLen]
-	h := &Header{ChunkSize: p.ChunkSize, raw: bytes.Clone(raw)}
+	h := &Header{Version: Version, ChunkSize: p.ChunkSize, raw: bytes.Clone(raw)}
 	r := raw[PreambleSize : p.HeaderLen-MACSize]
 	copy(h.ObjectID[:], r)
 	h.Wrap = WrapAlg(r[ObjectIDSize])

@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 type Decryptor struct {
 	h          *Header
 	k          keys
+	table      []byte // version 2: the nonce table (12 bytes per chunk)
+	bodyEnd    int64  // end of the last chunk (cipherSize, less the v2 table)
 	cipherSize int64
 	plainSize  int64
 	chunks     int64
@@ -21,7 +24,20 @@ type Decryptor struct {
 // MAC, checks that the object was sealed for name and that cipherSize (the
 // object's total size) is possible. Pass h.Name as name only when the caller
 // has no expectation of its own (as `skrfs decrypt` without --name).
+//
+// A version 2 object also needs its nonce table: use NewDecryptorOpts.
 func NewDecryptor(h *Header, kek any, name string, cipherSize int64) (*Decryptor, error) {
+	return NewDecryptorOpts(h, kek, name, cipherSize, OpenOptions{})
+}
+
+// NewDecryptorOpts is NewDecryptor for version 1 and 2 objects. For version
+// 2 it runs the checks of docs/format.md 11.2 in order: batch key (from
+// opts.Cache, or unwrapped with kek and then cached), DEK, header MAC, name,
+// nonce table digest.
+func NewDecryptorOpts(h *Header, kek any, name string, cipherSize int64, opts OpenOptions) (*Decryptor, error) {
+	if h.Version == VersionV2 {
+		return newDecryptorV2(h, kek, name, cipherSize, opts)
+	}
 	plain, err := h.PlainSize(cipherSize)
 	if err != nil {
 		return nil, err
@@ -44,7 +60,7 @@ func NewDecryptor(h *Header, kek any, name string, cipherSize int64) (*Decryptor
 		return nil, fmt.Errorf("%w: sealed for %q, expected %q", ErrNameMismatch, h.Name, name)
 	}
 	return &Decryptor{h: h, k: keys{aead: aead, ad: sha256.Sum256(h.raw)},
-		cipherSize: cipherSize, plainSize: plain, chunks: NumChunks(plain, h.ChunkSize)}, nil
+		cipherSize: cipherSize, bodyEnd: cipherSize, plainSize: plain, chunks: NumChunks(plain, h.ChunkSize)}, nil
 }
 
 // Header returns the (now authenticated) header.
@@ -73,7 +89,7 @@ func (d *Decryptor) ChunkSpan(off, n int64) (first, last int64, ok bool) {
 func (d *Decryptor) CipherRange(first, last int64) (off, n int64) {
 	t := int64(d.h.ChunkSize) + TagSize
 	off = int64(d.h.Len()) + first*t
-	end := min(int64(d.h.Len())+(last+1)*t, d.cipherSize)
+	end := min(int64(d.h.Len())+(last+1)*t, d.bodyEnd)
 	return off, end - off
 }
 
@@ -102,6 +118,9 @@ func (d *Decryptor) openChunk(dst []byte, i int64, ct []byte) ([]byte, error) {
 		return dst, &ChunkError{Index: i, Err: fmt.Errorf("%w: beyond the last chunk %d", ErrChunkAuth, d.chunks-1)}
 	}
 	final := i == d.chunks-1
+	if d.table != nil {
+		return d.openChunkV2(dst, i, final, ct)
+	}
 	n := nonce(i, final)
 	out, err := d.k.aead.Open(dst, n[:], ct, d.k.ad[:])
 	if err == nil {
@@ -165,11 +184,19 @@ func Open(obj []byte, kek any, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := NewDecryptor(h, kek, name, int64(len(obj)))
+	var opts OpenOptions
+	if h.Version == VersionV2 {
+		off, n, err := h.TableRange(int64(len(obj)))
+		if err != nil {
+			return nil, err
+		}
+		opts.Table = obj[off : off+n]
+	}
+	d, err := NewDecryptorOpts(h, kek, name, int64(len(obj)), opts)
 	if err != nil {
 		return nil, err
 	}
-	pt, err := d.DecryptChunks(make([]byte, 0, d.plainSize), obj[h.Len():], 0)
+	pt, err := d.DecryptChunks(make([]byte, 0, d.plainSize), obj[h.Len():d.bodyEnd], 0)
 	if err != nil {
 		return nil, err
 	}
@@ -214,4 +241,64 @@ func (d *Decryptor) Stream(w io.Writer, src io.ReaderAt) (int64, error) {
 		}
 	}
 	return written, nil
+}
+
+func newDecryptorV2(h *Header, kek any, name string, cipherSize int64, opts OpenOptions) (*Decryptor, error) {
+	plain, err := h.PlainSize(cipherSize)
+	if err != nil {
+		return nil, err
+	}
+	chunks := NumChunks(plain, h.ChunkSize)
+	dek, bk, err := unwrapDEKV2(h, kek, opts.Cache)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(dek)
+	defer clear(bk)
+	aead, macKey, err := deriveKeysInfo(dek, h.ObjectID, chunkInfoV2, macInfoV2)
+	if err != nil {
+		return nil, err
+	}
+	ok := hmac.Equal(headerMAC(macKey, h.raw), h.MAC[:])
+	clear(macKey)
+	if !ok {
+		return nil, ErrHeaderAuth
+	}
+	if bk != nil && opts.Cache != nil {
+		opts.Cache.StoreBatchKey(BatchKeyID(h), bk)
+	}
+	if h.Name != name {
+		return nil, fmt.Errorf("%w: sealed for %q, expected %q", ErrNameMismatch, h.Name, name)
+	}
+	if int64(len(opts.Table)) != NonceSize*chunks {
+		if opts.Table == nil {
+			return nil, fmt.Errorf("%w: version 2 object opened without its nonce table", ErrHeaderAuth)
+		}
+		return nil, fmt.Errorf("%w: nonce table of %d bytes, want %d", ErrHeaderAuth, len(opts.Table), NonceSize*chunks)
+	}
+	if td := sha256.Sum256(opts.Table); !hmac.Equal(td[:], h.TableDigest[:]) {
+		return nil, fmt.Errorf("%w: nonce table digest mismatch", ErrHeaderAuth)
+	}
+	return &Decryptor{h: h, k: keys{aead: aead}, table: bytes.Clone(opts.Table),
+		cipherSize: cipherSize, bodyEnd: cipherSize - NonceSize*chunks, plainSize: plain, chunks: chunks}, nil
+}
+
+func (d *Decryptor) openChunkV2(dst []byte, i int64, final bool, ct []byte) ([]byte, error) {
+	n := d.table[i*NonceSize : (i+1)*NonceSize]
+	var adb [len(chunkADV2) + 9]byte
+	ad := chunkADV2Of(adb[:0], i, final)
+	out, err := d.k.aead.Open(dst, n, ct, ad)
+	if err == nil {
+		return out, nil
+	}
+	alt := chunkADV2Of(adb[:0], i, !final)
+	scratch, aerr := d.k.aead.Open(nil, n, ct, alt)
+	clear(scratch)
+	switch {
+	case aerr == nil && final:
+		return dst, &ChunkError{Index: i, Err: ErrTruncated}
+	case aerr == nil:
+		return dst, &ChunkError{Index: i, Err: ErrExtended}
+	}
+	return dst, &ChunkError{Index: i, Err: ErrChunkAuth}
 }

@@ -37,17 +37,21 @@ type keys struct {
 // deriveKeys runs the key schedule of docs/format.md section 4 and returns
 // the chunk AEAD and the header MAC key. The caller wipes dek and macKey.
 func deriveKeys(dek []byte, id [ObjectIDSize]byte) (cipher.AEAD, []byte, error) {
+	return deriveKeysInfo(dek, id, "skrfs/v1 chunk key", "skrfs/v1 header mac")
+}
+
+func deriveKeysInfo(dek []byte, id [ObjectIDSize]byte, chunkInfo, macInfo string) (cipher.AEAD, []byte, error) {
 	prk, err := hkdf.Extract(sha256.New, dek, id[:])
 	if err != nil {
 		return nil, nil, err
 	}
 	defer clear(prk)
-	kc, err := hkdf.Expand(sha256.New, prk, "skrfs/v1 chunk key", 32)
+	kc, err := hkdf.Expand(sha256.New, prk, chunkInfo, 32)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer clear(kc)
-	km, err := hkdf.Expand(sha256.New, prk, "skrfs/v1 header mac", 32)
+	km, err := hkdf.Expand(sha256.New, prk, macInfo, 32)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -69,5 +69,8 @@ func PlainSize(cipherSize int64, headerLen, chunkSize int) (int64, error) {
 // PlainSize returns the plaintext size of an object of cipherSize bytes
 // that has header h.
 func (h *Header) PlainSize(cipherSize int64) (int64, error) {
+	if h.Version == VersionV2 {
+		return PlainSizeV2(cipherSize, h.Len(), h.ChunkSize)
+	}
 	return PlainSize(cipherSize, h.Len(), h.ChunkSize)
 }

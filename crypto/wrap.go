@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/skrfs/skrfs/crypto/keywrap"
 )
@@ -20,13 +21,30 @@ import (
 //	*ecdsa.PublicKey/PrivateKey,     *ecdsa.PrivateKey,    ECDH-ES-P256/P384+A256KW
 //	*ecdh.PublicKey/PrivateKey       *ecdh.PrivateKey
 
-const ecdhInfo = "skrfs/v1 ecdh-es a256kw"
+const (
+	ecdhInfo   = "skrfs/v1 ecdh-es a256kw"
+	ecdhInfoV2 = "skrfs/v2 ecdh-es a256kw"
+)
 
-// wrapDEK wraps dek for kek and returns the algorithm used.
+// privateKeyOps counts RSA and ECDH private-key operations made to unwrap
+// keys, so that tests can guard "one private-key operation per batch" with
+// a counter instead of a timer.
+var privateKeyOps atomic.Int64
+
+// PrivateKeyOps returns the number of RSA-OAEP decryptions and ECDH
+// private-key operations this process has made to unwrap object keys.
+func PrivateKeyOps() int64 { return privateKeyOps.Load() }
+
+// wrapDEK wraps dek for kek (version 1) and returns the algorithm used.
 func wrapDEK(rnd io.Reader, kek any, dek []byte) (WrapAlg, []byte, error) {
+	return wrapKey(rnd, kek, dek, ecdhInfo)
+}
+
+// wrapKey wraps a 32-byte key for kek with the ECDH info string info.
+func wrapKey(rnd io.Reader, kek any, dek []byte, info string) (WrapAlg, []byte, error) {
 	switch k := kek.(type) {
 	case *rsa.PrivateKey:
-		return wrapDEK(rnd, &k.PublicKey, dek)
+		return wrapKey(rnd, &k.PublicKey, dek, info)
 	case *rsa.PublicKey:
 		if err := checkRSASize(k.N.BitLen()); err != nil {
 			return 0, nil, err
@@ -40,15 +58,15 @@ func wrapDEK(rnd io.Reader, kek any, dek []byte) (WrapAlg, []byte, error) {
 		w, err := keywrap.Wrap(k, dek)
 		return WrapA256KW, w, err
 	case *ecdsa.PrivateKey:
-		return wrapDEK(rnd, &k.PublicKey, dek)
+		return wrapKey(rnd, &k.PublicKey, dek, info)
 	case *ecdsa.PublicKey:
 		pub, err := k.ECDH()
 		if err != nil {
 			return 0, nil, fmt.Errorf("%w: %v", ErrKeyType, err)
 		}
-		return wrapDEK(rnd, pub, dek)
+		return wrapKey(rnd, pub, dek, info)
 	case *ecdh.PrivateKey:
-		return wrapDEK(rnd, k.PublicKey(), dek)
+		return wrapKey(rnd, k.PublicKey(), dek, info)
 	case *ecdh.PublicKey:
 		alg, err := ecdhAlg(k.Curve())
 		if err != nil {
@@ -58,7 +76,7 @@ func wrapDEK(rnd io.Reader, kek any, dek []byte) (WrapAlg, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		kek2, err := ecdhKEK(eph, k, eph.PublicKey().Bytes(), k.Bytes())
+		kek2, err := ecdhKEK(eph, k, eph.PublicKey().Bytes(), k.Bytes(), info)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -74,52 +92,62 @@ func wrapDEK(rnd io.Reader, kek any, dek []byte) (WrapAlg, []byte, error) {
 	return 0, nil, fmt.Errorf("%w: %T", ErrKeyType, kek)
 }
 
-// unwrapDEK recovers the data-encryption key of h with kek.
+// unwrapDEK recovers the data-encryption key of a version 1 header h with kek.
 func unwrapDEK(h *Header, kek any) ([]byte, error) {
+	return unwrapKey(h.Wrap, h.WrappedDEK, kek, ecdhInfo)
+}
+
+// unwrapKey recovers a 32-byte key wrapped with alg for kek.
+func unwrapKey(alg WrapAlg, wrapped []byte, kek any, info string) ([]byte, error) {
 	var dek []byte
 	var err error
 	switch k := kek.(type) {
 	case *rsa.PrivateKey:
-		if h.Wrap != WrapRSAOAEP256 {
-			return nil, mismatch(h.Wrap, "an RSA key")
+		if alg != WrapRSAOAEP256 {
+			return nil, mismatch(alg, "an RSA key")
 		}
-		if len(h.WrappedDEK) != k.Size() {
-			return nil, fmt.Errorf("%w: wrapped key of %d bytes for a %d-bit RSA key", ErrWrongKey, len(h.WrappedDEK), k.N.BitLen())
+		if len(wrapped) != k.Size() {
+			return nil, fmt.Errorf("%w: wrapped key of %d bytes for a %d-bit RSA key", ErrWrongKey, len(wrapped), k.N.BitLen())
 		}
-		dek, err = rsa.DecryptOAEP(sha256.New(), nil, k, h.WrappedDEK, nil)
+		privateKeyOps.Add(1)
+		dek, err = rsa.DecryptOAEP(sha256.New(), nil, k, wrapped, nil)
 	case []byte:
-		if h.Wrap != WrapA256KW {
-			return nil, mismatch(h.Wrap, "an oct key")
+		if alg != WrapA256KW {
+			return nil, mismatch(alg, "an oct key")
 		}
 		if len(k) != 32 {
 			return nil, fmt.Errorf("%w: oct key of %d bytes, want 32 (AES-256)", ErrKeyType, len(k))
 		}
-		dek, err = keywrap.Unwrap(k, h.WrappedDEK)
+		dek, err = keywrap.Unwrap(k, wrapped)
 	case *ecdsa.PrivateKey:
 		priv, cerr := k.ECDH()
 		if cerr != nil {
 			return nil, fmt.Errorf("%w: %v", ErrKeyType, cerr)
 		}
-		return unwrapDEK(h, priv)
+		return unwrapKey(alg, wrapped, priv, info)
 	case *ecdh.PrivateKey:
-		alg, aerr := ecdhAlg(k.Curve())
+		want, aerr := ecdhAlg(k.Curve())
 		if aerr != nil {
 			return nil, aerr
 		}
-		if h.Wrap != alg {
-			return nil, mismatch(h.Wrap, "a key on curve "+fmt.Sprint(k.Curve()))
+		if alg != want {
+			return nil, mismatch(alg, "a key on curve "+fmt.Sprint(k.Curve()))
 		}
-		epkLen := len(h.WrappedDEK) - (DEKSize + 8)
-		epk, perr := k.Curve().NewPublicKey(h.WrappedDEK[:epkLen])
+		epkLen := len(wrapped) - (DEKSize + 8)
+		if epkLen <= 0 {
+			return nil, fmt.Errorf("%w: wrapped key of %d bytes", ErrWrongKey, len(wrapped))
+		}
+		epk, perr := k.Curve().NewPublicKey(wrapped[:epkLen])
 		if perr != nil {
 			return nil, fmt.Errorf("%w: ephemeral public key: %v", ErrWrongKey, perr)
 		}
-		kek2, kerr := ecdhKEK(k, epk, epk.Bytes(), k.PublicKey().Bytes())
+		privateKeyOps.Add(1)
+		kek2, kerr := ecdhKEK(k, epk, epk.Bytes(), k.PublicKey().Bytes(), info)
 		if kerr != nil {
 			return nil, fmt.Errorf("%w: %v", ErrWrongKey, kerr)
 		}
 		defer clear(kek2)
-		dek, err = keywrap.Unwrap(kek2, h.WrappedDEK[epkLen:])
+		dek, err = keywrap.Unwrap(kek2, wrapped[epkLen:])
 	case nil:
 		return nil, fmt.Errorf("%w: no key", ErrKeyType)
 	default:
@@ -159,14 +187,14 @@ func ecdhAlg(c ecdh.Curve) (WrapAlg, error) {
 // ecdhKEK derives the A256KW key from the ECDH shared secret of priv and
 // pub (docs/format.md section 3). The salt is always EPK || recipient
 // public key, whichever side computes it.
-func ecdhKEK(priv *ecdh.PrivateKey, pub *ecdh.PublicKey, epk, recipient []byte) ([]byte, error) {
+func ecdhKEK(priv *ecdh.PrivateKey, pub *ecdh.PublicKey, epk, recipient []byte, info string) ([]byte, error) {
 	z, err := priv.ECDH(pub)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(z)
 	salt := append(append([]byte(nil), epk...), recipient...)
-	return hkdf.Key(sha256.New, z, salt, ecdhInfo, 32)
+	return hkdf.Key(sha256.New, z, salt, info, 32)
 }
 
 // WrappedKeyLen returns the length of the wrapped DEK that kek produces.

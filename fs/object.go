@@ -110,7 +110,11 @@ func metadataSize(info blob.Info) (size int64, ok bool) {
 	if err1 != nil || err2 != nil {
 		return 0, false
 	}
-	size, err := crypto.PlainSize(info.Size, hl, cs)
+	version := crypto.Version
+	if v, ok := blob.MetadataValue(info.Metadata, "skrfs_version"); ok && v == "2" {
+		version = crypto.VersionV2
+	}
+	size, err := crypto.PlainSizeOf(version, info.Size, hl, cs)
 	return size, err == nil
 }
 
@@ -131,7 +135,7 @@ func plainSize(ctx context.Context, st blob.Store, info blob.Info, head []byte) 
 	if err != nil {
 		return 0, err
 	}
-	return crypto.PlainSize(info.Size, p.HeaderLen, p.ChunkSize)
+	return crypto.PlainSizeOf(p.Version, info.Size, p.HeaderLen, p.ChunkSize)
 }
 
 func (n *objectNode) fillAttr(a *fuse.Attr) {
@@ -268,23 +272,79 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.root.opts.OpTimeout)
 	defer cancel()
-	k, err := n.root.opts.Releaser.Release(rctx, ref)
+	var d *crypto.Decryptor
+	var k *keyrelease.Key
+	if br, ok := n.root.opts.Releaser.(batchKeyReleaser); ok && h.Version == crypto.VersionV2 {
+		// A version 2 object whose batch key is cached needs the key's
+		// release (its policy, TTL and fail-closed rules) but not a copy
+		// of its private part.
+		if k, err = br.ReleaseBatchKeys(rctx, ref); err != nil {
+			return nil, err
+		}
+		if k.Batch == nil {
+			k.Wipe() // a releaser without the light path may have handed out a full copy
+			err = crypto.ErrBatchKeyNotCached
+		} else {
+			d, err = n.openWith(ctx, &ref, k, h, info, head)
+		}
+		if err == nil || !errors.Is(err, crypto.ErrBatchKeyNotCached) {
+			if err != nil {
+				return nil, err
+			}
+			return n.finishOpen(ctx, id, info, h, head, d)
+		}
+	}
+	k, err = n.root.opts.Releaser.Release(rctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	if k.Ref.Version != "" {
-		ref.Version = k.Ref.Version
+	if d, err = n.openWith(ctx, &ref, k, h, info, head); err != nil {
+		return nil, err
 	}
-	n.root.noteKeyType(ref, k.Type)
-	if err := n.versionAllowed(ref, true); err != nil {
+	return n.finishOpen(ctx, id, info, h, head, d)
+}
+
+// batchKeyReleaser is implemented by the key cache: a release whose key
+// carries only the batch-key store (keyrelease/cache.ReleaseBatchKeys).
+type batchKeyReleaser interface {
+	ReleaseBatchKeys(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error)
+}
+
+// openWith checks the released key k against the dataset's versions and
+// opens the object with it; it wipes k. It sets ref's version to the
+// released key's.
+func (n *objectNode) openWith(ctx context.Context, ref *keyrelease.KeyRef, k *keyrelease.Key, h *crypto.Header, info blob.Info, head []byte) (*crypto.Decryptor, error) {
+	var err error
+	if k.Ref.Version != "" {
+		ref.Version = k.Ref.Version // also for the audit event
+	}
+	n.root.noteKeyType(*ref, k.Type)
+	if err := n.versionAllowed(*ref, true); err != nil {
 		k.Wipe() // the key's current version, released for a header without one, is not listed
 		return nil, err
 	}
-	d, err := crypto.NewDecryptor(h, k.KEK(), n.name, info.Size)
-	k.Wipe()
-	if err != nil {
-		return nil, err
+	var opts crypto.OpenOptions
+	if h.Version == crypto.VersionV2 {
+		// The nonce table is fetched once per open; a small object's is
+		// already in the bytes read for its header.
+		if opts.Table, err = readTable(ctx, n.ds.Store, info, h, head); err != nil {
+			k.Wipe()
+			return nil, err
+		}
+		opts.Cache = k.Batch // the released key's batch keys, wiped with it
 	}
+	var kek any
+	if k.IsPrivate() {
+		kek = k.KEK()
+	}
+	d, err := crypto.NewDecryptorOpts(h, kek, n.name, info.Size, opts)
+	k.Wipe()
+	return d, err
+}
+
+// finishOpen makes the object state of an opened version and authenticates
+// its final chunk.
+func (n *objectNode) finishOpen(ctx context.Context, id uint64, info blob.Info, h *crypto.Header, head []byte, d *crypto.Decryptor) (*objectState, error) {
 	o := &objectState{id: id, name: n.ds.Name + "/" + n.name, ref: info.Ref(), store: n.ds.Store, d: d,
 		fs: n.root, sem: n.root.loads, inflight: map[int64]*flight{}}
 	// Authenticate the final chunk now: it proves the size, so a truncated
@@ -374,6 +434,29 @@ func parseHeader(ctx context.Context, st blob.Store, info blob.Info, head []byte
 	}
 	h, err := crypto.ParseHeader(head)
 	return h, head, err
+}
+
+// readTable returns the nonce table of a version 2 object: from head when
+// the object's first bytes already hold it, else in one ranged read.
+func readTable(ctx context.Context, st blob.Store, info blob.Info, h *crypto.Header, head []byte) ([]byte, error) {
+	off, n, err := h.TableRange(info.Size)
+	if err != nil {
+		return nil, err
+	}
+	if off+n <= int64(len(head)) {
+		return head[off : off+n], nil
+	}
+	if n > 64<<20 {
+		return nil, fmt.Errorf("%w: nonce table of %d bytes", crypto.ErrInvalidSize, n)
+	}
+	tbl := make([]byte, n)
+	if k, err := st.ReadAt(ctx, info.Ref(), tbl, off); int64(k) != n {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return tbl, nil
 }
 
 // objectHandle is one open file of an object version.

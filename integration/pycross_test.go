@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	skrfscrypto "github.com/skrfs/skrfs/crypto"
 )
 
 // The Python implementation in integration/pydecrypt was written from
@@ -104,7 +106,15 @@ func TestCrossImplementation(t *testing.T) {
 					goErr  string
 					pyErr  string
 				}{
-					{"flip last byte", func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-1] ^= 1; return b }, "chunk tag mismatch", "ErrChunkAuth"},
+					// skrfs encrypt writes format version 2: the last bytes
+					// are the nonce table, pinned by the header (docs/format.md 11.2).
+					{"flip last byte", func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-1] ^= 1; return b }, "nonce table digest mismatch", "ErrHeaderAuth"},
+					{"flip a chunk byte", func(b []byte) []byte {
+						h := must(skrfscrypto.ParseHeader(b))
+						b = bytes.Clone(b)
+						b[h.Len()] ^= 1
+						return b
+					}, "chunk tag mismatch", "ErrChunkAuth"},
 					{"truncate 5 bytes", func(b []byte) []byte { return b[:len(b)-5] }, "skrfs object", "Err"},
 					{"bad magic", func(b []byte) []byte { b = bytes.Clone(b); b[0] = 'X'; return b }, "bad magic", "ErrBadMagic"},
 				} {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -109,7 +110,18 @@ func TestUploadAzurite(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		d, err := crypto.NewDecryptor(h, oct, info.Name, info.Size)
+		var opts crypto.OpenOptions
+		if h.Version == crypto.VersionV2 {
+			off, n, err := h.TableRange(info.Size)
+			if err != nil {
+				return err
+			}
+			opts.Table = make([]byte, n)
+			if _, err := st.ReadAt(ctx, info.Ref(), opts.Table, off); err != nil && err != io.EOF {
+				return err
+			}
+		}
+		d, err := crypto.NewDecryptorOpts(h, oct, info.Name, info.Size, opts)
 		if err != nil {
 			return fmt.Errorf("%s: %w", info.Name, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 )
@@ -46,6 +47,12 @@ type Key struct {
 	// into the release payload, or as a parsed JWK lists them; nil when not
 	// known. The JWK view carries them.
 	Ops []string
+	// Batch, when set, holds the unwrapped batch keys of version 2
+	// objects (docs/format.md 11.3) opened with this key. It belongs to
+	// the cached copy of the key it came with and is wiped with it (at
+	// TTL expiry, on a denied re-release, at Close); Wipe of a clone only
+	// drops the reference. It satisfies crypto.BatchKeyCache.
+	Batch BatchKeys
 }
 
 // keyOpRE is what a key operation looks like (Key Vault's and RFC 7517's
@@ -66,6 +73,24 @@ func CheckOps(ops []string) error {
 		}
 	}
 	return nil
+}
+
+// privateClones counts clones of RSA and EC private keys (an RSA clone
+// re-validates the key, which costs milliseconds), so that tests can guard
+// the open path's cost with a counter.
+var privateClones atomic.Int64
+
+// PrivateKeyClones returns the number of private-key clones made so far.
+func PrivateKeyClones() int64 { return privateClones.Load() }
+
+// BatchKeys is a store of unwrapped batch keys tied to one released key
+// (the method set of crypto.BatchKeyCache).
+type BatchKeys interface {
+	// UseBatchKey calls use with the batch key cached under id and
+	// reports true, or reports false when none is cached.
+	UseBatchKey(id [32]byte, use func(bk []byte)) bool
+	// StoreBatchKey copies bk into the store under id.
+	StoreBatchKey(id [32]byte, bk []byte)
 }
 
 // KEK returns the value the object format uses as key-encryption key: the
@@ -114,7 +139,7 @@ func (k *Key) Wipe() {
 		//lint:ignore SA1019 wiping requires the raw scalar
 		wipeInt(p.D)
 	}
-	k.Oct, k.Private = nil, nil
+	k.Oct, k.Private, k.Batch = nil, nil, nil
 }
 
 func wipeInt(i *big.Int) {
@@ -266,6 +291,9 @@ func parseJWK(data []byte) (*Key, error) {
 // key cache hands out clones so that evicting (and wiping) its own copy
 // never pulls key material from under a reader.
 func (k *Key) Clone() *Key {
+	if k.Private != nil {
+		privateClones.Add(1)
+	}
 	c := &Key{Ref: k.Ref, Type: k.Type, Public: k.Public, Ops: slices.Clone(k.Ops)}
 	if k.Oct != nil {
 		c.Oct = bytes.Clone(k.Oct)

@@ -79,7 +79,24 @@ func openObject(f *os.File, kek any, name string) (*crypto.Decryptor, error) {
 		name = h.Name
 		log.Info().Str("name", name).Msg("object name not checked (no --name)")
 	}
-	return crypto.NewDecryptor(h, kek, name, size)
+	var opts crypto.OpenOptions
+	if h.Version == crypto.VersionV2 {
+		off, n, err := h.TableRange(size)
+		if err != nil {
+			return nil, err
+		}
+		if n > 1<<30 {
+			return nil, fmt.Errorf("%w: nonce table of %d bytes", crypto.ErrInvalidSize, n)
+		}
+		opts.Table = make([]byte, n)
+		if k, err := f.ReadAt(opts.Table, off); int64(k) != n {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return crypto.NewDecryptorOpts(h, kek, name, size, opts)
 }
 
 // readHeader parses the header at the start of f and returns it with the

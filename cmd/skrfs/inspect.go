@@ -24,6 +24,10 @@ type inspectOutput struct {
 	Chunks        int64  `json:"chunks,omitempty"`
 	Name          string `json:"name"`
 	SizeError     string `json:"size_error,omitempty"`
+	// Version 2 only.
+	BatchKeyID  string  `json:"batch_key_id,omitempty"`
+	SealCount   *uint64 `json:"seal_count,omitempty"`
+	TableDigest string  `json:"nonce_table_digest,omitempty"`
 }
 
 func newInspectCmd() *cobra.Command {
@@ -45,9 +49,14 @@ values are unauthenticated claims until the object is opened with its key.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			o := inspectOutput{Version: crypto.Version, ObjectID: hex.EncodeToString(h.ObjectID[:]),
+			o := inspectOutput{Version: h.Version, ObjectID: hex.EncodeToString(h.ObjectID[:]),
 				KeyRef: h.KeyRef, WrapAlgorithm: h.Wrap.String(), ChunkSize: h.ChunkSize,
 				HeaderLength: h.Len(), ObjectSize: size, Name: h.Name}
+			if h.Version == crypto.VersionV2 {
+				id := crypto.BatchKeyID(h)
+				q := h.SealCount
+				o.BatchKeyID, o.SealCount, o.TableDigest = hex.EncodeToString(id[:]), &q, hex.EncodeToString(h.TableDigest[:])
+			}
 			if ps, err := h.PlainSize(size); err != nil {
 				o.SizeError = err.Error()
 			} else {
@@ -77,6 +86,11 @@ values are unauthenticated claims until the object is opened with its key.`,
 			fmt.Fprintf(tw, "plaintext size:\t%s\n", plain)
 			fmt.Fprintf(tw, "object size:\t%d (header %d)\n", o.ObjectSize, o.HeaderLength)
 			fmt.Fprintf(tw, "object ID:\t%s\n", o.ObjectID)
+			if o.BatchKeyID != "" {
+				fmt.Fprintf(tw, "batch:\t%s (objects sealed together share it)\n", o.BatchKeyID)
+				fmt.Fprintf(tw, "seal count:\t%d\n", *o.SealCount)
+				fmt.Fprintf(tw, "nonce table digest:\t%s\n", o.TableDigest)
+			}
 			fmt.Fprintf(tw, "authenticated:\tno (inspect uses no key)\n")
 			if err := tw.Flush(); err != nil {
 				return err

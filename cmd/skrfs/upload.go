@@ -33,7 +33,7 @@ type uploadDest interface {
 
 func newUploadCmd() *cobra.Command {
 	var keyArg, to, keyRef, suffix, fpKeyFile, sign, datasetID, anchor string
-	var chunkSize, parallel int
+	var chunkSize, parallel, formatVersion, batchSize int
 	var force, mirror bool
 	cmd := &cobra.Command{
 		Use:   "upload --key KEY --to URL SRC...",
@@ -59,6 +59,14 @@ is derived from the key; with an RSA or EC key it is a random secret kept in
 --fingerprint-key (default $XDG_STATE_HOME/skrfs/upload-fingerprint.key,
 created with mode 0600). Files are uploaded in parallel with bounded memory.
 
+Objects are written in format version 2 (docs/format.md section 11): one
+run draws one batch key, wraps it once for KEY, and wraps each object's data
+key under it, so that readers make one RSA or EC private-key operation per
+batch instead of one per object. --batch-size N starts a new batch key every
+N objects (a leaked batch key exposes its batch only; 1 is version 1's
+exposure). --format-version 1 writes version 1. Objects already uploaded in
+either version count as unchanged; use --force to rewrite them.
+
 With --sign KEY (a private key file, or a Key Vault key URL used through
 its Sign operation), the run then publishes the dataset's signed manifest
 (.skrfs/manifest): the previous manifest, verified with KEY's public part,
@@ -73,6 +81,12 @@ storage, unlisted, and mounts hide them).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyArg == "" || to == "" {
 				return usageError{fmt.Errorf("--key and --to are required")}
+			}
+			if formatVersion != crypto.Version && formatVersion != crypto.VersionV2 {
+				return usageError{fmt.Errorf("--format-version must be 1 or 2, not %d", formatVersion)}
+			}
+			if batchSize < 0 {
+				return usageError{fmt.Errorf("--batch-size must be 0 (the whole run) or more")}
 			}
 			ctx := cmd.Context()
 			if sign == "" && (datasetID != "" || anchor != "") {
@@ -114,6 +128,7 @@ storage, unlisted, and mounts hide them).`,
 			uopts := upload.Options{
 				KEK: key.KEK(), KeyRef: ref, ChunkSize: chunkSize, Suffix: suffix,
 				Parallel: parallel, Force: force, Progress: prog.update, Logger: log, FingerprintKey: fpKey,
+				FormatVersion: formatVersion, BatchSize: batchSize,
 			}
 			if sp != nil {
 				uopts.Sealed = sp.collected.Sealed
@@ -143,6 +158,8 @@ storage, unlisted, and mounts hide them).`,
 	cmd.Flags().StringVar(&suffix, "suffix", "", "suffix appended to object names in the store, e.g. .skrfs")
 	cmd.Flags().IntVar(&chunkSize, "chunk-size", crypto.DefaultChunkSize, "plaintext chunk size in bytes")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "files uploaded at once")
+	cmd.Flags().IntVar(&formatVersion, "format-version", crypto.VersionV2, "object format version to write: 2 (per-batch wrapping key) or 1")
+	cmd.Flags().IntVar(&batchSize, "batch-size", 0, "objects per batch key in format version 2 (0 = the whole run)")
 	cmd.Flags().BoolVar(&force, "force", false, "upload even when an identical object exists")
 	cmd.Flags().StringVar(&fpKeyFile, "fingerprint-key", "", "file of the secret that keys the change-detection fingerprints (default: derived from an oct key; else $XDG_STATE_HOME/skrfs/upload-fingerprint.key, created if missing)")
 	cmd.Flags().StringVar(&sign, "sign", "", "publish a signed manifest with this key: private key file, or Key Vault key URL (signs in the HSM)")

@@ -179,10 +179,31 @@ type allowList struct {
 }
 
 func (a *allowList) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	if err := a.allowed(ref); err != nil {
+		return nil, err
+	}
+	return a.inner.Release(ctx, ref)
+}
+
+// ReleaseBatchKeys passes the key cache's light release through the same
+// allow-list (fs uses it for version 2 objects of a cached batch).
+func (a *allowList) ReleaseBatchKeys(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	if err := a.allowed(ref); err != nil {
+		return nil, err
+	}
+	if c, ok := a.inner.(interface {
+		ReleaseBatchKeys(context.Context, keyrelease.KeyRef) (*keyrelease.Key, error)
+	}); ok {
+		return c.ReleaseBatchKeys(ctx, ref)
+	}
+	return a.inner.Release(ctx, ref)
+}
+
+func (a *allowList) allowed(ref keyrelease.KeyRef) error {
 	for _, k := range a.cfg.Keys {
 		if r, err := keyrelease.ParseKeyRef(k.Ref); err == nil && r.Matches(ref) {
-			return a.inner.Release(ctx, ref)
+			return nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %s", keyrelease.ErrNotAllowed, ref)
+	return fmt.Errorf("%w: %s", keyrelease.ErrNotAllowed, ref)
 }

@@ -431,12 +431,16 @@ func main() {
 
 	// The data: one large object, 1,000 small files, 64 medium ones.
 	plain := filepath.Join(tmpfs, "plain")
-	writeRandom(filepath.Join(plain, "big.bin"), *size, 1)
+	if want("seq") || want("random") || want("rss") || want("azure") {
+		writeRandom(filepath.Join(plain, "big.bin"), *size, 1)
+	}
 	for i := 0; i < 1000; i++ {
 		writeRandom(filepath.Join(plain, "small", fmt.Sprintf("%04d", i)), 4096, byte(i))
 	}
-	for i := 0; i < 64; i++ {
-		writeRandom(filepath.Join(plain, "par", fmt.Sprintf("%02d", i)), 16<<20, byte(100+i))
+	if want("par") {
+		for i := 0; i < 64; i++ {
+			writeRandom(filepath.Join(plain, "par", fmt.Sprintf("%02d", i)), 16<<20, byte(100+i))
+		}
 	}
 	store := filepath.Join(tmpfs, "skrfs-store")
 	st, err := localdir.New(mkdir(store))
@@ -447,7 +451,17 @@ func main() {
 	if len(res.Errors) > 0 {
 		must(res.Errors[0])
 	}
-	cfg := writeConfig(stack, ref, map[string]string{"bench": "local: " + store}, filepath.Join(work, "skrfs.yaml"))
+	// The small files again, sealed for an RSA-3072 and an EC P-256 key
+	// (public keys only, as a data owner would), in format version 2 (one
+	// batch per upload run) and, for the before/after comparison, version 1.
+	kinds := smallKinds(ctx, stack, octBytes, ref, tmpfs, plain)
+	extraKeys := map[string]string{}
+	extraSets := map[string][2]string{}
+	for _, k := range kinds {
+		extraKeys[k.key] = k.ref
+		extraSets[k.dataset] = [2]string{"local: " + k.store, k.key}
+	}
+	cfg := writeConfigKeys(stack, ref, map[string]string{"bench": "local: " + store}, extraKeys, extraSets, filepath.Join(work, "skrfs.yaml"))
 
 	// gocryptfs over the same plaintext, ciphertext in tmpfs.
 	gcfCipher := mkdir(filepath.Join(tmpfs, "gcf-cipher"))
@@ -545,6 +559,38 @@ func main() {
 		}
 	}
 	if want("small") {
+		// Every key type side by side, each dataset on the same daemon
+		// (one release per key in all); the batch key of a version 2
+		// dataset is unwrapped once per daemon.
+		var smallNames []string
+		for _, k := range kinds {
+			smallNames = append(smallNames, k.label)
+			dirOf[k.label] = filepath.Join(sk.mnt, k.dataset, "small")
+		}
+		smallNames = append(smallNames, "gocryptfs")
+		dirOf["gocryptfs"] = gcfMnt
+		relBefore := map[string]int{}
+		for _, key := range []string{"bench-rsa", "bench-ec", "bench-oct"} {
+			relBefore[key] = stack.Vault.Stats(key).Allowed
+		}
+		got := interleaved(*runs, smallNames, func(n string) float64 {
+			dir := dirOf[n]
+			if n == "gocryptfs" {
+				dir = filepath.Join(gcfMnt, "small")
+			}
+			dropCaches()
+			return timeMS(func() { catAll(dir) })
+		})
+		for _, n := range smallNames {
+			record("cat 1,000 files of 4 KiB, per key type", n, "ms", got[n], coldNote+"; subjects interleaved; one daemon")
+		}
+		for _, n := range smallNames[:len(smallNames)-1] {
+			ratio("cat 1,000 files of 4 KiB, per key type", n, "gocryptfs")
+		}
+		for _, key := range []string{"bench-rsa", "bench-ec", "bench-oct"} {
+			fmt.Fprintf(os.Stderr, "key releases of %s during the small-file runs: %d\n", key, stack.Vault.Stats(key).Allowed-relBefore[key])
+		}
+		dirOf["gocryptfs"] = gcfMnt
 		for _, s := range subjects[:2] {
 			dir := filepath.Join(s.dir, "small")
 			record("cat 1,000 files of 4 KiB", s.name, "ms", samples(*runs, func() float64 {
@@ -643,6 +689,92 @@ func importKey(ctx context.Context, s *devstack.Stack, oct []byte) string {
 		KeyAttributes: &azkeys.KeyAttributes{Exportable: &exp}, ReleasePolicy: &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: s.Policy(hd)}}, nil)
 	must(err)
 	return string(*resp.Key.KID)
+}
+
+// smallKind is one dataset of the 1,000 small files sealed for one key.
+type smallKind struct {
+	label, key, ref, dataset, store string
+}
+
+// smallKinds creates an RSA-3072 and an EC P-256 key with the bench release
+// policy and seals the small files for each key type, in format version 2
+// (one batch per run) and version 1.
+func smallKinds(ctx context.Context, s *devstack.Stack, oct []byte, octRef keyrelease.KeyRef, tmpfs, plain string) []smallKind {
+	kc, err := s.KeysClient(nil)
+	must(err)
+	hd := fmt.Sprintf("%x", s.TEE.HostData)
+	ct := "application/json; charset=utf-8"
+	exp := true
+	create := func(name string, p azkeys.CreateKeyParameters) (string, any) {
+		p.KeyAttributes = &azkeys.KeyAttributes{Exportable: &exp}
+		p.ReleasePolicy = &azkeys.KeyReleasePolicy{ContentType: &ct, EncodedPolicy: s.Policy(hd)}
+		resp, err := kc.CreateKey(ctx, name, p, nil)
+		must(err)
+		js, _ := resp.Key.MarshalJSON()
+		k, err := keyrelease.ParseKey(js)
+		must(err)
+		return string(*resp.Key.KID), k.KEK()
+	}
+	rsaKty, ecKty := azkeys.KeyTypeRSAHSM, azkeys.KeyTypeECHSM
+	bits, crv := int32(3072), azkeys.CurveNameP256
+	rsaKID, rsaPub := create("bench-rsa", azkeys.CreateKeyParameters{Kty: &rsaKty, KeySize: &bits})
+	ecKID, ecPub := create("bench-ec", azkeys.CreateKeyParameters{Kty: &ecKty, Curve: &crv})
+	unversioned := func(kid string) string {
+		r, err := keyrelease.ParseKeyRef(kid)
+		must(err)
+		r.Version = ""
+		return r.String()
+	}
+	files, err := upload.Collect([]string{filepath.Join(plain, "small")})
+	must(err)
+	for i := range files {
+		files[i].Name = "small/" + files[i].Name
+	}
+	var out []smallKind
+	for _, k := range []struct {
+		label, key, ref string
+		kek             any
+		version         int
+	}{
+		{"skrfs oct v2", "bench-oct", octRef.String(), oct, 2},
+		{"skrfs EC P-256 v2", "bench-ec", unversioned(ecKID), ecPub, 2},
+		{"skrfs RSA-3072 v2", "bench-rsa", unversioned(rsaKID), rsaPub, 2},
+		{"skrfs RSA-3072 v1", "bench-rsa", unversioned(rsaKID), rsaPub, 1},
+		{"skrfs EC P-256 v1", "bench-ec", unversioned(ecKID), ecPub, 1},
+		{"skrfs oct v1", "bench-oct", octRef.String(), oct, 1},
+	} {
+		ds := strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(strings.TrimPrefix(k.label, "skrfs ")))
+		store := mkdir(filepath.Join(tmpfs, "store-"+ds))
+		st, err := localdir.New(store)
+		must(err)
+		res := upload.Run(ctx, st, files, upload.Options{KEK: k.kek, KeyRef: k.ref, FormatVersion: k.version,
+			FingerprintKey: make([]byte, 32), Parallel: runtime.NumCPU()})
+		if len(res.Errors) > 0 {
+			must(res.Errors[0])
+		}
+		out = append(out, smallKind{label: k.label, key: k.key, ref: k.ref, dataset: "small-" + ds, store: store})
+	}
+	return out
+}
+
+// writeConfigKeys is writeConfig with more keys (name: ref) and datasets
+// (name: [source, key name]).
+func writeConfigKeys(s *devstack.Stack, ref keyrelease.KeyRef, datasets, keys map[string]string, sets map[string][2]string, path string) string {
+	writeConfig(s, ref, datasets, path)
+	b, err := os.ReadFile(path)
+	must(err)
+	cfg := string(b)
+	for name, r := range keys {
+		if name == "bench-oct" {
+			continue
+		}
+		cfg = strings.Replace(cfg, "keys:\n", "keys:\n  - name: "+name+"\n    ref: "+r+"\n", 1)
+	}
+	for name, src := range sets {
+		cfg += "  - name: " + name + "\n    " + src[0] + "\n    keys: [" + src[1] + "]\n"
+	}
+	must(os.WriteFile(path, []byte(cfg), 0o600))
+	return path
 }
 
 // writeConfig extends the devstack's configuration with the bench key and

@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Independent implementation of the skrfs encrypted-object format, version 1.
+"""Independent implementation of the skrfs encrypted-object format, version 1,
+and a reader of version 2 (docs/format.md section 11: per-batch wrapping key,
+random chunk nonces in a trailing nonce table). The writer writes version 1.
 
 Written from docs/format.md alone (no Go code consulted), as a check that the
 specification is complete.  Section numbers in comments ("§3") refer to that
@@ -54,6 +56,14 @@ EC_ALGS = {ALG_ECDH_P256: (ec.SECP256R1, 65, 32), ALG_ECDH_P384: (ec.SECP384R1, 
 ECDH_INFO = b"skrfs/v1 ecdh-es a256kw"
 INFO_CHUNK = b"skrfs/v1 chunk key"     # §4
 INFO_MAC = b"skrfs/v1 header mac"
+# Version 2 (§11)
+VERSION_2 = 2
+ECDH_INFO_V2 = b"skrfs/v2 ecdh-es a256kw"
+INFO_CHUNK_V2 = b"skrfs/v2 chunk key"
+INFO_MAC_V2 = b"skrfs/v2 header mac"
+AD_V2 = b"skrfs/v2 chunk"
+NONCE_LEN = 12
+V2_OVERHEAD = TAG_LEN + NONCE_LEN     # per chunk: GCM tag + nonce-table entry
 KEY_REF_RE = re.compile(r"^https://[^/]+/keys/[^/]+(/[^/]+)?$")
 
 
@@ -152,9 +162,9 @@ def _point(pub):
                             serialization.PublicFormat.UncompressedPoint)
 
 
-def _ecdh_kek(z, epk, recipient_pub):
+def _ecdh_kek(z, epk, recipient_pub, info=ECDH_INFO):
     """KEK' = HKDF-SHA256(Z, salt = EPK || recipient point, info, 32)  (§3)."""
-    return HKDF(hashes.SHA256(), 32, epk + _point(recipient_pub), ECDH_INFO).derive(z)
+    return HKDF(hashes.SHA256(), 32, epk + _point(recipient_pub), info).derive(z)
 
 
 def _oaep():
@@ -176,7 +186,7 @@ def wrap_dek(kek, dek):
     return alg, epk + aes_key_wrap(_ecdh_kek(z, epk, kek.pub), dek)
 
 
-def unwrap_dek(kek, alg, wrapped):
+def unwrap_dek(kek, alg, wrapped, info=ECDH_INFO):
     """Recover the DEK; any mismatch or failure is ErrWrongKey (§3, §6.2 step 2)."""
     try:
         if alg == ALG_A256KW:
@@ -202,7 +212,7 @@ def unwrap_dek(kek, alg, wrapped):
             except ValueError:
                 raise ErrWrongKey("EPK is not a valid point on the curve") from None
             z = kek.priv.exchange(ec.ECDH(), eph_pub)
-            dek = aes_key_unwrap(_ecdh_kek(z, epk, kek.pub), kw)
+            dek = aes_key_unwrap(_ecdh_kek(z, epk, kek.pub, info), kw)
     except (InvalidUnwrap, ValueError):
         raise ErrWrongKey("unwrapping the DEK failed") from None
     if len(dek) != DEK_LEN:
@@ -228,11 +238,15 @@ class Header:
              "wrap_alg": self.alg, "wrap_alg_name": ALG_NAMES[self.alg],
              "key_ref": self.key_ref.decode(), "name": self.name.decode(),
              "wrapped_dek_len": len(self.wrapped_dek)}
+        if self.version == VERSION_2:
+            d["wrapped_batch_key_len"] = len(self.wrapped_bk)
+            d["seal_count"] = self.seal_count
+            d["nonce_table_digest"] = self.table_digest.hex()
         if object_size is not None:
             d["object_size"] = object_size
             try:
                 d["chunks"], d["plaintext_size"] = body_layout(object_size, self.header_len,
-                                                               self.chunk_size)
+                                                               self.chunk_size, self.version)
                 d["size_valid"] = True
             except ErrInvalidSize:
                 d["chunks"], d["plaintext_size"], d["size_valid"] = None, None, False
@@ -261,14 +275,15 @@ def parse_preamble(pre):
     """Validate the 16-byte preamble (§2.1); return (H, C)."""
     if pre[:5] != MAGIC:
         raise ErrBadMagic()
-    if len(pre) > 5 and pre[5] != VERSION:
+    if len(pre) > 5 and pre[5] not in (VERSION, VERSION_2):
         raise ErrUnsupportedVersion(f"version {pre[5]}")
     if len(pre) < PREAMBLE_LEN:
         raise ErrMalformedHeader("object shorter than the 16-byte preamble")
     if pre[6:8] != b"\0\0":
         raise ErrMalformedHeader("reserved bytes are not zero")
     hlen, csize = struct.unpack(">II", pre[8:16])
-    if not 71 + 40 <= hlen <= MAX_HEADER_LEN:   # smallest possible header: R = N = 0, W = 40
+    min_h = 151 + 40 if pre[5] == VERSION_2 else 71 + 40   # smallest: R = N = 0, W = 40
+    if not min_h <= hlen <= MAX_HEADER_LEN:
         raise ErrMalformedHeader(f"header length {hlen} out of range")
     if not MIN_CHUNK <= csize <= MAX_CHUNK:
         raise ErrMalformedHeader(f"chunk size {csize} out of range")
@@ -280,6 +295,7 @@ def parse_header(hdr):
     hlen, csize = parse_preamble(hdr[:PREAMBLE_LEN])
     if len(hdr) != hlen:
         raise ErrMalformedHeader("header buffer length differs from H")
+    version = hdr[5]
     pos = 16
 
     def take(n, what):
@@ -306,6 +322,19 @@ def parse_header(hdr):
     if w not in expected_wrapped_len(alg):
         raise ErrMalformedHeader(f"wrapped-DEK length {w} wrong for {ALG_NAMES[alg]}")
     wrapped = take(w, "wrapped DEK")
+    if version == VERSION_2:                  # §11.1: W is the wrapped batch key
+        wrapped_bk = wrapped
+        wrapped = take(40, "wrapped DEK")
+        seal_count = struct.unpack(">Q", take(8, "seal count"))[0]
+        table_digest = take(32, "nonce-table digest")
+        if pos + MAC_LEN != hlen:             # H = 151 + R + N + W
+            raise ErrMalformedHeader(f"fields add up to {pos + MAC_LEN}, H is {hlen}")
+        _check_text("key reference", key_ref)
+        _check_text("name", name)
+        return Header(version=VERSION_2, header_len=hlen, chunk_size=csize, object_id=object_id,
+                      alg=alg, key_ref=key_ref, name=name, wrapped_bk=wrapped_bk,
+                      wrapped_dek=wrapped, seal_count=seal_count, table_digest=table_digest,
+                      mac=hdr[hlen - MAC_LEN:], raw=bytes(hdr))
     if pos + MAC_LEN != hlen:                 # H must equal 71 + R + N + W
         raise ErrMalformedHeader(f"fields add up to {pos + MAC_LEN}, H is {hlen}")
     _check_text("key reference", key_ref)
@@ -337,8 +366,17 @@ def object_size(hlen, csize, plen):
     return hlen + plen + TAG_LEN * chunk_count(plen, csize)
 
 
-def body_layout(size, hlen, csize):
+def body_layout(size, hlen, csize, version=VERSION):
     """Return (n, plaintext size) for an object of `size` bytes, or raise ErrInvalidSize."""
+    if version == VERSION_2:                  # §11.1: U = C + 28
+        b, u = size - hlen, csize + V2_OVERHEAD
+        if b < V2_OVERHEAD:
+            raise ErrInvalidSize(f"body of {b} bytes")
+        n = -(-b // u)
+        r = b - (n - 1) * u
+        if not (V2_OVERHEAD < r <= u or (n == 1 and r == V2_OVERHEAD)):
+            raise ErrInvalidSize(f"last chunk and its nonce would be {r} bytes")
+        return n, b - V2_OVERHEAD * n
     b, t = size - hlen, csize + TAG_LEN
     if b < TAG_LEN:
         raise ErrInvalidSize(f"body of {b} bytes")
@@ -355,11 +393,11 @@ def plaintext_size(size, hlen, csize):
 
 # ------------------------------------------------------------ key schedule
 
-def derive_keys(dek, object_id):
+def derive_keys(dek, object_id, infos=(INFO_CHUNK, INFO_MAC)):
     """§4: PRK = HKDF-Extract(object ID, DEK); K_chunk, K_mac = HKDF-Expand(PRK, info, 32)."""
     prk = hmac.new(object_id, dek, hashlib.sha256).digest()     # RFC 5869 extract
-    k_chunk = HKDFExpand(hashes.SHA256(), 32, INFO_CHUNK).derive(prk)
-    k_mac = HKDFExpand(hashes.SHA256(), 32, INFO_MAC).derive(prk)
+    k_chunk = HKDFExpand(hashes.SHA256(), 32, infos[0]).derive(prk)
+    k_mac = HKDFExpand(hashes.SHA256(), 32, infos[1]).derive(prk)
     return k_chunk, k_mac
 
 
@@ -426,14 +464,23 @@ def encrypt_stream(src, dst, key, name, key_ref="", chunk_size=DEFAULT_CHUNK):
 class Opened:
     """An object whose header has been authenticated (§6.2 steps 1-4)."""
 
-    def __init__(self, f, size, header, n, psize, aead, d):
+    def __init__(self, f, size, header, n, psize, aead, d, table=None):
         self.f, self.size, self.header, self.n, self.psize = f, size, header, n, psize
-        self.aead, self.d = aead, d
+        self.aead, self.d, self.table = aead, d, table
+        # v2: the nonce table follows the last chunk (§11.1)
+        self.body_end = size - NONCE_LEN * n if table is not None else size
+
+    def nonce_ad(self, i, final):
+        """v1: (nonce_i, D) (§5); v2: (N_i from the table, AD_i) (§11.1)."""
+        if self.table is None:
+            return chunk_nonce(i, final), self.d
+        return (self.table[i * NONCE_LEN:(i + 1) * NONCE_LEN],
+                AD_V2 + struct.pack(">Q", i) + (b"\1" if final else b"\0"))
 
     def read_sealed(self, i):
         t = self.header.chunk_size + TAG_LEN
         start = self.header.header_len + i * t
-        length = min(t, self.size - start)
+        length = min(t, self.body_end - start)
         self.f.seek(start)
         data = _read_full(self.f, length)
         if len(data) != length:
@@ -446,14 +493,23 @@ class Opened:
         sealed = self.read_sealed(i)
         final = i == self.n - 1
         try:
-            return self.aead.decrypt(chunk_nonce(i, final), sealed, self.d)
+            return self.aead.decrypt(*self._args(i, final, sealed))
         except InvalidTag:
             pass
         try:
-            self.aead.decrypt(chunk_nonce(i, not final), sealed, self.d)  # plaintext discarded
+            self.aead.decrypt(*self._args(i, not final, sealed))  # plaintext discarded
         except InvalidTag:
             raise ErrChunkAuth(f"chunk {i}") from None
         raise (ErrTruncated if final else ErrExtended)(f"chunk {i}")
+
+
+
+def _opened_args(self, i, final, sealed):
+    nonce, ad = self.nonce_ad(i, final)
+    return nonce, sealed, ad
+
+
+Opened._args = _opened_args
 
 
 def _as_file(obj):
@@ -485,6 +541,8 @@ def open_object(obj, key, name=None):
     f = _as_file(obj)
     size = _file_size(f)
     hdr = read_header(f, size)                                   # step 1
+    if hdr.version == VERSION_2:
+        return _open_v2(f, size, hdr, key, name)
     n, psize = body_layout(size, hdr.header_len, hdr.chunk_size)
     dek = unwrap_dek(as_kek(key), hdr.alg, hdr.wrapped_dek)      # step 2
     k_chunk, k_mac = derive_keys(dek, hdr.object_id)             # step 3
@@ -497,6 +555,33 @@ def open_object(obj, key, name=None):
             raise ErrNameMismatch(f"sealed for {hdr.name.decode()!r}, expected "
                                   f"{want.decode('utf-8', 'replace')!r}")
     return Opened(f, size, hdr, n, psize, AESGCM(k_chunk), hashlib.sha256(hdr.raw).digest())
+
+
+def _open_v2(f, size, hdr, key, name):
+    """§11.2: sizes, BK, DEK = A256KW-unwrap(BK), MAC, name, table digest."""
+    n, psize = body_layout(size, hdr.header_len, hdr.chunk_size, VERSION_2)
+    bk = unwrap_dek(as_kek(key), hdr.alg, hdr.wrapped_bk, ECDH_INFO_V2)
+    try:
+        dek = aes_key_unwrap(bk, hdr.wrapped_dek)
+    except (InvalidUnwrap, ValueError):
+        raise ErrWrongKey("unwrapping the DEK with the batch key failed") from None
+    if len(dek) != DEK_LEN:
+        raise ErrWrongKey(f"unwrapped DEK is {len(dek)} bytes, not 32")
+    k_chunk, k_mac = derive_keys(dek, hdr.object_id, (INFO_CHUNK_V2, INFO_MAC_V2))
+    mac = hmac.new(k_mac, hdr.raw[:-MAC_LEN], hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, hdr.mac):
+        raise ErrHeaderAuth()
+    if name is not None:
+        want = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+        if want != hdr.name:
+            raise ErrNameMismatch(f"sealed for {hdr.name.decode()!r}, expected "
+                                  f"{want.decode('utf-8', 'replace')!r}")
+    f.seek(size - NONCE_LEN * n)
+    table = _read_full(f, NONCE_LEN * n)
+    if len(table) != NONCE_LEN * n or not hmac.compare_digest(hashlib.sha256(table).digest(),
+                                                                hdr.table_digest):
+        raise ErrHeaderAuth("nonce table digest mismatch")
+    return Opened(f, size, hdr, n, psize, AESGCM(k_chunk), None, table)
 
 
 def decrypt_stream(obj, dst, key, name=None):

@@ -76,6 +76,13 @@ type Options struct {
 	// (DeriveFingerprintKey). Nil with an RSA or EC KEK: no fingerprint
 	// is written and every file is uploaded.
 	FingerprintKey []byte
+	// FormatVersion of new objects: 0 or 2 = format version 2 (a batch
+	// key per run, docs/format.md 11.3), 1 = version 1.
+	FormatVersion int
+	// BatchSize is the number of version 2 objects that share one batch
+	// key; 0 = the whole run (one private-key operation per run for
+	// readers). A leaked batch key exposes its batch only.
+	BatchSize int
 	// Progress, when non-nil, is called after every file.
 	Progress func(Progress)
 	// Sealed, when non-nil, is called after each object this run uploads
@@ -164,12 +171,23 @@ func Collect(sources []string) ([]File, error) {
 // Run uploads files to dst. It returns an error only for problems that stop
 // the whole run; per-file failures are in Result.Errors.
 func Run(ctx context.Context, dst Destination, files []File, opts Options) Result {
+	var res Result
+	res.Files = len(files)
+	switch opts.FormatVersion {
+	case 0, crypto.VersionV2:
+		opts.FormatVersion = crypto.VersionV2
+	case crypto.Version:
+	default:
+		res.Failed = len(files)
+		res.Errors = []error{fmt.Errorf("upload: unknown format version %d", opts.FormatVersion)}
+		return res
+	}
+	bs := &batches{kek: opts.KEK, keyRef: opts.KeyRef, size: opts.BatchSize}
+	defer bs.destroy()
 	par := opts.Parallel
 	if par <= 0 {
 		par = 4
 	}
-	var res Result
-	res.Files = len(files)
 	for _, f := range files {
 		res.Bytes += f.Size
 	}
@@ -182,7 +200,7 @@ func Run(ctx context.Context, dst Destination, files []File, opts Options) Resul
 		go func() {
 			defer wg.Done()
 			for f := range work {
-				skipped, err := one(ctx, dst, f, opts)
+				skipped, err := one(ctx, dst, f, opts, bs)
 				bytesDone.Add(f.Size)
 				mu.Lock()
 				res.Done++
@@ -217,7 +235,7 @@ func Run(ctx context.Context, dst Destination, files []File, opts Options) Resul
 
 // one uploads a single file, or skips it when the store already holds an
 // object with the same fingerprint, key reference and chunk size.
-func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bool, err error) {
+func one(ctx context.Context, dst Destination, f File, opts Options, bs *batches) (skipped bool, err error) {
 	chunk := opts.ChunkSize
 	if chunk == 0 {
 		chunk = crypto.DefaultChunkSize
@@ -250,15 +268,35 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 		return false, err
 	}
 	defer in.Close()
-	hlen, err := crypto.HeaderLen(opts.KEK, opts.KeyRef, f.Name)
-	if err != nil {
-		return false, err
+	var hlen int
+	var newWriter func(io.Writer) (io.WriteCloser, error)
+	sopts := crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk}
+	if opts.FormatVersion == crypto.Version {
+		if hlen, err = crypto.HeaderLen(opts.KEK, opts.KeyRef, f.Name); err != nil {
+			return false, err
+		}
+		newWriter = func(w io.Writer) (io.WriteCloser, error) { return crypto.NewWriter(w, opts.KEK, sopts) }
+	} else {
+		if hlen, err = crypto.HeaderLenV2(opts.KEK, opts.KeyRef, f.Name); err != nil {
+			return false, err
+		}
+		st, err := in.Stat()
+		if err != nil {
+			return false, err
+		}
+		b, err := bs.get()
+		if err != nil {
+			return false, err
+		}
+		// The size is known, so the nonces are drawn first and the object
+		// streams header first; a file that changes size fails.
+		newWriter = func(w io.Writer) (io.WriteCloser, error) { return crypto.NewWriterV2Sized(w, b, sopts, st.Size()) }
 	}
 	pr, pw := io.Pipe()
 	hc := &headCapture{w: pw, want: hlen}
 	var plainSize int64
 	go func() {
-		sw, err := crypto.NewWriter(hc, opts.KEK, crypto.SealOptions{Name: f.Name, KeyRef: opts.KeyRef, ChunkSize: chunk})
+		sw, err := newWriter(hc)
 		if err == nil {
 			var src io.Reader = in
 			var h hash.Hash
@@ -281,7 +319,7 @@ func one(ctx context.Context, dst Destination, f File, opts Options) (skipped bo
 	md := map[string]string{
 		MetaKeyRef:    opts.KeyRef,
 		MetaChunkSize: strconv.Itoa(chunk),
-		MetaVersion:   strconv.Itoa(crypto.Version),
+		MetaVersion:   strconv.Itoa(opts.FormatVersion),
 		MetaHeaderLen: strconv.Itoa(hlen),
 	}
 	if fk != nil {
@@ -313,7 +351,46 @@ func (c *headCapture) Write(p []byte) (int, error) {
 func upToDate(md map[string]string, sum, keyRef string, chunk int) bool {
 	get := func(k string) string { v, _ := blob.MetadataValue(md, k); return v }
 	return sum != "" && hmac.Equal([]byte(get(MetaFingerprint)), []byte(sum)) && get(MetaKeyRef) == keyRef &&
-		get(MetaChunkSize) == strconv.Itoa(chunk) && get(MetaVersion) == strconv.Itoa(crypto.Version)
+		get(MetaChunkSize) == strconv.Itoa(chunk) &&
+		(get(MetaVersion) == strconv.Itoa(crypto.Version) || get(MetaVersion) == strconv.Itoa(crypto.VersionV2))
+}
+
+// batches hands out the batch keys of a run: one per BatchSize objects
+// (all of the run when BatchSize is 0), drawn on first use.
+type batches struct {
+	kek    any
+	keyRef string
+	size   int
+
+	mu   sync.Mutex
+	cur  *crypto.Batch
+	used int
+	all  []*crypto.Batch
+}
+
+func (b *batches) get() (*crypto.Batch, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cur == nil || (b.size > 0 && b.used >= b.size) {
+		nb, err := crypto.NewBatch(b.kek, b.keyRef, nil)
+		if err != nil {
+			return nil, err
+		}
+		b.cur, b.used = nb, 0
+		b.all = append(b.all, nb)
+	}
+	b.used++
+	return b.cur, nil
+}
+
+// destroy wipes every batch key of the run.
+func (b *batches) destroy() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, x := range b.all {
+		x.Destroy()
+	}
+	b.all, b.cur = nil, nil
 }
 
 // fingerprintLabel separates the fingerprint's HMAC input from any other

@@ -58,6 +58,7 @@ type Cache struct {
 	onWait       func()           // a caller starts waiting for a release (c.mu held)
 	onFlightDone func(*flight)    // a release finished and its result is visible
 	onWipe       func(oct []byte) // a cached key's oct bytes were zeroed
+	onBatchKeys  func(*batchKeys) // a cached key's batch-key store was made
 }
 
 var _ keyrelease.Releaser = (*Cache)(nil)
@@ -84,6 +85,7 @@ type entry struct {
 type cached struct {
 	key       *keyrelease.Key
 	mem       secmem
+	batch     *batchKeys // unwrapped v2 batch keys, wiped with key
 	released  time.Time
 	lastUse   time.Time
 	stopTimer func() bool // cancels the expiry wipe
@@ -182,6 +184,20 @@ func (c *Cache) takeMissTokenLocked(ref keyrelease.KeyRef, now time.Time) bool {
 // after the retries, an error wrapping keyrelease.ErrUnavailable; after
 // Close, ErrClosed.
 func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	return c.release(ctx, ref, false)
+}
+
+// ReleaseBatchKeys is Release (same caching, sharing, expiry and fail-closed
+// rules) but the key it returns holds no key material: only the reference,
+// type, public part and the cached key's batch-key store (for a private
+// key). Readers of version 2 objects whose batch key is cached need no
+// more, and skip the clone of the private key (an RSA clone re-validates
+// the key: milliseconds). The store is wiped with the key.
+func (c *Cache) ReleaseBatchKeys(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+	return c.release(ctx, ref, true)
+}
+
+func (c *Cache) release(ctx context.Context, ref keyrelease.KeyRef, light bool) (*keyrelease.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -199,7 +215,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 			c.entries[id] = e
 		}
 		now := c.opts.Now()
-		if k := c.serveLocked(e, now); k != nil {
+		if k := c.serveLocked(e, now, light); k != nil {
 			c.mu.Unlock()
 			if !waited {
 				c.st.hits.Add(1)
@@ -255,7 +271,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 		}
 		if f.err == nil {
 			f.res.lastUse = c.opts.Now()
-			k := f.res.key.Clone()
+			k := f.res.clone(light)
 			c.mu.Unlock()
 			return k, nil
 		}
@@ -263,7 +279,7 @@ func (c *Cache) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease
 		if h := e.cur; h != nil && !Classify(f.err).Permanent() &&
 			c.opts.Now().Sub(h.released) < c.opts.TTL+c.opts.MaxStale {
 			h.lastUse = c.opts.Now()
-			k := h.key.Clone()
+			k := h.clone(light)
 			c.mu.Unlock()
 			c.st.staleServed.Add(1)
 			return k, nil
@@ -284,7 +300,7 @@ func (c *Cache) leave(f *flight) {
 // serveLocked returns a clone of e's cached key if it may be served now,
 // starting a background refresh when it is due; it wipes a key older than
 // TTL+MaxStale. It returns nil when the caller must wait for a release.
-func (c *Cache) serveLocked(e *entry, now time.Time) *keyrelease.Key {
+func (c *Cache) serveLocked(e *entry, now time.Time, light bool) *keyrelease.Key {
 	h := e.cur
 	if h == nil {
 		return nil
@@ -308,7 +324,24 @@ func (c *Cache) serveLocked(e *entry, now time.Time) *keyrelease.Key {
 		return nil
 	}
 	h.lastUse = now
-	return h.key.Clone()
+	return h.clone(light)
+}
+
+// clone returns a copy of h's key for a caller, sharing h's batch keys;
+// light leaves out the key material.
+func (h *cached) clone(light bool) *keyrelease.Key {
+	if light {
+		k := &keyrelease.Key{Ref: h.key.Ref, Type: h.key.Type, Public: h.key.Public}
+		if h.batch != nil && h.key.IsPrivate() {
+			k.Batch = h.batch
+		}
+		return k
+	}
+	k := h.key.Clone()
+	if h.batch != nil && k.IsPrivate() {
+		k.Batch = h.batch
+	}
+	return k
 }
 
 // maybeRefreshLocked starts a background refresh of e unless one is in
@@ -341,7 +374,10 @@ func (c *Cache) run(ctx context.Context, e *entry, f *flight) {
 	k, attempts, err := c.releaseWithRetry(ctx, e.ref)
 	var h *cached
 	if err == nil {
-		h = &cached{key: k, mem: c.protect(k), from: f}
+		h = &cached{key: k, mem: c.protect(k), from: f, batch: newBatchKeys(c.allocLocked)}
+		if c.onBatchKeys != nil {
+			c.onBatchKeys(h.batch)
+		}
 	}
 
 	c.mu.Lock()
@@ -561,6 +597,9 @@ func (c *Cache) wipeLocked(h *cached) {
 		h.stopTimer()
 	}
 	c.free(h.key, h.mem)
+	if h.batch != nil {
+		h.batch.wipe()
+	}
 }
 
 // gcLocked drops e from the map when it holds nothing worth keeping.

@@ -19,3 +19,5 @@ func (c *Cache) free(k *keyrelease.Key, _ secmem) {
 		c.onWipe(oct)
 	}
 }
+
+func (c *Cache) allocLocked(n int) ([]byte, func()) { return make([]byte, n), func() {} }

@@ -76,3 +76,23 @@ func (c *Cache) free(k *keyrelease.Key, s secmem) {
 		c.log.Warn().Err(err).Msg("munmap of wiped key memory")
 	}
 }
+
+// allocLocked returns n bytes of private anonymous memory, locked where
+// permitted (else on the Go heap), and the function that unlocks and
+// unmaps it; the caller zeroes the bytes before calling it.
+func (c *Cache) allocLocked(n int) ([]byte, func()) {
+	page := os.Getpagesize()
+	mem, err := unix.Mmap(-1, 0, (n+page-1)/page*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return make([]byte, n), func() {}
+	}
+	locked := unix.Mlock(mem) == nil
+	return mem[:n:n], func() {
+		if locked {
+			_ = unix.Munlock(mem)
+		}
+		if err := unix.Munmap(mem); err != nil {
+			c.log.Warn().Err(err).Msg("munmap of wiped batch-key memory")
+		}
+	}
+}
