@@ -671,3 +671,29 @@ func checkKEKFor(h *Header, kek any) error {
 	}
 	return nil
 }
+
+// ReadTable returns the nonce table of a version 2 object of size bytes
+// whose header is h: from head (the bytes already read from the start of
+// the object) when they cover it, which they do for small objects, else
+// with one read from src. The table is authenticated later, against the
+// header's digest, by NewDecryptorOpts.
+func ReadTable(src io.ReaderAt, size int64, h *Header, head []byte) ([]byte, error) {
+	off, n, err := h.TableRange(size)
+	if err != nil {
+		return nil, err
+	}
+	if off+n <= int64(len(head)) {
+		return head[off : off+n], nil
+	}
+	if n > 64<<20 {
+		return nil, fmt.Errorf("%w: nonce table of %d bytes", ErrInvalidSize, n)
+	}
+	tbl := make([]byte, n)
+	if k, err := src.ReadAt(tbl, off); int64(k) != n {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return tbl, nil
+}

@@ -320,7 +320,13 @@ func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name s
 		}
 		keys[ref] = k
 	}
-	dec, err := crypto.NewDecryptor(h, k.KEK(), name, info.Size)
+	var opts crypto.OpenOptions
+	if h.Version == crypto.VersionV2 {
+		if opts.Table, err = crypto.ReadTable(src, info.Size, h, head); err != nil {
+			return fmt.Errorf("reading the nonce table: %w", err)
+		}
+	}
+	dec, err := crypto.NewDecryptorOpts(h, k.KEK(), name, info.Size, opts)
 	if err != nil {
 		return err
 	}

@@ -404,3 +404,58 @@ func TestCanceledFetchWipes(t *testing.T) {
 		t.Fatalf("left behind after a canceled fetch: %v", left)
 	}
 }
+
+// TestFetchVersion2: version 2 objects (a batch key; the nonce table at the
+// end of the object) deliver like version 1 ones: a small object whose table
+// comes with its header, a large one whose table takes one more read, and a
+// tampered table that fails the whole fetch.
+func TestFetchVersion2(t *testing.T) {
+	for _, tamper := range []bool{false, true} {
+		w := newWorld(t)
+		rb, err := crypto.NewBatch(&w.rsa.PublicKey, refRSA.String(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ob, err := crypto.NewBatch(w.oct.Oct, refOct.String(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range []struct {
+			name string
+			pt   []byte
+			b    *crypto.Batch
+		}{{"v2/small.txt", []byte("version 2, small\n"), rb}, {"v2/large.bin", pseudo(7, 3<<20+11), ob}} {
+			obj, err := crypto.SealV2(o.pt, o.b, crypto.SealOptions{Name: o.name, ChunkSize: 4096})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tamper && o.name == "v2/large.bin" {
+				obj[len(obj)-1] ^= 1 // the last nonce of the table
+			}
+			if err := w.store.Put(o.name+".enc", obj); err != nil {
+				t.Fatal(err)
+			}
+			w.plain[o.name] = o.pt
+		}
+		dir := filepath.Join(t.TempDir(), "out")
+		_, err = Fetch(context.Background(), dir, w.opts())
+		if tamper {
+			if !errors.Is(err, crypto.ErrHeaderAuth) {
+				t.Fatalf("tampered nonce table: %v, want ErrHeaderAuth", err)
+			}
+			if got := listTree(t, dir); len(got) != 0 {
+				t.Fatalf("a failed fetch left %v", got)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, pt := range w.plain {
+			got, err := os.ReadFile(filepath.Join(dir, "data", name))
+			if err != nil || !bytes.Equal(got, pt) {
+				t.Errorf("%s: %v, %d bytes, want %d", name, err, len(got), len(pt))
+			}
+		}
+	}
+}

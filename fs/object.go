@@ -436,27 +436,9 @@ func parseHeader(ctx context.Context, st blob.Store, info blob.Info, head []byte
 	return h, head, err
 }
 
-// readTable returns the nonce table of a version 2 object: from head when
-// the object's first bytes already hold it, else in one ranged read.
+// readTable is crypto.ReadTable over the dataset's store.
 func readTable(ctx context.Context, st blob.Store, info blob.Info, h *crypto.Header, head []byte) ([]byte, error) {
-	off, n, err := h.TableRange(info.Size)
-	if err != nil {
-		return nil, err
-	}
-	if off+n <= int64(len(head)) {
-		return head[off : off+n], nil
-	}
-	if n > 64<<20 {
-		return nil, fmt.Errorf("%w: nonce table of %d bytes", crypto.ErrInvalidSize, n)
-	}
-	tbl := make([]byte, n)
-	if k, err := st.ReadAt(ctx, info.Ref(), tbl, off); int64(k) != n {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	return tbl, nil
+	return crypto.ReadTable(blob.ReaderAt(ctx, st, info.Ref()), info.Size, h, head)
 }
 
 // objectHandle is one open file of an object version.
