@@ -33,6 +33,9 @@ type countingReleaser struct {
 	inner *keyrelease.Static
 	calls atomic.Int64
 	deny  map[string]bool
+	// version, when set, is the version the released keys name for a ref
+	// without one, as Key Vault's do.
+	version string
 }
 
 func (c *countingReleaser) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
@@ -40,7 +43,11 @@ func (c *countingReleaser) Release(ctx context.Context, ref keyrelease.KeyRef) (
 	if c.deny[ref.Name] {
 		return nil, fmt.Errorf("%w: claim x-ms-sevsnpvm-hostdata", keyrelease.ErrDenied)
 	}
-	return c.inner.Release(ctx, ref)
+	k, err := c.inner.Release(ctx, ref)
+	if err == nil && c.version != "" && k.Ref.Version == "" {
+		k.Ref.Version = c.version
+	}
+	return k, err
 }
 
 type world struct {

@@ -285,7 +285,15 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 			k.Wipe() // a releaser without the light path may have handed out a full copy
 			err = crypto.ErrBatchKeyNotCached
 		} else {
-			d, err = n.openWith(ctx, &ref, k, h, info, head)
+			// openWith sets the released version on the ref it is given;
+			// a miss below must release the ref as the header names it, or
+			// a header without a version would be released (and its batch
+			// keys cached) under a second, versioned cache entry that the
+			// light release never consults: one private-key copy per open.
+			lref := ref
+			if d, err = n.openWith(ctx, &lref, k, h, info, head); err == nil {
+				ref = lref
+			}
 		}
 		if err == nil || !errors.Is(err, crypto.ErrBatchKeyNotCached) {
 			if err != nil {

@@ -235,7 +235,13 @@ for off in range(0, 64 << 20, 7 << 20):
 			t.Fatalf("%d more releases of demo-rsa; the cached key should have served every reader", n)
 		}
 		if s.Vault.Stats(devstack.KeyRSA).Allowed != 1 {
-			t.Fatalf("demo-rsa released %d times in all, want 1", s.Vault.Stats(devstack.KeyRSA).Allowed)
+			var lines []string
+			for _, l := range strings.Split(d.out.String(), "\n") {
+				if strings.Contains(l, "released") {
+					lines = append(lines, l)
+				}
+			}
+			t.Fatalf("demo-rsa released %d times in all, want 1; the daemon's releases:\n%s", s.Vault.Stats(devstack.KeyRSA).Allowed, strings.Join(lines, "\n"))
 		}
 	})
 }
