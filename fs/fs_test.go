@@ -35,7 +35,7 @@ type countingReleaser struct {
 	deny  map[string]bool
 	// version, when set, is the version the released keys name for a ref
 	// without one, as Key Vault's do.
-	version string
+	version atomic.Pointer[string]
 }
 
 func (c *countingReleaser) Release(ctx context.Context, ref keyrelease.KeyRef) (*keyrelease.Key, error) {
@@ -44,8 +44,8 @@ func (c *countingReleaser) Release(ctx context.Context, ref keyrelease.KeyRef) (
 		return nil, fmt.Errorf("%w: claim x-ms-sevsnpvm-hostdata", keyrelease.ErrDenied)
 	}
 	k, err := c.inner.Release(ctx, ref)
-	if err == nil && c.version != "" && k.Ref.Version == "" {
-		k.Ref.Version = c.version
+	if v := c.version.Load(); err == nil && v != nil && k.Ref.Version == "" {
+		k.Ref.Version = *v
 	}
 	return k, err
 }

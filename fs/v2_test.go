@@ -57,7 +57,8 @@ func TestV2OnePrivateKeyOpPerBatch(t *testing.T) {
 	// its version, as with Key Vault: the opens must all use the cache entry
 	// of the ref as the header names it (a second, versioned entry never saw
 	// the batch key: one private-key copy per open).
-	w.rel.version = "0123456789abcdef0123456789abcdef"
+	version := "0123456789abcdef0123456789abcdef"
+	w.rel.version.Store(&version)
 	if _, err := os.ReadDir(w.path("data/v2")); err != nil {
 		t.Fatal(err)
 	}
