@@ -141,31 +141,42 @@ func (c *Client) Attest(ctx context.Context, ev Evidence, runtimeData []byte) (*
 		v = APIVersion
 	}
 	u := c.base() + "/attest/SevSnpVm?api-version=" + url.QueryEscape(v)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	tok, err := c.post(ctx, u, body)
 	if err != nil {
 		return nil, err
+	}
+	return c.Verify(ctx, tok, runtimeData)
+}
+
+// post POSTs an attestation request body to u and returns the "token" of
+// MAA's answer. Rejected evidence wraps keyrelease.ErrAttestation; an
+// unreachable or failing service wraps keyrelease.ErrUnavailable.
+func (c *Client) post(ctx context.Context, u string, body []byte) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "skrfs")
 	resp, err := c.http().Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: MAA %s: %v", keyrelease.ErrUnavailable, c.base(), err)
+		return "", fmt.Errorf("%w: MAA %s: %v", keyrelease.ErrUnavailable, c.base(), err)
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("%w: MAA %s: %v", keyrelease.ErrUnavailable, c.base(), err)
+		return "", fmt.Errorf("%w: MAA %s: %v", keyrelease.ErrUnavailable, c.base(), err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, serviceError(resp, rb)
+		return "", serviceError(resp, rb)
 	}
 	var out struct {
 		Token string `json:"token"`
 	}
 	if err := json.Unmarshal(rb, &out); err != nil || out.Token == "" {
-		return nil, fmt.Errorf("%w: MAA returned no token", keyrelease.ErrAttestation)
+		return "", fmt.Errorf("%w: MAA returned no token", keyrelease.ErrAttestation)
 	}
-	return c.Verify(ctx, out.Token, runtimeData)
+	return out.Token, nil
 }
 
 // serviceError turns a non-2xx response into an error: 400-class answers

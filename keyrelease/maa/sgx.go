@@ -1,15 +1,9 @@
 package maa
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
 	"net/url"
-
-	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // SgxRequest is the body of POST /attest/SgxEnclave (protocol.md section
@@ -43,29 +37,9 @@ func (c *Client) AttestSgx(ctx context.Context, quote, runtimeData []byte) (*Tok
 		v = APIVersion
 	}
 	u := c.base() + "/attest/SgxEnclave?api-version=" + url.QueryEscape(v)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	tok, err := c.post(ctx, u, body)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "skrfs")
-	resp, err := c.http().Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: MAA %s: %v", keyrelease.ErrUnavailable, c.base(), err)
-	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("%w: MAA %s: %v", keyrelease.ErrUnavailable, c.base(), err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return nil, serviceError(resp, rb)
-	}
-	var out struct {
-		Token string `json:"token"`
-	}
-	if err := json.Unmarshal(rb, &out); err != nil || out.Token == "" {
-		return nil, fmt.Errorf("%w: MAA returned no token", keyrelease.ErrAttestation)
-	}
-	return c.Verify(ctx, out.Token, nil)
+	return c.Verify(ctx, tok, nil)
 }
