@@ -367,8 +367,11 @@ func TestManifestVaultSignerAndAnchor(t *testing.T) {
 	if _, err := os.ReadDir(filepath.Join(mnt, "data")); errnoOf(err) != syscall.EIO {
 		t.Fatalf("rolled-back dataset with the anchor: %v, want EIO\n%s", err, d.out.Bytes())
 	}
-	if !strings.Contains(string(d.out.Bytes()), "Key Vault anchor") {
-		t.Fatalf("refusal does not name the anchor:\n%s", d.out.Bytes())
+	// The daemon's log reaches this process through a pipe: wait for it.
+	for end := time.Now().Add(10 * time.Second); !strings.Contains(string(d.out.Bytes()), "Key Vault anchor"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("refusal does not name the anchor:\n%s", d.out.Bytes())
+		}
 	}
 	d.stop(t)
 	// min_epoch does the same without a vault.
