@@ -110,9 +110,19 @@ func metadataSize(info blob.Info) (size int64, ok bool) {
 	if err1 != nil || err2 != nil {
 		return 0, false
 	}
-	version := crypto.Version
-	if v, ok := blob.MetadataValue(info.Metadata, "skrfs_version"); ok && v == "2" {
+	// Every skrfs upload writes the version. Without it the size rule is
+	// unknown: a version 2 object sized by the version 1 rule would look
+	// longer than it is (its nonce table counted as plaintext), and a
+	// reader racing the open's size correction could see zeros past the
+	// real end. Read the preamble instead.
+	var version int
+	switch v, _ := blob.MetadataValue(info.Metadata, "skrfs_version"); v {
+	case "1":
+		version = crypto.Version
+	case "2":
 		version = crypto.VersionV2
+	default:
+		return 0, false
 	}
 	size, err := crypto.PlainSizeOf(version, info.Size, hl, cs)
 	return size, err == nil

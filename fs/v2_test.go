@@ -50,6 +50,11 @@ func TestV2OnePrivateKeyOpPerBatch(t *testing.T) {
 			rel = cache.New(o.Releaser, cache.Options{})
 			o.Releaser = rel
 			o.Datasets[0].Store = callStore{w.store, &stats, &readAts, &heads, &ranges}
+			// Room for every object's chunk: the kernel sends RELEASE in
+			// the background, so under load many closed objects are still
+			// open here, and a small cache would evict a chunk between an
+			// open and its read (a ReadAt this test would count).
+			o.CacheBytes = 16 << 20
 		}
 	})
 	defer rel.Close()

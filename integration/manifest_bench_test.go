@@ -58,7 +58,7 @@ func BenchmarkFirstListing(b *testing.B) {
 				if err == nil {
 					h, _ := crypto.ParseHeader(obj)
 					m.Entries[i] = crypto.ManifestEntry{Name: name, Size: int64(len(name)), HeaderSHA256: crypto.HeaderDigest(h.Bytes())}
-					err = st.Put(ctx, name, obj, map[string]string{"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize)})
+					err = st.Put(ctx, name, obj, map[string]string{"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize), "skrfs_version": strconv.Itoa(h.Version)})
 				}
 				if err != nil {
 					failed.Store(err)

@@ -182,7 +182,7 @@ func (r *storageRig) put(name string, obj []byte, withMeta bool, pt []byte) {
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		md = map[string]string{"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize)}
+		md = map[string]string{"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize), "skrfs_version": strconv.Itoa(h.Version)}
 	}
 	r.putRaw(name, obj, md)
 	r.plain[name] = pt

@@ -102,7 +102,7 @@ func TestDaemonStorageFaults(t *testing.T) {
 		}
 		rel, _ := filepath.Rel(store, p)
 		return direct.Put(ctx, filepath.ToSlash(rel), obj, map[string]string{
-			"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize)})
+			"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize), "skrfs_version": strconv.Itoa(h.Version)})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -176,7 +176,7 @@ func TestTamperingThroughMount(t *testing.T) {
 			var md map[string]string
 			if meta {
 				h, _ := crypto.ParseHeader(cases[0].obj)
-				md = map[string]string{"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize)}
+				md = map[string]string{"skrfs_header_len": strconv.Itoa(h.Len()), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize), "skrfs_version": strconv.Itoa(h.Version)}
 			}
 			r.putRaw(name, cases[i].obj, md)
 			all = append(all, stored{cases[i], name})
@@ -410,7 +410,7 @@ func TestMetadataLies(t *testing.T) {
 	for _, tc := range tests {
 		obj := r.seal(pt, "k1", name(tc.name))
 		h, _ := crypto.ParseHeader(obj)
-		r.putRaw(name(tc.name), obj, map[string]string{"skrfs_header_len": strconv.Itoa(h.Len() + tc.delta), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize)})
+		r.putRaw(name(tc.name), obj, map[string]string{"skrfs_header_len": strconv.Itoa(h.Len() + tc.delta), "skrfs_chunk_size": strconv.Itoa(h.ChunkSize), "skrfs_version": strconv.Itoa(h.Version)})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
