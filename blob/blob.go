@@ -34,7 +34,39 @@ var (
 	// ErrInvalidName: a name that the store cannot address (empty, absolute,
 	// containing "..", NUL, or a backslash).
 	ErrInvalidName = errors.New("blob: invalid object name")
+	// ErrConditionNotMet: a conditional Commit or Remove found another
+	// version than the one it was conditioned on, or an object where none
+	// was expected: another writer got there first. Nothing was changed.
+	ErrConditionNotMet = errors.New("blob: condition not met (the object was changed by another writer)")
 )
+
+// Condition makes a Commit or Remove conditional on the object's current
+// version, so that two writers never silently overwrite each other. The
+// zero value is unconditional.
+type Condition struct {
+	// IfMatch, when non-empty, lets the operation proceed only if the
+	// object exists and its current version has this ETag (Azure:
+	// If-Match).
+	IfMatch string
+	// IfNoneMatch lets the operation proceed only if no object exists under
+	// the name (Azure: If-None-Match: *).
+	IfNoneMatch bool
+}
+
+// Writer is implemented by stores that a read-write dataset writes
+// through. Commits are atomic: a reader sees the old version or the new
+// one, never a partial object, and a crash at any moment (of the writer or
+// of the store's host) leaves one of the two.
+type Writer interface {
+	// Commit stores the bytes of r as object name, with user metadata md,
+	// if cond holds when the new version becomes visible, and returns the
+	// new version (Name, Size, ETag; Metadata may be nil). A failed
+	// condition gives ErrConditionNotMet and leaves the object as it was.
+	Commit(ctx context.Context, name string, r io.Reader, md map[string]string, cond Condition) (Info, error)
+	// Remove deletes object name if cond holds. A missing object gives
+	// ErrNotFound (ErrConditionNotMet when cond.IfMatch is set).
+	Remove(ctx context.Context, name string, cond Condition) error
+}
 
 // Info describes one object, or, in a hierarchical listing, one common prefix
 // (a virtual directory).

@@ -69,6 +69,63 @@ func (s *Store) Delete(name string) error {
 	return nil
 }
 
+var _ blob.Writer = (*Store)(nil)
+
+// check reports whether cond holds for the current object (locked).
+func (s *Store) checkLocked(name string, cond blob.Condition) error {
+	cur, exists := s.objs[name]
+	switch {
+	case cond.IfNoneMatch && exists:
+		return fmt.Errorf("%w: %s exists (version %s)", blob.ErrConditionNotMet, name, cur.etag)
+	case cond.IfMatch != "" && !exists:
+		return fmt.Errorf("%w: %s is gone (wanted version %s)", blob.ErrConditionNotMet, name, cond.IfMatch)
+	case cond.IfMatch != "" && cur.etag != cond.IfMatch:
+		return fmt.Errorf("%w: %s is version %s, wanted %s", blob.ErrConditionNotMet, name, cur.etag, cond.IfMatch)
+	}
+	return nil
+}
+
+// Commit implements blob.Writer: the whole of r becomes the new version
+// at once, if cond holds.
+func (s *Store) Commit(ctx context.Context, name string, r io.Reader, md map[string]string, cond blob.Condition) (blob.Info, error) {
+	if err := blob.CheckName(name); err != nil {
+		return blob.Info{}, err
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return blob.Info{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkLocked(name, cond); err != nil {
+		return blob.Info{}, err
+	}
+	s.version++
+	o := object{data: data, etag: `"` + strconv.FormatUint(s.version, 16) + `"`, modTime: time.Now(), md: md}
+	s.objs[name] = o
+	return blob.Info{Name: name, Size: int64(len(data)), ETag: o.etag, ModTime: o.modTime}, nil
+}
+
+// Remove implements blob.Writer.
+func (s *Store) Remove(ctx context.Context, name string, cond blob.Condition) error {
+	if err := blob.CheckName(name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkLocked(name, cond); err != nil {
+		return err
+	}
+	if _, ok := s.objs[name]; !ok {
+		return fmt.Errorf("%w: %s", blob.ErrNotFound, name)
+	}
+	delete(s.objs, name)
+	return nil
+}
+
 // Stats returns the number of ReadAt calls and the bytes they returned.
 func (s *Store) Stats() (reads, bytes int64) {
 	s.mu.RLock()
