@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -487,6 +488,25 @@ func main() {
 		}
 		record("open key file", "first open (attest+release)", "ms", first, "devstack on loopback")
 		record("open key file", "warm open (cached key)", "ms", warm, "")
+		// The first open of an object per key type (format version 2):
+		// attestation, the key's release, the batch key's unwrap (one
+		// private-key operation for RSA and EC) and the object's open, on
+		// a fresh daemon each; then a second object of the same batch.
+		for _, k := range kinds {
+			if k.version != 2 {
+				continue
+			}
+			var first, second []float64
+			for i := 0; i < *runs; i++ {
+				d := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs-first"), os.Environ())
+				dir := filepath.Join(d.mnt, k.dataset, "small")
+				first = append(first, timeMS(func() { readFile(filepath.Join(dir, "0000")) }))
+				second = append(second, timeMS(func() { readFile(filepath.Join(dir, "0001")) }))
+				d.stop()
+			}
+			record("first open of an object, per key type", k.label, "ms", first, "fresh daemon: attestation, release, batch-key unwrap, open")
+			record("second object of the batch, per key type", k.label, "ms", second, "same daemon, key and batch key cached")
+		}
 	}
 
 	sk := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs"), os.Environ())
@@ -616,6 +636,34 @@ func main() {
 		ratio("64 readers x 64 objects", "skrfs", "gocryptfs")
 		releases := stack.Vault.Stats("bench-oct").Allowed - before
 		results[len(results)-2].Note = fmt.Sprintf("aggregate, a fresh daemon per run; key releases: %d in %d runs", releases, *runs)
+
+		// The same per key type (format version 2), interleaved with
+		// gocryptfs run by run; a fresh daemon per run.
+		var parNames []string
+		parDir := map[string]string{}
+		for _, k := range kinds {
+			if k.version == 2 {
+				parNames = append(parNames, k.label)
+				parDir[k.label] = k.dataset
+			}
+		}
+		parNames = append(parNames, "gocryptfs")
+		got := interleaved(*runs, parNames, func(n string) float64 {
+			if n == "gocryptfs" {
+				dropCaches()
+				return parallelRead(filepath.Join(gcfMnt, "par"))
+			}
+			d := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs-par"), os.Environ())
+			defer d.stop()
+			dropCaches()
+			return parallelRead(filepath.Join(d.mnt, parDir[n], "par"))
+		})
+		for _, n := range parNames {
+			record("64 readers x 64 objects, per key type", n, "MiB/s", got[n], "aggregate; subjects interleaved; a fresh daemon per run (one release)")
+		}
+		for _, n := range parNames[:len(parNames)-1] {
+			ratio("64 readers x 64 objects, per key type", n, "gocryptfs")
+		}
 	}
 
 	if want("rss") {
@@ -694,6 +742,7 @@ func importKey(ctx context.Context, s *devstack.Stack, oct []byte) string {
 // smallKind is one dataset of the 1,000 small files sealed for one key.
 type smallKind struct {
 	label, key, ref, dataset, store string
+	version                         int
 }
 
 // smallKinds creates an RSA-3072 and an EC P-256 key with the bench release
@@ -725,10 +774,18 @@ func smallKinds(ctx context.Context, s *devstack.Stack, oct []byte, octRef keyre
 		r.Version = ""
 		return r.String()
 	}
-	files, err := upload.Collect([]string{filepath.Join(plain, "small")})
-	must(err)
-	for i := range files {
-		files[i].Name = "small/" + files[i].Name
+	collect := func(sub string) []upload.File {
+		files, err := upload.Collect([]string{filepath.Join(plain, sub)})
+		must(err)
+		for i := range files {
+			files[i].Name = sub + "/" + files[i].Name
+		}
+		return files
+	}
+	files := collect("small")
+	var parFiles []upload.File
+	if want("par") {
+		parFiles = collect("par") // the 64 readers per key type, version 2 only
 	}
 	var out []smallKind
 	for _, k := range []struct {
@@ -747,12 +804,16 @@ func smallKinds(ctx context.Context, s *devstack.Stack, oct []byte, octRef keyre
 		store := mkdir(filepath.Join(tmpfs, "store-"+ds))
 		st, err := localdir.New(store)
 		must(err)
+		files := files
+		if k.version == 2 {
+			files = append(slices.Clip(files), parFiles...)
+		}
 		res := upload.Run(ctx, st, files, upload.Options{KEK: k.kek, KeyRef: k.ref, FormatVersion: k.version,
 			FingerprintKey: make([]byte, 32), Parallel: runtime.NumCPU()})
 		if len(res.Errors) > 0 {
 			must(res.Errors[0])
 		}
-		out = append(out, smallKind{label: k.label, key: k.key, ref: k.ref, dataset: "small-" + ds, store: store})
+		out = append(out, smallKind{label: k.label, key: k.key, ref: k.ref, dataset: "small-" + ds, store: store, version: k.version})
 	}
 	return out
 }
