@@ -49,7 +49,7 @@ var (
 	fioTime = flag.Int("fio-seconds", 3, "seconds per fio run")
 	onlyAz  = flag.Bool("azure-only", false, "measure only the Azurite reads (same as -only azure)")
 	hold    = flag.Bool("hold", false, "set up the data and mounts, print their paths, and wait for SIGINT (for profiling by hand)")
-	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,par,rss,azure (default: all)")
+	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,par,rss,azure,scale (default: all)")
 )
 
 // want reports whether a group of scenarios is to run.
@@ -679,6 +679,10 @@ func main() {
 
 	if want("azure") {
 		benchAzure(ctx, bin, stack, ref, octBytes, work)
+	}
+	if want("scale") {
+		sk.stop() // one daemon at a time: the scale runs measure RSS
+		benchScale(ctx, bin, stack, ref, octBytes, work, tmpfs)
 	}
 	report()
 }
