@@ -42,11 +42,26 @@ const directLookups = 4
 
 type dirEntry struct {
 	isDir  bool
-	info   blob.Info             // objects only
+	info   blob.Info             // objects only; without metadata (see sized)
 	listed *crypto.ManifestEntry // objects listed by a manifest
+	// size is the plaintext size that the upload metadata gives, when
+	// sized: computed when listed, so that a listing of a million objects
+	// does not keep a metadata map per object.
+	size  int64
+	sized bool
+}
+
+// objectEntry makes the entry of a listed or stat'ed object.
+func objectEntry(i blob.Info) dirEntry {
+	e := dirEntry{info: i}
+	e.size, e.sized = metadataSize(i)
+	e.info.Metadata = nil
+	return e
 }
 
 var (
+	_ = (fusefs.NodeOnForgetter)((*dirNode)(nil))
+	_ = (fusefs.NodeOnForgetter)((*objectNode)(nil))
 	_ = (fusefs.NodeGetattrer)((*dirNode)(nil))
 	_ = (fusefs.NodeLookuper)((*dirNode)(nil))
 	_ = (fusefs.NodeReaddirer)((*dirNode)(nil))
@@ -96,7 +111,7 @@ func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, erro
 		if _, dup := entries[name]; !dup {
 			order = append(order, name)
 		}
-		entries[name] = dirEntry{info: i}
+		entries[name] = objectEntry(i)
 		return nil
 	})
 	if err != nil {
@@ -155,7 +170,7 @@ func (d *dirNode) lookupDirect(ctx context.Context, name string) (e dirEntry, fo
 	}
 	info, err := d.ds.Store.Stat(ctx, path+d.ds.Suffix)
 	if err == nil {
-		return dirEntry{info: info}, true, true, nil
+		return objectEntry(info), true, true, nil
 	}
 	if !errors.Is(err, blob.ErrNotFound) {
 		return dirEntry{}, false, true, err
@@ -217,7 +232,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		obj.fillAttr(&out.Attr)
 		return ch, 0
 	}
-	if err := obj.setInfo(ctx, e.info, nil); err != nil {
+	if e.sized {
+		obj.setSize(e.info, e.size)
+	} else if err := obj.setInfo(ctx, e.info, nil); err != nil {
 		return nil, d.root.fail("lookup", err)
 	}
 	if obj.stale() {
@@ -250,3 +267,6 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 	}
 	return fusefs.NewListDirStream(out), 0
 }
+
+func (d *dirNode) OnForget()    { d.root.nodeForgotten() }
+func (n *objectNode) OnForget() { n.root.nodeForgotten() }

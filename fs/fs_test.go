@@ -734,3 +734,44 @@ func TestLookupCounters(t *testing.T) {
 		t.Fatalf("ls -l of %d objects: %d stats, %d listings, %d head reads, %d reads; want 0, 1, 0, 0", n, s, l, h, r)
 	}
 }
+
+// TestForgetReleasesMemory: when the kernel forgets many inodes
+// (drop_caches here, memory pressure in production), the daemon returns
+// the memory of their nodes to the OS soon after, instead of keeping it
+// until the heap next grows (an idle daemon: minutes).
+func TestForgetReleasesMemory(t *testing.T) {
+	var frees atomic.Int64
+	w := newWorld(t, func(w *world) {
+		for i := range 300 {
+			name := fmt.Sprintf("many/f%03d", i)
+			w.put(name, []byte(name), w.oct.Oct, refOct, name)
+		}
+		w.tune = func(o *Options) {
+			o.forgetBurst = 100
+			o.freeMemory = func() { frees.Add(1) }
+		}
+	})
+	ents, err := os.ReadDir(w.path("data/many"))
+	if err != nil || len(ents) != 300 {
+		t.Fatalf("readdir: %d, %v", len(ents), err)
+	}
+	for _, e := range ents {
+		if _, err := os.Stat(w.path("data/many/" + e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f := frees.Load(); f != 0 {
+		t.Fatalf("%d releases before any forget", f)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for frees.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the kernel forgot the inodes, and no release of memory followed")
+		}
+		// Dentries and inodes; the kernel sends FORGET for each.
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+			t.Skipf("cannot drop caches: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

@@ -1,12 +1,15 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +38,31 @@ type Root struct {
 	stopBg       context.CancelFunc
 	warnedMu     sync.Mutex
 	warnedPublic map[string]bool // datasets warned about public-key sealing
+
+	forgotten   atomic.Int64 // nodes the kernel forgot (OnForget)
+	freeArmed   atomic.Bool  // a release of freed memory is scheduled
+	freeMemory  func()       // debug.FreeOSMemory; tests count calls
+	forgetBurst int64        // forgetBurst; tests lower it
+}
+
+// forgetBurst is how many forgotten nodes schedule a release of freed
+// memory to the OS.
+const forgetBurst = 10000
+
+// nodeForgotten is called when the kernel forgets a node. The Go runtime
+// collects garbage only as the heap grows, and an idle daemon whose kernel
+// just dropped a million inodes (drop_caches, memory pressure) allocates
+// nothing: without this it would keep their memory for minutes. Every
+// forgetBurst forgets arm one collection, 2 s after, that returns the
+// freed memory to the OS.
+func (r *Root) nodeForgotten() {
+	if r.forgotten.Add(1)%r.forgetBurst != 0 || !r.freeArmed.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(2*time.Second, func() {
+		r.freeArmed.Store(false)
+		r.freeMemory()
+	})
 }
 
 // noteKeyType is told the type of every released key. The first time an
@@ -80,6 +108,9 @@ func NewRoot(opts Options) (*Root, error) {
 		return nil, errors.New("fs: Options.Releaser is required")
 	}
 	opts.setDefaults()
+	if opts.freeMemory == nil {
+		opts.freeMemory = debug.FreeOSMemory
+	}
 	seen := map[string]bool{"keys": true}
 	for _, d := range opts.Datasets {
 		if d.Store == nil || d.Name == "" || seen[d.Name] {
@@ -87,7 +118,7 @@ func NewRoot(opts Options) (*Root, error) {
 		}
 		seen[d.Name] = true
 	}
-	r := &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(),
+	r := &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(), freeMemory: opts.freeMemory, forgetBurst: cmp.Or(opts.forgetBurst, forgetBurst),
 		loads: make(chan struct{}, opts.Parallel)}
 	r.bg, r.stopBg = context.WithCancel(context.Background())
 	// Every storage read is counted, for read amplification (Stats).
