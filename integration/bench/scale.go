@@ -28,8 +28,8 @@ import (
 )
 
 var (
-	scaleLocal  = flag.Int("scale-objects", 1_000_000, "objects of the scale run on a local directory (group scale)")
-	scaleSmall  = flag.Int("scale-compare", 100_000, "objects of the scale run side by side with rclone crypt (group scale)")
+	scaleLocal  = flag.Int("scale-objects", 1_000_000, "objects of the scale run on a local directory (group scale; 0 = none)")
+	scaleSmall  = flag.Int("scale-compare", 100_000, "objects of the scale run side by side with rclone crypt (group scale; 0 = none)")
 	scaleAzure  = flag.Int("scale-azure", 100_000, "objects of the scale run on Azurite (group scale; 0 = none)")
 	scaleRclone = flag.Bool("scale-rclone", true, "compare the scale run with rclone crypt over a local directory")
 )
@@ -190,21 +190,68 @@ func benchScale(ctx context.Context, bin string, stack *devstack.Stack, ref keyr
 		}}
 	}
 	// A million objects on a local directory (tmpfs).
-	big := filepath.Join(tmpfs, "scale-store")
-	gen := timeMS(func() { writeScaleLocal(big, *scaleLocal, oct, ref.String()) })
-	fmt.Fprintf(os.Stderr, "sealed %d objects in %.1f s\n", *scaleLocal, gen/1000)
-	cfg := writeConfig(stack, ref, map[string]string{"scale": "local: " + big}, filepath.Join(work, "skrfs-scale.yaml"))
-	measureScale(fmt.Sprintf("scale, %d objects, local", *scaleLocal), skrfsSubject("skrfs", cfg, "scale", *scaleLocal, os.Environ()))
-	os.RemoveAll(big)
+	if *scaleLocal > 0 {
+		big := filepath.Join(tmpfs, "scale-store")
+		gen := timeMS(func() { writeScaleLocal(big, *scaleLocal, oct, ref.String()) })
+		fmt.Fprintf(os.Stderr, "sealed %d objects in %.1f s\n", *scaleLocal, gen/1000)
+		cfg := writeConfig(stack, ref, map[string]string{"scale": "local: " + big}, filepath.Join(work, "skrfs-scale.yaml"))
+		measureScale(fmt.Sprintf("scale, %d objects, local", *scaleLocal), skrfsSubject("skrfs", cfg, "scale", *scaleLocal, os.Environ()))
+		os.RemoveAll(big)
+	}
 
 	// The comparison: the same tree at a smaller count, skrfs and rclone
 	// crypt (local backend) over the same tmpfs.
-	n := *scaleSmall
+	if n := *scaleSmall; n > 0 {
+		scaleCompare(work, tmpfs, oct, ref, n, func(cfg string) scaleSubject {
+			return skrfsSubject("skrfs", cfg, "scale", n, os.Environ())
+		}, stack)
+	}
+
+	if *scaleAzure > 0 {
+		az, stopAz, err := azurite.StartMain(azurite.Options{})
+		must(err)
+		defer stopAz()
+		cc, err := az.ContainerClient("scale")
+		must(err)
+		_, err = cc.Create(ctx, nil)
+		must(err)
+		url := az.ContainerURL("scale")
+		st, err := azblob.Open(ctx, azblob.Config{ContainerURL: url, AccountKey: az.AccountKey, Transport: az.HTTPClient})
+		must(err)
+		ms := timeMS(func() {
+			sealScale(*scaleAzure, oct, ref.String(), func(name string, obj []byte, md map[string]string) error {
+				return st.Put(ctx, name, obj, md)
+			})
+		})
+		fmt.Fprintf(os.Stderr, "put %d objects into Azurite in %.1f s\n", *scaleAzure, ms/1000)
+		env := append(os.Environ(), "AZURE_STORAGE_CONNECTION_STRING="+az.ConnectionString())
+		cfg := writeConfig(stack, ref, map[string]string{"scale": "azure: " + url}, filepath.Join(work, "skrfs-scale-az.yaml"))
+		measureScale(fmt.Sprintf("scale, %d objects, Azurite", *scaleAzure), skrfsSubject("skrfs", cfg, "scale", *scaleAzure, env))
+	}
+}
+
+// setMetadataXattr stores upload metadata as blob/localdir keeps it: JSON
+// of the lower-cased keys in one extended attribute.
+func setMetadataXattr(p string, md map[string]string) error {
+	lower := make(map[string]string, len(md))
+	for k, v := range md {
+		lower[strings.ToLower(k)] = v
+	}
+	b, err := json.Marshal(lower)
+	if err != nil {
+		return err
+	}
+	return unix.Setxattr(p, "user.skrfs.metadata", b, 0)
+}
+
+// scaleCompare measures skrfs and rclone crypt (local backend) on the same
+// tree of n objects over the same tmpfs.
+func scaleCompare(work, tmpfs string, oct []byte, ref keyrelease.KeyRef, n int, skrfs func(cfg string) scaleSubject, stack *devstack.Stack) {
 	sc := fmt.Sprintf("scale, %d objects, local", n)
 	small := filepath.Join(tmpfs, "scale-store-small")
 	writeScaleLocal(small, n, oct, ref.String())
 	cfgSmall := writeConfig(stack, ref, map[string]string{"scale": "local: " + small}, filepath.Join(work, "skrfs-scale-small.yaml"))
-	measureScale(sc, skrfsSubject("skrfs", cfgSmall, "scale", n, os.Environ()))
+	measureScale(sc, skrfs(cfgSmall))
 	if _, err := exec.LookPath("rclone"); err == nil && *scaleRclone {
 		plain := filepath.Join(tmpfs, "scale-plain")
 		writeScalePlain(plain, n)
@@ -246,39 +293,4 @@ func benchScale(ctx context.Context, bin string, stack *devstack.Stack, ref keyr
 	}
 	os.RemoveAll(small)
 
-	if *scaleAzure > 0 {
-		az, stopAz, err := azurite.StartMain(azurite.Options{})
-		must(err)
-		defer stopAz()
-		cc, err := az.ContainerClient("scale")
-		must(err)
-		_, err = cc.Create(ctx, nil)
-		must(err)
-		url := az.ContainerURL("scale")
-		st, err := azblob.Open(ctx, azblob.Config{ContainerURL: url, AccountKey: az.AccountKey, Transport: az.HTTPClient})
-		must(err)
-		ms := timeMS(func() {
-			sealScale(*scaleAzure, oct, ref.String(), func(name string, obj []byte, md map[string]string) error {
-				return st.Put(ctx, name, obj, md)
-			})
-		})
-		fmt.Fprintf(os.Stderr, "put %d objects into Azurite in %.1f s\n", *scaleAzure, ms/1000)
-		env := append(os.Environ(), "AZURE_STORAGE_CONNECTION_STRING="+az.ConnectionString())
-		cfg := writeConfig(stack, ref, map[string]string{"scale": "azure: " + url}, filepath.Join(work, "skrfs-scale-az.yaml"))
-		measureScale(fmt.Sprintf("scale, %d objects, Azurite", *scaleAzure), skrfsSubject("skrfs", cfg, "scale", *scaleAzure, env))
-	}
-}
-
-// setMetadataXattr stores upload metadata as blob/localdir keeps it: JSON
-// of the lower-cased keys in one extended attribute.
-func setMetadataXattr(p string, md map[string]string) error {
-	lower := make(map[string]string, len(md))
-	for k, v := range md {
-		lower[strings.ToLower(k)] = v
-	}
-	b, err := json.Marshal(lower)
-	if err != nil {
-		return err
-	}
-	return unix.Setxattr(p, "user.skrfs.metadata", b, 0)
 }
