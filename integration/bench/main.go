@@ -50,7 +50,7 @@ var (
 	fioTime = flag.Int("fio-seconds", 3, "seconds per fio run")
 	onlyAz  = flag.Bool("azure-only", false, "measure only the Azurite reads (same as -only azure)")
 	hold    = flag.Bool("hold", false, "set up the data and mounts, print their paths, and wait for SIGINT (for profiling by hand)")
-	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,par,rss,azure,scale (default: all)")
+	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,levers,par,rss,azure,scale (default: all)")
 )
 
 // want reports whether a group of scenarios is to run.
@@ -621,6 +621,10 @@ func main() {
 		}
 		record("cat 1,000 files of 4 KiB", "tmpfs (no FUSE)", "ms", samples(*runs, func() float64 { return timeMS(func() { catAll(filepath.Join(plain, "small")) }) }), "")
 		ratio("cat 1,000 files of 4 KiB", "skrfs", "gocryptfs")
+	}
+
+	if want("levers") {
+		benchLevers(bin, cfg, kinds, gcfMnt, work, coldNote)
 	}
 
 	if want("par") {
