@@ -202,7 +202,9 @@ func TestApplyTuning(t *testing.T) {
 		spec  string
 		check func(o *fusefs.Options) bool
 	}{
-		{"", func(o *fusefs.Options) bool { return o.MaxBackground == 0 && !o.DisableReadDirPlus && o.MaxWrite == 1<<20 }},
+		{"", func(o *fusefs.Options) bool {
+			return o.MaxBackground == 0 && !o.DisableReadDirPlus && o.MaxWrite == 1<<20
+		}},
 		{"max_background=64", func(o *fusefs.Options) bool { return o.MaxBackground == 64 }},
 		{"max_write=131072, readdirplus=off", func(o *fusefs.Options) bool { return o.MaxWrite == 131072 && o.DisableReadDirPlus }},
 		{"entry_timeout=24h,attr_timeout=24h", func(o *fusefs.Options) bool { return *o.EntryTimeout == day && *o.AttrTimeout == day }},

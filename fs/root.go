@@ -45,24 +45,28 @@ type Root struct {
 	forgetBurst int64        // forgetBurst; tests lower it
 }
 
-// forgetBurst is how many forgotten nodes schedule a release of freed
-// memory to the OS.
+// forgetBurst is how many nodes forgotten within about 2 s make the
+// daemon return freed memory to the OS.
 const forgetBurst = 10000
 
 // nodeForgotten is called when the kernel forgets a node. The Go runtime
 // collects garbage only as the heap grows, and an idle daemon whose kernel
 // just dropped a million inodes (drop_caches, memory pressure) allocates
-// nothing: without this it would keep their memory for minutes. Every
-// forgetBurst forgets arm one collection, 2 s after, that returns the
-// freed memory to the OS.
+// nothing: without this it would keep their memory for minutes. The first
+// forget arms a check 2 s later; if forgetBurst or more nodes were
+// forgotten by then, the check collects and returns the freed memory, and
+// forgets that keep coming arm the next one.
 func (r *Root) nodeForgotten() {
-	if r.forgotten.Add(1)%r.forgetBurst != 0 || !r.freeArmed.CompareAndSwap(false, true) {
-		return
+	r.forgotten.Add(1)
+	if r.freeArmed.CompareAndSwap(false, true) {
+		time.AfterFunc(2*time.Second, func() {
+			n := r.forgotten.Swap(0)
+			r.freeArmed.Store(false)
+			if n >= r.forgetBurst {
+				r.freeMemory()
+			}
+		})
 	}
-	time.AfterFunc(2*time.Second, func() {
-		r.freeArmed.Store(false)
-		r.freeMemory()
-	})
 }
 
 // noteKeyType is told the type of every released key. The first time an
