@@ -242,6 +242,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 		}
 		d.baseValid = d.size
 	}
+	d.baseSize = d.size // what the committed version, if reopened as the base, must show
 	n.committed(info, d.size)
 	return nil
 }

@@ -101,16 +101,18 @@ func (n *objectNode) openWrite(ctx context.Context, flags uint32) (fusefs.FileHa
 			d.dirty = true
 			return d, nil
 		}
-		v, o, _, errno := n.openPinned(ctx)
-		if errno != 0 {
-			return nil, keyErrno(errno)
+		// The old content is read lazily, chunk by chunk, when a write
+		// or read needs it: an open followed by a truncation to 0 (how
+		// the kernel sends O_TRUNC) never needs the key. Its size here
+		// comes from the listing's metadata or the cleartext preamble,
+		// and is checked against the authenticated size when the old
+		// version is opened.
+		size, err := plainSize(ctx, n.ds.Store, info, nil)
+		if err != nil {
+			return nil, err
 		}
-		if v.etag != info.ETag { // replaced between the stat and the open
-			d.etag = v.etag
-		}
-		d.base, d.baseV = o, v
-		d.setSize(o.d.PlainSize())
-		d.baseValid = d.size
+		d.setSize(size)
+		d.baseValid, d.baseSize = size, size
 		return d, nil
 	})
 	if err != nil {
