@@ -51,12 +51,12 @@ type dirtyFile struct {
 	baseSize  int64        // the base's size as seen at open, checked when it is opened
 	base      *objectState // the version etag, opened for reading; nil until needed
 	baseV     objectVersion
-	etag      string // the version this content replaces; "" = none in storage
-	dirty     bool   // changed since the last commit
-	failed    error  // a commit lost to another writer: every later operation fails
-	deleted   bool   // unlinked or replaced by a rename: never committed
-	handles   int    // open handles; guarded by node.mu
-	writers   int    // handles open for writing and not closed (flushed) since
+	etag      string      // the version this content replaces; "" = none in storage
+	dirty     bool        // changed since the last commit
+	failed    error       // a commit lost to another writer: every later operation fails
+	deleted   atomic.Bool // unlinked or replaced by a rename: never committed
+	handles   int         // open handles; guarded by node.mu
+	writers   int         // handles open for writing and not closed (flushed) since
 	warned    bool
 
 	spill *os.File

@@ -195,7 +195,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 	if d.failed != nil {
 		return d.failed
 	}
-	if !d.dirty || d.deleted {
+	if !d.dirty || d.deleted.Load() {
 		return nil
 	}
 	n := d.node

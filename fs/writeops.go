@@ -40,7 +40,7 @@ func (n *objectNode) openDirty(flags uint32) (fusefs.FileHandle, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	d := n.dirty
-	if d == nil || d.deleted {
+	if d == nil || d.deleted.Load() {
 		return nil, false
 	}
 	d.handles++
@@ -51,7 +51,7 @@ func (n *objectNode) openDirty(flags uint32) (fusefs.FileHandle, bool) {
 // is none, and counts a handle on it.
 func (n *objectNode) attach(mk func() (*dirtyFile, error)) (*dirtyFile, error) {
 	n.mu.Lock()
-	if d := n.dirty; d != nil && !d.deleted {
+	if d := n.dirty; d != nil && !d.deleted.Load() {
 		d.handles++
 		n.mu.Unlock()
 		return d, nil
@@ -63,7 +63,7 @@ func (n *objectNode) attach(mk func() (*dirtyFile, error)) (*dirtyFile, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if cur := n.dirty; cur != nil && !cur.deleted { // lost a race
+	if cur := n.dirty; cur != nil && !cur.deleted.Load() { // lost a race
 		d.mu.Lock()
 		d.wipe()
 		d.mu.Unlock()
@@ -194,7 +194,9 @@ func (h *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		h.closing = false
 		d.writers++
 	}
-	if err := d.writeAt(ctx, data, off); err != nil {
+	err := d.writeAt(ctx, data, off)
+	clear(data) // plaintext in go-fuse's request buffer, which it reuses
+	if err != nil {
 		return 0, h.node.root.fail("write", err)
 	}
 	return uint32(len(data)), 0
