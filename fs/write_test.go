@@ -98,7 +98,10 @@ func TestWriteReadOnlyDatasetEROFS(t *testing.T) {
 	if errnoOf(err) != syscall.EROFS {
 		t.Fatalf("create on a read-only dataset: %v, want EROFS", err)
 	}
-	if _, err := os.OpenFile(w.path("data/hello.txt"), os.O_WRONLY, 0); errnoOf(err) != syscall.EROFS {
+	if f, err := os.OpenFile(w.path("data/hello.txt"), os.O_WRONLY, 0); errnoOf(err) != syscall.EROFS {
+		if err == nil {
+			f.Close()
+		}
 		t.Fatalf("open for writing: %v, want EROFS", err)
 	}
 	_ = filepath.Join
@@ -149,9 +152,13 @@ func TestWriteOpenFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := os.OpenFile(w.path("data/"+tc.file), tc.flags, 0o644)
 			if errnoOf(err) != tc.errno {
+				if err == nil {
+					f.Close()
+				}
 				t.Fatalf("open: %v, want errno %v", err, tc.errno)
 			}
 			if err == nil {
+				defer f.Close()
 				if _, err := f.Write(tc.write); err != nil {
 					t.Fatal(err)
 				}
@@ -179,6 +186,7 @@ func TestWriteRandomOffsets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close() // a no-op after the close below; a failure must not leave it open at unmount
 	rnd := mrand.New(mrand.NewPCG(1, 2))
 	check := func(step int) {
 		t.Helper()
@@ -327,6 +335,7 @@ func TestWriteSpillsEncrypted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -388,10 +397,12 @@ func TestWriteConcurrentWritersOneWins(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer a.Close() // a failing test must not leave files open on the mount it unmounts
 			b, err := os.OpenFile(filepath.Join(other, "data", tc.file), tc.flags, 0o644)
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer b.Close()
 			if _, err := a.WriteAt([]byte("winner A"), 0); err != nil {
 				t.Fatal(err)
 			}
@@ -665,6 +676,7 @@ func TestWriteOnlyMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
