@@ -727,3 +727,50 @@ func TestWriteOnlyMount(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteRenameHeaderOnly: renaming a version 2 object writes a new
+// header before the same body bytes (docs/format.md 11.4); a version 1
+// object is re-sealed.
+func TestWriteRenameHeaderOnly(t *testing.T) {
+	w := newWorld(t, writable)
+	ctx := context.Background()
+	raw := func(name string) []byte {
+		info, err := w.store.Stat(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, info.Size)
+		w.store.ReadAt(ctx, info.Ref(), b, 0)
+		return b
+	}
+	data := pseudo(41, 200<<10+3)
+	if err := os.WriteFile(w.path("data/v2.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := raw("v2.bin")
+	h, _ := crypto.ParseHeader(before)
+	if err := os.Rename(w.path("data/v2.bin"), w.path("data/dir/v2-renamed.bin")); err != nil {
+		t.Fatal(err)
+	}
+	after := raw("dir/v2-renamed.bin")
+	nh, err := crypto.ParseHeader(after)
+	if err != nil || nh.ObjectID != h.ObjectID || !bytes.Equal(after[nh.Len():], before[h.Len():]) {
+		t.Fatalf("not a header-only rename: %v, same object ID %v", err, nh != nil && nh.ObjectID == h.ObjectID)
+	}
+	if pt, err := w.stored("dir/v2-renamed.bin"); err != nil || !bytes.Equal(pt, data) {
+		t.Fatalf("renamed object: %v", err)
+	}
+	if got, err := os.ReadFile(w.path("data/dir/v2-renamed.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read through the mount: %v", err)
+	}
+	// A version 1 object is re-sealed as version 2.
+	if err := os.Rename(w.path("data/dir/sub/nested.txt"), w.path("data/nested-v2.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if v1h, err := crypto.ParseHeader(raw("nested-v2.txt")); err != nil || v1h.Version != crypto.VersionV2 {
+		t.Fatalf("renamed version 1 object: %v", err)
+	}
+	if pt, err := w.stored("nested-v2.txt"); err != nil || !bytes.Equal(pt, w.plain["dir/sub/nested.txt"]) {
+		t.Fatalf("renamed version 1 object: %v", err)
+	}
+}
