@@ -3,9 +3,9 @@ package crypto
 import (
 	"bytes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
