@@ -774,3 +774,100 @@ func TestWriteRenameHeaderOnly(t *testing.T) {
 		t.Fatalf("renamed version 1 object: %v", err)
 	}
 }
+
+// TestWriteHandleSemantics: what other handles, listings and a second
+// mount see of staged and committed content.
+func TestWriteHandleSemantics(t *testing.T) {
+	w := newWorld(t, writable)
+	ctx := context.Background()
+	inStore := func(name string) bool {
+		_, err := w.store.Stat(ctx, name)
+		return err == nil
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"uncommitted file is listed and sized", func(t *testing.T) {
+			f, err := os.Create(w.path("data/dir/pending.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			f.Write([]byte("12345"))
+			ents, _ := os.ReadDir(w.path("data/dir"))
+			found := false
+			for _, e := range ents {
+				found = found || e.Name() == "pending.txt"
+			}
+			st, err := os.Stat(w.path("data/dir/pending.txt"))
+			if !found || err != nil || st.Size() != 5 || inStore("dir/pending.txt") {
+				t.Fatalf("listed %v, stat %v size %d, in store %v", found, err, st.Size(), inStore("dir/pending.txt"))
+			}
+		}},
+		{"close of one of two writers does not commit", func(t *testing.T) {
+			a, _ := os.Create(w.path("data/two.txt"))
+			defer a.Close()
+			b, err := os.OpenFile(w.path("data/two.txt"), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			a.WriteAt([]byte("aaaa"), 0)
+			b.WriteAt([]byte("bb"), 4)
+			// A reader through a third handle sees both writes.
+			if got, err := os.ReadFile(w.path("data/two.txt")); err != nil || string(got) != "aaaabb" {
+				t.Fatalf("third handle reads %q, %v", got, err)
+			}
+			if err := a.Close(); err != nil || inStore("two.txt") {
+				t.Fatalf("first close: %v, committed %v", err, inStore("two.txt"))
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if pt, err := w.stored("two.txt"); err != nil || string(pt) != "aaaabb" {
+				t.Fatalf("after the last close: %q %v", pt, err)
+			}
+		}},
+		{"unlinked while open is never committed", func(t *testing.T) {
+			f, _ := os.Create(w.path("data/doomed.txt"))
+			defer f.Close()
+			f.Write([]byte("x"))
+			if err := os.Remove(w.path("data/doomed.txt")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write([]byte("more")); err != nil {
+				t.Fatalf("write after unlink: %v", err)
+			}
+			if err := f.Close(); err != nil || inStore("doomed.txt") {
+				t.Fatalf("close: %v, in store %v", err, inStore("doomed.txt"))
+			}
+		}},
+		{"empty directory vanishes at remount", func(t *testing.T) {
+			if err := os.Mkdir(w.path("data/ephemeral"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(w.mountAgain(), "data/ephemeral")); !os.IsNotExist(err) {
+				t.Fatalf("a remount sees the empty directory: %v", err)
+			}
+			if err := os.WriteFile(w.path("data/ephemeral/f"), []byte("f"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := os.Stat(filepath.Join(w.mountAgain(), "data/ephemeral/f")); err != nil || st.Size() != 1 {
+				t.Fatalf("once it holds an object: %v", err)
+			}
+		}},
+		{"write to a read-only handle", func(t *testing.T) {
+			f, err := os.Open(w.path("data/empty"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.Write([]byte("x")); err == nil {
+				t.Fatal("write through a read-only descriptor")
+			}
+		}},
+	} {
+		t.Run(tc.name, tc.run)
+	}
+}
