@@ -33,6 +33,7 @@ const spillSlot = 12 + stageChunk + 16
 type stagedChunk struct {
 	mem  []byte // stageChunk bytes, nil while spilled
 	slot int64  // spill slot, -1 if none yet
+	gen  uint64 // sealings of this chunk so far: bound into each one's AD
 }
 
 // dirtyFile is the staged new content of one object, shared by every
@@ -314,9 +315,12 @@ func (d *dirtyFile) enforce(keep int64) {
 	}
 }
 
-// spillAD binds a spilled chunk to its index.
-func spillAD(i int64) []byte {
-	return binary.BigEndian.AppendUint64([]byte("skrfs staging chunk"), uint64(i))
+// spillAD binds a spilled chunk to its index and to its generation (a
+// counter kept in memory), so that whoever can write to the spill file can
+// neither move a sealed chunk nor put back an older sealing of it.
+func spillAD(i int64, gen uint64) []byte {
+	ad := binary.BigEndian.AppendUint64([]byte("skrfs staging chunk"), uint64(i))
+	return binary.BigEndian.AppendUint64(ad, gen)
 }
 
 // openSpill creates the unlinked spill file and the staging key: random,
@@ -375,7 +379,8 @@ func (d *dirtyFile) spillChunk(c *stagedChunk, i int64) error {
 	if _, err := rand.Read(out); err != nil {
 		return err
 	}
-	out = d.aead.Seal(out, out[:12], c.mem, spillAD(i))
+	c.gen++
+	out = d.aead.Seal(out, out[:12], c.mem, spillAD(i, c.gen))
 	if _, err := d.spill.WriteAt(out, c.slot*spillSlot); err != nil {
 		return err
 	}
@@ -395,7 +400,7 @@ func (d *dirtyFile) unspill(c *stagedChunk, i int64, dst []byte) error {
 	if _, err := d.spill.ReadAt(ct, c.slot*spillSlot); err != nil {
 		return fmt.Errorf("reading the spill file: %w", err)
 	}
-	if _, err := d.aead.Open(dst[:0], ct[:12], ct[12:], spillAD(i)); err != nil {
+	if _, err := d.aead.Open(dst[:0], ct[:12], ct[12:], spillAD(i, c.gen)); err != nil {
 		return fmt.Errorf("%w: %w", syscall.EIO, errSpillCorrupt)
 	}
 	return nil

@@ -871,3 +871,100 @@ func TestWriteHandleSemantics(t *testing.T) {
 		t.Run(tc.name, tc.run)
 	}
 }
+
+// spillFD returns a read-write descriptor of the one spill file open in
+// dir (through /proc, as anyone with access to the disk could write it).
+func spillFD(t *testing.T, dir string) *os.File {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, dir+"/") {
+			f, err := os.OpenFile("/proc/self/fd/"+e.Name(), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatal("no spill file open")
+	return nil
+}
+
+// TestWriteSpillTamper: whoever can write to the spill directory's disk
+// cannot change staged data: a flipped byte, or an older sealing of the
+// same chunk put back in its slot, fails authentication (EIO), and nothing
+// is committed.
+func TestWriteSpillTamper(t *testing.T) {
+	spill := t.TempDir()
+	w := newWorld(t, writable, func(w *world) {
+		prev := w.tune
+		w.tune = func(o *Options) {
+			prev(o)
+			o.StagingBytes, o.SpillDir = 1<<20, spill
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		tamper func(t *testing.T, f *os.File, old []byte)
+	}{
+		{"flipped byte", func(t *testing.T, f *os.File, old []byte) {
+			b := make([]byte, 1)
+			f.ReadAt(b, 100)
+			b[0] ^= 1
+			f.WriteAt(b, 100)
+		}},
+		{"older sealing replayed", func(t *testing.T, f *os.File, old []byte) {
+			if _, err := f.WriteAt(old[:spillSlot], 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "tamper-" + strings.ReplaceAll(tc.name, " ", "-")
+			f, err := os.Create(w.path("data/" + name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.Write(pseudo(1, 4<<20)); err != nil { // chunk 0 is spilled to slot 0
+				t.Fatal(err)
+			}
+			sf := spillFD(t, spill)
+			defer sf.Close()
+			old := make([]byte, spillSlot)
+			if _, err := sf.ReadAt(old, 0); err != nil {
+				t.Fatal(err)
+			}
+			// Rewrite chunk 0, then push it out to its slot again.
+			if _, err := f.WriteAt(pseudo(2, 4096), 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(pseudo(3, 2<<20), 4<<20); err != nil {
+				t.Fatal(err)
+			}
+			now := make([]byte, spillSlot)
+			sf.ReadAt(now, 0)
+			if bytes.Equal(now, old) {
+				t.Fatal("chunk 0 was not sealed again into its slot")
+			}
+			tc.tamper(t, sf, old)
+			// A new descriptor: the kernel's page cache is dropped at its open.
+			r, err := os.Open(w.path("data/" + name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			_, err = r.ReadAt(buf, 0)
+			r.Close()
+			if errnoOf(err) != syscall.EIO {
+				t.Fatalf("read of the tampered chunk: %v, want EIO", err)
+			}
+			if err := f.Close(); errnoOf(err) != syscall.EIO {
+				t.Fatalf("close: %v, want EIO", err)
+			}
+			if _, err := w.store.Stat(context.Background(), name); err == nil {
+				t.Fatal("committed despite tampered staging")
+			}
+		})
+	}
+}
