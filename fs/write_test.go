@@ -968,3 +968,46 @@ func TestWriteSpillTamper(t *testing.T) {
 		})
 	}
 }
+
+// cleaningStore records CleanTemp calls.
+type cleaningStore struct {
+	*memblob.Store
+	calls chan time.Duration
+}
+
+func (c cleaningStore) CleanTemp(ctx context.Context, olderThan time.Duration) (int, error) {
+	c.calls <- olderThan
+	return 0, nil
+}
+
+// TestWriteCleansTempAtMount: a writable dataset's store that can remove
+// leftovers of interrupted commits is asked to at mount; a read-only one
+// is not.
+func TestWriteCleansTempAtMount(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		writable bool
+	}{{"writable", true}, {"read-only", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := make(chan time.Duration, 4)
+			newWorld(t, func(w *world) {
+				w.tune = func(o *Options) {
+					o.Datasets[0].Store = cleaningStore{w.store, calls}
+					if tc.writable {
+						o.Datasets[0].Write = &WriteSpec{Key: refOct}
+					}
+				}
+			})
+			select {
+			case d := <-calls:
+				if !tc.writable || d != time.Minute {
+					t.Fatalf("CleanTemp(%v) on a writable=%v dataset", d, tc.writable)
+				}
+			case <-time.After(2 * time.Second):
+				if tc.writable {
+					t.Fatal("CleanTemp not called at mount")
+				}
+			}
+		})
+	}
+}
