@@ -33,7 +33,7 @@ const spillSlot = 12 + stageChunk + 16
 type stagedChunk struct {
 	mem  []byte // stageChunk bytes, nil while spilled
 	slot int64  // spill slot, -1 if none yet
-	gen  uint64 // sealings of this chunk so far: bound into each one's AD
+	gen  uint64 // the file's sealing count at this chunk's last sealing: bound into its AD
 }
 
 // dirtyFile is the staged new content of one object, shared by every
@@ -60,10 +60,11 @@ type dirtyFile struct {
 	writers   int         // handles open for writing and not closed (flushed) since
 	warned    bool
 
-	spill *os.File
-	aead  cipher.AEAD
-	slots int64 // slots used in the spill file
-	free  []int64
+	spill     *os.File
+	aead      cipher.AEAD
+	slots     int64   // slots used in the spill file
+	sealings  uint64  // chunks sealed into the spill file so far (never reused)
+	freeSlots []int64 // slots of dropped chunks, for reuse
 }
 
 func newDirtyFile(r *Root, n *objectNode, etag string) *dirtyFile {
@@ -75,21 +76,31 @@ func (d *dirtyFile) setSize(s int64) {
 	d.sizeA.Store(s)
 }
 
+// stageBuffers recycles staging buffers (many small files would each
+// allocate one). Buffers are zeroed before they are put back.
+var stageBuffers = sync.Pool{New: func() any { return new([stageChunk]byte) }}
+
 // alloc takes a zeroed chunk buffer from the staging budget.
 func (d *dirtyFile) alloc() []byte {
 	d.root.staged.Add(stageChunk)
-	return make([]byte, stageChunk)
+	return stageBuffers.Get().(*[stageChunk]byte)[:]
+}
+
+// free zeroes buf, a buffer from alloc, and returns it to the pool.
+func (d *dirtyFile) free(buf []byte) {
+	clear(buf)
+	d.root.staged.Add(-stageChunk)
+	stageBuffers.Put((*[stageChunk]byte)(buf))
 }
 
 // drop wipes and frees chunk c.
 func (d *dirtyFile) drop(c *stagedChunk) {
 	if c.mem != nil {
-		clear(c.mem)
+		d.free(c.mem)
 		c.mem = nil
-		d.root.staged.Add(-stageChunk)
 	}
 	if c.slot >= 0 {
-		d.free = append(d.free, c.slot)
+		d.freeSlots = append(d.freeSlots, c.slot)
 		c.slot = -1
 	}
 }
@@ -102,7 +113,7 @@ func (d *dirtyFile) wipe() {
 	}
 	if d.spill != nil {
 		d.spill.Close() // unlinked: its blocks are freed
-		d.spill, d.aead, d.slots, d.free = nil, nil, 0, nil
+		d.spill, d.aead, d.slots, d.freeSlots = nil, nil, 0, nil
 	}
 	d.releaseBase()
 }
@@ -181,8 +192,7 @@ func (d *dirtyFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 	buf := d.alloc()
 	if c != nil {
 		if err := d.unspill(c, i, buf); err != nil {
-			clear(buf)
-			d.root.staged.Add(-stageChunk)
+			d.free(buf)
 			return nil, err
 		}
 		c.mem = buf
@@ -192,8 +202,7 @@ func (d *dirtyFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 	if start < d.baseValid {
 		n := min(d.baseValid-start, stageChunk)
 		if err := d.readBase(ctx, buf[:n], start); err != nil {
-			clear(buf)
-			d.root.staged.Add(-stageChunk)
+			d.free(buf)
 			return nil, err
 		}
 	}
@@ -315,9 +324,10 @@ func (d *dirtyFile) enforce(keep int64) {
 	}
 }
 
-// spillAD binds a spilled chunk to its index and to its generation (a
-// counter kept in memory), so that whoever can write to the spill file can
-// neither move a sealed chunk nor put back an older sealing of it.
+// spillAD binds a spilled chunk to its index and to its generation (the
+// file's count of sealings, kept in memory: unique per sealing), so that
+// whoever can write to the spill file can neither move a sealed chunk nor
+// put back any older sealing.
 func spillAD(i int64, gen uint64) []byte {
 	ad := binary.BigEndian.AppendUint64([]byte("skrfs staging chunk"), uint64(i))
 	return binary.BigEndian.AppendUint64(ad, gen)
@@ -368,8 +378,8 @@ func (d *dirtyFile) spillChunk(c *stagedChunk, i int64) error {
 		return err
 	}
 	if c.slot < 0 {
-		if n := len(d.free); n > 0 {
-			c.slot, d.free = d.free[n-1], d.free[:n-1]
+		if n := len(d.freeSlots); n > 0 {
+			c.slot, d.freeSlots = d.freeSlots[n-1], d.freeSlots[:n-1]
 		} else {
 			c.slot = d.slots
 			d.slots++
@@ -379,14 +389,14 @@ func (d *dirtyFile) spillChunk(c *stagedChunk, i int64) error {
 	if _, err := rand.Read(out); err != nil {
 		return err
 	}
-	c.gen++
+	d.sealings++
+	c.gen = d.sealings
 	out = d.aead.Seal(out, out[:12], c.mem, spillAD(i, c.gen))
 	if _, err := d.spill.WriteAt(out, c.slot*spillSlot); err != nil {
 		return err
 	}
-	clear(c.mem)
+	d.free(c.mem)
 	c.mem = nil
-	d.root.staged.Add(-stageChunk)
 	d.root.counters.spilled.Add(1)
 	return nil
 }
