@@ -14,6 +14,7 @@ import (
 
 	"github.com/skrfs/skrfs/blob"
 	"github.com/skrfs/skrfs/crypto"
+	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // Directory operations of writable datasets (docs/writes.md). The store's
@@ -298,6 +299,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errors.Is(err, blob.ErrNotFound) && df != nil {
 		err = nil // never committed
 	}
+	d.root.audit(ctx, auditObjectUnlink, d.ds.Name+"/"+path, keyrelease.KeyRef{}, err)
 	if err != nil {
 		if df != nil {
 			df.deleted.Store(false)
@@ -340,12 +342,18 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	if from, _ := n.names(); from == to {
 		return 0
 	}
+
 	if tch := nd.GetChild(newName); tch != nil {
 		if _, isDir := tch.Operations().(*dirNode); isDir {
 			return syscall.EISDIR
 		}
 	}
-	return d.root.fail("rename", n.renameTo(ctx, d, nd, name, newName, flags))
+	from, _ := n.names()
+	err := n.renameTo(ctx, d, nd, name, newName, flags)
+	if !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EEXIST) {
+		d.root.audit(ctx, auditObjectRename, d.ds.Name+"/"+from+" -> "+d.ds.Name+"/"+to, keyrelease.KeyRef{}, err)
+	}
+	return d.root.fail("rename", err)
 }
 
 func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newName string, flags uint32) error {

@@ -210,6 +210,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 		_, err := d.readAt(ctx, dst, off)
 		return err
 	}, cond)
+	n.root.audit(ctx, auditObjectCommit, n.ds.Name+"/"+name, n.ds.Write.Key, err)
 	if errors.Is(err, blob.ErrConditionNotMet) {
 		now := "(none)"
 		if cur, serr := n.ds.Store.Stat(ctx, objName); serr == nil {

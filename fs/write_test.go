@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/blob"
@@ -1009,5 +1010,59 @@ func TestWriteCleansTempAtMount(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWriteAudit: commits, unlinks and renames are audited with the
+// caller, the path, the write key and the outcome.
+func TestWriteAudit(t *testing.T) {
+	audit := &lockedBuf{}
+	w := newWorld(t, func(w *world) {
+		w.tune = func(o *Options) {
+			o.Audit = zerolog.New(audit)
+			o.Datasets[0].Write = &WriteSpec{Key: refOct}
+		}
+	})
+	other := w.mountAgain()
+	if err := os.WriteFile(w.path("data/audited.txt"), []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(w.path("data/audited.txt"), w.path("data/moved.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(w.path("data/moved.txt")); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.Create(w.path("data/race.txt"))
+	defer a.Close()
+	b, _ := os.Create(filepath.Join(other, "data/race.txt"))
+	defer b.Close()
+	a.Write([]byte("a"))
+	b.Write([]byte("b"))
+	a.Close()
+	b.Close() // the other mount's events go to the same log (same options)
+	type ev struct{ event, path, outcome, errno string }
+	var got []ev
+	for _, e := range audit.lines() {
+		if s, _ := e["event"].(string); strings.HasPrefix(s, "object_") && s != "object_open" {
+			if _, ok := e["uid"]; !ok {
+				t.Errorf("event without caller: %v", e)
+			}
+			errno, _ := e["errno"].(string)
+			got = append(got, ev{s, e["path"].(string), e["outcome"].(string), errno})
+			if s == "object_commit" && e["key"] != refOct.String() {
+				t.Errorf("commit event key %v", e["key"])
+			}
+		}
+	}
+	want := []ev{
+		{"object_commit", "data/audited.txt", "allowed", ""},
+		{"object_rename", "data/audited.txt -> data/moved.txt", "allowed", ""},
+		{"object_unlink", "data/moved.txt", "allowed", ""},
+		{"object_commit", "data/race.txt", "allowed", ""},
+		{"object_commit", "data/race.txt", "denied", "EIO"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("audit events\n got %v\nwant %v", got, want)
 	}
 }
