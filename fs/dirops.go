@@ -91,7 +91,7 @@ func (d *dirNode) localChild(name string) *fusefs.Inode {
 	case *objectNode:
 		op.mu.Lock()
 		defer op.mu.Unlock()
-		if op.dirty != nil && !op.dirty.deleted.Load() {
+		if op.dirty.live() {
 			return ch
 		}
 	case *dirNode:
@@ -383,7 +383,7 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 	if tch := to.GetChild(newName); tch != nil {
 		if tn, ok := tch.Operations().(*objectNode); ok {
 			tn.mu.Lock()
-			if tn.dirty != nil && !tn.dirty.deleted.Load() {
+			if tn.dirty.live() {
 				tdf = tn.dirty
 			}
 			tn.mu.Unlock()

@@ -56,6 +56,7 @@ type dirtyFile struct {
 	dirty     bool        // changed since the last commit
 	failed    error       // a commit lost to another writer: every later operation fails
 	deleted   atomic.Bool // unlinked or replaced by a rename: never committed
+	broken    atomic.Bool // failed is set: new opens start afresh from storage
 	handles   int         // open handles; guarded by node.mu
 	writers   int         // handles open for writing and not closed (flushed) since
 	warned    bool
@@ -69,6 +70,19 @@ type dirtyFile struct {
 
 func newDirtyFile(r *Root, n *objectNode, etag string) *dirtyFile {
 	return &dirtyFile{root: r, node: n, etag: etag, chunks: map[int64]*stagedChunk{}}
+}
+
+// live reports whether d (possibly nil) is the content new opens share.
+func (d *dirtyFile) live() bool { return d != nil && !d.deleted.Load() && !d.broken.Load() }
+
+// fail drops the staged content for good: every later operation of the
+// handles open on it gets err, and new opens start from storage. The
+// caller holds d.mu.
+func (d *dirtyFile) fail(err error) error {
+	d.failed = err
+	d.broken.Store(true)
+	d.wipe()
+	return err
 }
 
 func (d *dirtyFile) setSize(s int64) {

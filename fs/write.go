@@ -223,9 +223,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 		n.root.counters.conflicts.Add(1)
 		n.root.log().Error().Str("dataset", n.ds.Name).Str("object", name).Str("opened_version", opened).Str("current_version", now).
 			Msg("commit lost: another writer replaced the object first; this mount's changes are dropped (EIO)")
-		d.failed = fmt.Errorf("%w: commit of %s lost to another writer: %w", syscall.EIO, name, err)
-		d.wipe()
-		return d.failed
+		return d.fail(fmt.Errorf("%w: commit of %s lost to another writer: %w", syscall.EIO, name, err))
 	}
 	if err != nil {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", name).Msg("commit failed")

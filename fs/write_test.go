@@ -425,6 +425,10 @@ func TestWriteConcurrentWritersOneWins(t *testing.T) {
 			if err != nil || !bytes.HasPrefix(pt, []byte("winner A")) {
 				t.Fatalf("stored %q (%v), want the winner's", pt, err)
 			}
+			// The loser's dropped state is not what new opens there see.
+			if got, err := os.ReadFile(filepath.Join(other, "data", tc.file)); err != nil || !bytes.Equal(got, pt) {
+				t.Fatalf("the losing mount reads %q (%v) after the conflict, want the winner's %q", got, err, pt)
+			}
 		})
 	}
 	if n := w.root.counters.conflicts.Load(); n != 0 {

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -40,7 +41,7 @@ func (n *objectNode) openDirty(flags uint32) (fusefs.FileHandle, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	d := n.dirty
-	if d == nil || d.deleted.Load() {
+	if !d.live() {
 		return nil, false
 	}
 	d.handles++
@@ -51,7 +52,7 @@ func (n *objectNode) openDirty(flags uint32) (fusefs.FileHandle, bool) {
 // is none, and counts a handle on it.
 func (n *objectNode) attach(mk func() (*dirtyFile, error)) (*dirtyFile, error) {
 	n.mu.Lock()
-	if d := n.dirty; d != nil && !d.deleted.Load() {
+	if d := n.dirty; d.live() {
 		d.handles++
 		n.mu.Unlock()
 		return d, nil
@@ -63,7 +64,7 @@ func (n *objectNode) attach(mk func() (*dirtyFile, error)) (*dirtyFile, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if cur := n.dirty; cur != nil && !cur.deleted.Load() { // lost a race
+	if cur := n.dirty; cur.live() { // lost a race
 		d.mu.Lock()
 		d.wipe()
 		d.mu.Unlock()
@@ -218,7 +219,13 @@ func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	if d.writers > 0 {
 		return 0
 	}
-	return h.node.root.fail("close", d.commit(ctx))
+	err := d.commit(ctx)
+	if err != nil && d.failed == nil {
+		// The close reports the failure: the changes are dropped, not
+		// committed later behind the application's back (at release).
+		d.fail(fmt.Errorf("%w: the commit at close failed: %w", syscall.EIO, err))
+	}
+	return h.node.root.fail("close", err)
 }
 
 func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
