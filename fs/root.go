@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -103,6 +104,9 @@ func NewRoot(opts Options) (*Root, error) {
 	for i := range r.opts.Datasets {
 		r.opts.Datasets[i].raw = r.opts.Datasets[i].Store
 		if w := r.opts.Datasets[i].Write; w != nil {
+			if fi, err := os.Stat(r.opts.SpillDir); err != nil || !fi.IsDir() {
+				return nil, fmt.Errorf("fs: dataset %s is writable but the spill directory %s is not a directory: %v", r.opts.Datasets[i].Name, r.opts.SpillDir, err)
+			}
 			if _, ok := r.opts.Datasets[i].Store.(blob.Writer); !ok {
 				return nil, fmt.Errorf("fs: dataset %s is writable but its store cannot write", r.opts.Datasets[i].Name)
 			}

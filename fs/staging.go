@@ -224,23 +224,28 @@ func (d *dirtyFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 	return buf, nil
 }
 
-// writeAt stages p at off.
-func (d *dirtyFile) writeAt(ctx context.Context, p []byte, off int64) error {
+// writeAt stages p at off and returns how many bytes it staged: all of p,
+// or fewer with the error that stopped it (the old content could not be
+// read, or the staging bound could not be kept because spilling failed).
+func (d *dirtyFile) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n := 0
 	for len(p) > 0 {
 		i := off / stageChunk
 		buf, err := d.chunk(ctx, i)
 		if err != nil {
-			return err
+			return n, err
+		}
+		if err := d.enforce(i); err != nil {
+			return n, err
 		}
 		k := copy(buf[off-i*stageChunk:], p)
-		p, off = p[k:], off+int64(k)
+		p, off, n = p[k:], off+int64(k), n+k
 		d.dirty = true
 		if off > d.size {
 			d.setSize(off)
 		}
-		d.enforce(i)
 	}
-	return nil
+	return n, nil
 }
 
 // readAt reads the staged content at off into dst, short at the end.
@@ -312,10 +317,11 @@ func (d *dirtyFile) truncate(ctx context.Context, size int64) error {
 }
 
 // enforce spills this file's in-memory chunks, other than keep, while
-// staged plaintext exceeds the budget.
-func (d *dirtyFile) enforce(keep int64) {
+// staged plaintext exceeds the budget. A spill that fails (the spill
+// directory is full, say) fails the write rather than break the bound.
+func (d *dirtyFile) enforce(keep int64) error {
 	if d.root.staged.Load() <= d.root.opts.StagingBytes {
-		return
+		return nil
 	}
 	idx := make([]int64, 0, len(d.chunks))
 	for i, c := range d.chunks {
@@ -326,16 +332,20 @@ func (d *dirtyFile) enforce(keep int64) {
 	sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
 	for _, i := range idx {
 		if d.root.staged.Load() <= d.root.opts.StagingBytes {
-			return
+			return nil
 		}
 		if err := d.spillChunk(d.chunks[i], i); err != nil {
 			if !d.warned {
 				d.warned = true
-				d.root.log().Warn().Err(err).Str("object", d.node.logName()).Msg("cannot spill staged data; keeping it in memory")
+				d.root.log().Warn().Err(err).Str("object", d.node.logName()).Msg("cannot spill staged data past the staging bound; writes fail")
 			}
-			return
+			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+				return fmt.Errorf("spilling staged data: %w", err) // the application sees a full disk
+			}
+			return fmt.Errorf("%w: spilling staged data: %v", syscall.EIO, err)
 		}
 	}
+	return nil
 }
 
 // spillAD binds a spilled chunk to its index and to its generation (the

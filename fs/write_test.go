@@ -1070,3 +1070,35 @@ func TestWriteAudit(t *testing.T) {
 		t.Fatalf("audit events\n got %v\nwant %v", got, want)
 	}
 }
+
+// TestWriteSpillFailureFailsWrites: when spilling fails, writes past the
+// staging bound fail (EIO) instead of growing memory, and the stored
+// object is unchanged.
+func TestWriteSpillFailureFailsWrites(t *testing.T) {
+	spill := t.TempDir()
+	w := newWorld(t, writable, func(w *world) {
+		prev := w.tune
+		w.tune = func(o *Options) {
+			prev(o)
+			o.StagingBytes, o.SpillDir = 1<<20, spill
+		}
+	})
+	if err := os.Remove(spill); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(w.path("data/nospill.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = f.Write(pseudo(1, 4<<20))
+	if errnoOf(err) != syscall.EIO {
+		t.Fatalf("write past the bound with no spill directory: %v, want EIO", err)
+	}
+	if n := w.root.staged.Load(); n > 1<<20+2*stageChunk {
+		t.Fatalf("%d bytes staged, bound 1 MiB", n)
+	}
+	if _, err := NewRoot(w.opts); err == nil {
+		t.Fatal("NewRoot accepted a writable dataset without a spill directory")
+	}
+}

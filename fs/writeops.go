@@ -195,12 +195,12 @@ func (h *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		h.closing = false
 		d.writers++
 	}
-	err := d.writeAt(ctx, data, off)
+	n, err := d.writeAt(ctx, data, off)
 	clear(data) // plaintext in go-fuse's request buffer, which it reuses
-	if err != nil {
+	if err != nil && n == 0 {
 		return 0, h.node.root.fail("write", err)
 	}
-	return uint32(len(data)), 0
+	return uint32(n), 0 // short: the application retries the rest and gets the error
 }
 
 // Flush (each close) commits when no other handle of the file is still
