@@ -125,14 +125,16 @@ func (d *dirNode) listView(v *manifestView) (map[string]dirEntry, []string, erro
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx, cancel := withOpTimeout(ctx, d.root.opts.OpTimeout) // bounded, as opens are
 	defer cancel()
-	if ch := d.localChild(name); ch != nil {
-		switch op := ch.Operations().(type) {
-		case *objectNode:
-			op.fillAttr(&out.Attr)
-		case *dirNode:
-			op.attr(&out.Attr)
+	if d.ds.Write != nil { // read-only datasets have no local children
+		if ch := d.localChild(name); ch != nil {
+			switch op := ch.Operations().(type) {
+			case *objectNode:
+				op.fillAttr(&out.Attr)
+			case *dirNode:
+				op.attr(&out.Attr)
+			}
+			return ch, 0
 		}
-		return ch, 0
 	}
 	entries, _, err := d.list(ctx)
 	if err != nil {

@@ -187,8 +187,10 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return n.openWrite(ctx, flags)
 	}
-	if fh, ok := n.openDirty(flags); ok {
-		return fh, 0, 0 // read-your-writes: the staged state, not storage
+	if n.ds.Write != nil { // read-only datasets stage nothing
+		if fh, ok := n.openDirty(flags); ok {
+			return fh, 0, 0 // read-your-writes: the staged state, not storage
+		}
 	}
 	v, o, fl, errno := n.openPinned(ctx)
 	if errno != 0 {
