@@ -94,6 +94,10 @@ func (d *dirtyFile) setSize(s int64) {
 // allocate one). Buffers are zeroed before they are put back.
 var stageBuffers = sync.Pool{New: func() any { return new([stageChunk]byte) }}
 
+// spillBuffers recycles the ciphertext buffers of spill reads and writes
+// (a commit of a large file reads every spilled chunk back).
+var spillBuffers = sync.Pool{New: func() any { return new([spillSlot]byte) }}
+
 // alloc takes a zeroed chunk buffer from the staging budget.
 func (d *dirtyFile) alloc() []byte {
 	d.root.staged.Add(stageChunk)
@@ -264,12 +268,13 @@ func (d *dirtyFile) readAt(ctx context.Context, dst []byte, off int64) (int, err
 		case c != nil && c.mem != nil:
 			copy(seg, c.mem[in:])
 		case c != nil:
-			tmp := make([]byte, stageChunk)
-			err := d.unspill(c, i, tmp)
+			tp := stageBuffers.Get().(*[stageChunk]byte)
+			err := d.unspill(c, i, tp[:])
 			if err == nil {
-				copy(seg, tmp[in:])
+				copy(seg, tp[in:])
 			}
-			clear(tmp)
+			clear(tp[:])
+			stageBuffers.Put(tp)
 			if err != nil {
 				return n, err
 			}
@@ -409,7 +414,9 @@ func (d *dirtyFile) spillChunk(c *stagedChunk, i int64) error {
 			d.slots++
 		}
 	}
-	out := make([]byte, 12, spillSlot)
+	cp := spillBuffers.Get().(*[spillSlot]byte)
+	defer spillBuffers.Put(cp) // ciphertext: not secret
+	out := cp[:12]
 	if _, err := rand.Read(out); err != nil {
 		return err
 	}
@@ -430,7 +437,9 @@ var errSpillCorrupt = errors.New("staged data in the spill file failed authentic
 
 // unspill decrypts chunk i from the spill file into dst.
 func (d *dirtyFile) unspill(c *stagedChunk, i int64, dst []byte) error {
-	ct := make([]byte, spillSlot)
+	cp := spillBuffers.Get().(*[spillSlot]byte)
+	defer spillBuffers.Put(cp)
+	ct := cp[:]
 	if _, err := d.spill.ReadAt(ct, c.slot*spillSlot); err != nil {
 		return fmt.Errorf("reading the spill file: %w", err)
 	}
