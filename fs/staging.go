@@ -48,9 +48,10 @@ type dirtyFile struct {
 	size      int64
 	sizeA     atomic.Int64 // size, readable without mu (stat)
 	chunks    map[int64]*stagedChunk
-	baseValid int64        // unstaged bytes below this come from the base
-	baseSize  int64        // the base's size as seen at open, checked when it is opened
-	base      *objectState // the version etag, opened for reading; nil until needed
+	inMem     map[int64]bool // indexes of the chunks held in memory (spill candidates)
+	baseValid int64          // unstaged bytes below this come from the base
+	baseSize  int64          // the base's size as seen at open, checked when it is opened
+	base      *objectState   // the version etag, opened for reading; nil until needed
 	baseV     objectVersion
 	etag      string      // the version this content replaces; "" = none in storage
 	dirty     bool        // changed since the last commit
@@ -69,7 +70,7 @@ type dirtyFile struct {
 }
 
 func newDirtyFile(r *Root, n *objectNode, etag string) *dirtyFile {
-	return &dirtyFile{root: r, node: n, etag: etag, chunks: map[int64]*stagedChunk{}}
+	return &dirtyFile{root: r, node: n, etag: etag, chunks: map[int64]*stagedChunk{}, inMem: map[int64]bool{}}
 }
 
 // live reports whether d (possibly nil) is the content new opens share.
@@ -111,11 +112,12 @@ func (d *dirtyFile) free(buf []byte) {
 	stageBuffers.Put((*[stageChunk]byte)(buf))
 }
 
-// drop wipes and frees chunk c.
-func (d *dirtyFile) drop(c *stagedChunk) {
+// drop wipes and frees chunk i, c.
+func (d *dirtyFile) drop(i int64, c *stagedChunk) {
 	if c.mem != nil {
 		d.free(c.mem)
 		c.mem = nil
+		delete(d.inMem, i)
 	}
 	if c.slot >= 0 {
 		d.freeSlots = append(d.freeSlots, c.slot)
@@ -126,7 +128,7 @@ func (d *dirtyFile) drop(c *stagedChunk) {
 // wipe drops every staged chunk, the base and the spill file.
 func (d *dirtyFile) wipe() {
 	for i, c := range d.chunks {
-		d.drop(c)
+		d.drop(i, c)
 		delete(d.chunks, i)
 	}
 	if d.spill != nil {
@@ -214,6 +216,7 @@ func (d *dirtyFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 			return nil, err
 		}
 		c.mem = buf
+		d.inMem[i] = true
 		return buf, nil
 	}
 	start := i * stageChunk
@@ -225,6 +228,7 @@ func (d *dirtyFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 		}
 	}
 	d.chunks[i] = &stagedChunk{mem: buf, slot: -1}
+	d.inMem[i] = true
 	return buf, nil
 }
 
@@ -299,7 +303,7 @@ func (d *dirtyFile) truncate(ctx context.Context, size int64) error {
 		last := size / stageChunk
 		for i, c := range d.chunks {
 			if i > last || (i == last && size%stageChunk == 0) {
-				d.drop(c)
+				d.drop(i, c)
 				delete(d.chunks, i)
 			}
 		}
@@ -328,9 +332,9 @@ func (d *dirtyFile) enforce(keep int64) error {
 	if d.root.staged.Load() <= d.root.opts.StagingBytes {
 		return nil
 	}
-	idx := make([]int64, 0, len(d.chunks))
-	for i, c := range d.chunks {
-		if c.mem != nil && i != keep {
+	idx := make([]int64, 0, len(d.inMem))
+	for i := range d.inMem {
+		if i != keep {
 			idx = append(idx, i)
 		}
 	}
@@ -428,6 +432,7 @@ func (d *dirtyFile) spillChunk(c *stagedChunk, i int64) error {
 	}
 	d.free(c.mem)
 	c.mem = nil
+	delete(d.inMem, i)
 	d.root.counters.spilled.Add(1)
 	return nil
 }

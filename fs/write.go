@@ -236,7 +236,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 		// storage no longer serves).
 		d.releaseBase()
 		for i, c := range d.chunks {
-			d.drop(c)
+			d.drop(i, c)
 			delete(d.chunks, i)
 		}
 		d.baseValid = d.size
