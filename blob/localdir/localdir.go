@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ type Store struct {
 	// procFD: /proc/self/fd/<fd>/<name> reaches a directory's entry
 	// without following it, so a listing reads metadata in one call.
 	procFD bool
+	// wmu serialises this store's commits and removals; flock on
+	// lockName extends that to other processes (see writer.go).
+	wmu sync.Mutex
 }
 
 var (
