@@ -148,6 +148,11 @@ type Config struct {
 	// UploadBlockSize × UploadConcurrency bytes.
 	UploadConcurrency int
 
+	// CommitBlockSize is the size of the blocks Commit stages (the last
+	// one may be shorter); 0 means DefaultCommitBlockSize. Commit buffers
+	// CommitBlockSize × UploadConcurrency bytes.
+	CommitBlockSize int64
+
 	// SkipCheck skips the check that Open does by listing at most one name
 	// under the prefix. Set it for credentials that may not list (a SAS
 	// without the l permission).
@@ -164,6 +169,7 @@ type Store struct {
 	parallelism       int
 	uploadBlockSize   int64
 	uploadConcurrency int
+	commitBlockSize   int64
 }
 
 var (
@@ -188,6 +194,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		parallelism:       orDefault(cfg.Parallelism, DefaultParallelism),
 		uploadBlockSize:   orDefault(cfg.UploadBlockSize, DefaultUploadBlockSize),
 		uploadConcurrency: orDefault(cfg.UploadConcurrency, DefaultUploadConcurrency),
+		commitBlockSize:   orDefault(cfg.CommitBlockSize, DefaultCommitBlockSize),
 	}
 	if !cfg.SkipCheck {
 		if err := s.check(ctx); err != nil {
