@@ -34,6 +34,8 @@ func (s Stats) Amplification() float64 {
 
 type counters struct {
 	fetches, bytesFetched, reads, bytesServed, chunksLoaded, chunkHits, chunkMisses atomic.Int64
+	// Writes: staged chunks spilled, objects committed, commits lost.
+	spilled, commits, conflicts atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.

@@ -6,6 +6,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
 	"github.com/skrfs/skrfs/keyrelease"
@@ -39,6 +43,7 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 	fm, _ := config.ParseMode(cfg.Mount.FileMode)
 	dm, _ := config.ParseMode(cfg.Mount.DirMode)
 	opts.FileMode, opts.DirMode = uint32(fm), uint32(dm)
+	opts.StagingBytes, opts.SpillDir = cfg.Write.StagingBytes, cfg.Write.SpillDir
 	refs := map[string]keyrelease.KeyRef{}
 	for _, k := range cfg.Keys {
 		ref, _ := keyrelease.ParseKeyRef(k.Ref) // validated by config
@@ -80,6 +85,10 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 			rt.close()
 			return nil, nil, fmt.Errorf("dataset %s: %w", d.Name, err)
 		}
+		if d.Writable {
+			spec.Write = writeSpec(refs[d.WriteKey], rt)
+			log.Info().Str("dataset", d.Name).Str("write_key", d.WriteKey).Msg("dataset is writable")
+		}
 		opts.Datasets = append(opts.Datasets, spec)
 	}
 	root, err := fs.NewRoot(opts)
@@ -88,6 +97,36 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 		return nil, nil, err
 	}
 	return root, rt, nil
+}
+
+// writeSpec is the write configuration of a writable dataset sealing for
+// ref: the public part of an RSA or EC key comes from Key Vault (keys/get),
+// so a mount that only writes needs no release; for an oct key, or
+// without keys/get, the filesystem releases the key at the first write.
+func writeSpec(ref keyrelease.KeyRef, rt *runtime) *fs.WriteSpec {
+	return &fs.WriteSpec{Key: ref, PublicKey: func(ctx context.Context) (any, string, error) {
+		cred := rt.cred
+		if cred == nil {
+			var err error
+			if cred, err = azidentity.NewDefaultAzureCredential(nil); err != nil {
+				return nil, "", fmt.Errorf("azure credential: %w", err)
+			}
+		}
+		var opts *azkeys.ClientOptions
+		if rt.http != nil {
+			opts = &azkeys.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: rt.http}}
+		}
+		k, err := getVaultKey(ctx, ref, cred, opts)
+		if err != nil {
+			return nil, "", err
+		}
+		pub, version := k.Public, k.Ref.Version
+		k.Wipe()
+		if pub == nil {
+			return nil, "", fmt.Errorf("key %s has no public part", ref)
+		}
+		return pub, version, nil
+	}}
 }
 
 // manifestSpec builds a dataset's manifest enforcement: pinned signer keys
