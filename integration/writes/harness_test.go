@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,6 +141,9 @@ type dataset struct {
 	azure    string // container URL
 	keys     string // YAML list: "[demo-oct]"
 	writeKey string
+	// write is the top-level write: section (staging_bytes, spill_dir),
+	// indented YAML lines; "" for the defaults.
+	write string
 }
 
 func (ds dataset) yaml() string {
@@ -149,7 +151,11 @@ func (ds dataset) yaml() string {
 	if ds.azure != "" {
 		src = "    azure: " + ds.azure + "\n"
 	}
-	return "  - name: out\n" + src + "    keys: " + ds.keys + "\n    writable: true\n    write_key: " + ds.writeKey + "\n"
+	y := "  - name: out\n" + src + "    keys: " + ds.keys + "\n    writable: true\n    write_key: " + ds.writeKey + "\n"
+	if ds.write != "" {
+		y += "write:\n" + ds.write
+	}
+	return y
 }
 
 // localDataset is a writable dataset over a new store directory, sealed
@@ -414,5 +420,3 @@ func lineReader(r io.Reader) <-chan string {
 	}()
 	return ch
 }
-
-var _ = runtime.GOOS
