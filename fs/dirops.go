@@ -86,7 +86,7 @@ func (d *dirNode) localChild(name string) *fusefs.Inode {
 	case *objectNode:
 		op.mu.Lock()
 		defer op.mu.Unlock()
-		if op.dirty != nil && !op.dirty.deleted {
+		if op.dirty != nil && !op.dirty.deleted.Load() {
 			return ch
 		}
 	case *dirNode:
@@ -282,7 +282,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if df != nil {
 		df.mu.Lock()
 		defer df.mu.Unlock()
-		df.deleted = true
+		df.deleted.Store(true)
 	}
 	octx, cancel := withOpTimeout(ctx, d.root.opts.OpTimeout)
 	defer cancel()
@@ -296,7 +296,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	if err != nil {
 		if df != nil {
-			df.deleted = false
+			df.deleted.Store(false)
 		}
 		if errors.Is(err, blob.ErrConditionNotMet) {
 			d.root.log().Warn().Str("dataset", d.ds.Name).Str("object", path).Msg("unlink lost to a concurrent writer")
@@ -371,7 +371,7 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 	if tch := to.GetChild(newName); tch != nil {
 		if tn, ok := tch.Operations().(*objectNode); ok {
 			tn.mu.Lock()
-			if tn.dirty != nil && !tn.dirty.deleted {
+			if tn.dirty != nil && !tn.dirty.deleted.Load() {
 				tdf = tn.dirty
 			}
 			tn.mu.Unlock()
@@ -405,7 +405,7 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 	}
 	if tdf != nil && tdf != df {
 		tdf.mu.Lock()
-		tdf.deleted = true
+		tdf.deleted.Store(true)
 		tdf.mu.Unlock()
 	}
 	n.mu.Lock()

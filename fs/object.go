@@ -160,7 +160,7 @@ func (n *objectNode) fillAttr(a *fuse.Attr) {
 	if n.root.writable(n.ds) {
 		a.Mode |= 0o200
 	}
-	if n.dirty != nil && !n.dirty.deleted {
+	if n.dirty != nil && !n.dirty.deleted.Load() {
 		a.Size = uint64(n.dirty.sizeA.Load())
 	}
 	a.Blocks = (a.Size + 511) / 512

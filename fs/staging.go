@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
 )
 
 // stageChunk is the granularity of staged plaintext: a write touching a
@@ -47,14 +48,15 @@ type dirtyFile struct {
 	sizeA     atomic.Int64 // size, readable without mu (stat)
 	chunks    map[int64]*stagedChunk
 	baseValid int64        // unstaged bytes below this come from the base
+	baseSize  int64        // the base's size as seen at open, checked when it is opened
 	base      *objectState // the version etag, opened for reading; nil until needed
 	baseV     objectVersion
-	etag      string // the version this content replaces; "" = none in storage
-	dirty     bool   // changed since the last commit
-	failed    error  // a commit lost to another writer: every later operation fails
-	deleted   bool   // unlinked or replaced by a rename: never committed
-	handles   int    // open handles; guarded by node.mu
-	writers   int    // handles open for writing and not closed (flushed) since
+	etag      string      // the version this content replaces; "" = none in storage
+	dirty     bool        // changed since the last commit
+	failed    error       // a commit lost to another writer: every later operation fails
+	deleted   atomic.Bool // unlinked or replaced by a rename: never committed
+	handles   int         // open handles; guarded by node.mu
+	writers   int         // handles open for writing and not closed (flushed) since
 	warned    bool
 
 	spill *os.File
@@ -119,11 +121,16 @@ func (d *dirtyFile) ensureBase(ctx context.Context) error {
 	}
 	v, o, _, errno := d.node.openPinned(ctx)
 	if errno != 0 {
-		return errno
+		// A write-only mount cannot read the old content: EACCES.
+		return keyErrno(errno)
 	}
 	if v.etag != d.etag {
 		d.root.releaseObject(v, o)
 		return fmt.Errorf("%w: %s was replaced in storage since it was opened for writing", blob.ErrChanged, d.node.logName())
+	}
+	if o.d.PlainSize() != d.baseSize {
+		d.root.releaseObject(v, o)
+		return fmt.Errorf("%w: %s: the size in its metadata (%d) is not its authenticated size (%d)", crypto.ErrUnauthenticated, d.node.logName(), d.baseSize, o.d.PlainSize())
 	}
 	d.base, d.baseV = o, v
 	return nil

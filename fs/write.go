@@ -195,7 +195,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 	if d.failed != nil {
 		return d.failed
 	}
-	if !d.dirty || d.deleted {
+	if !d.dirty || d.deleted.Load() {
 		return nil
 	}
 	n := d.node
@@ -242,6 +242,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 		}
 		d.baseValid = d.size
 	}
+	d.baseSize = d.size // what the committed version, if reopened as the base, must show
 	n.committed(info, d.size)
 	return nil
 }

@@ -3,13 +3,23 @@ package fs
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/blob/memblob"
 	"github.com/skrfs/skrfs/crypto"
+	"github.com/skrfs/skrfs/keyrelease"
 )
 
 // writable makes the world's dataset writable, sealing with key (refOct
@@ -92,4 +102,616 @@ func TestWriteReadOnlyDatasetEROFS(t *testing.T) {
 		t.Fatalf("open for writing: %v, want EROFS", err)
 	}
 	_ = filepath.Join
+}
+
+// mountAgain mounts a second filesystem over the world's store, with the
+// same options, and returns its mountpoint.
+func (w *world) mountAgain() string {
+	w.t.Helper()
+	root, err := NewRoot(w.opts)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	mnt := w.t.TempDir()
+	srv, err := Mount(mnt, root, MountOptions{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			w.t.Errorf("unmount: %v", err)
+		}
+		root.Wipe()
+	})
+	return mnt
+}
+
+func TestWriteOpenFlags(t *testing.T) {
+	w := newWorld(t, writable)
+	hello := w.plain["hello.txt"]
+	for _, tc := range []struct {
+		name  string
+		file  string
+		flags int
+		write []byte
+		errno syscall.Errno
+		want  []byte // content after close
+	}{
+		{"excl on existing", "hello.txt", os.O_WRONLY | os.O_CREATE | os.O_EXCL, nil, syscall.EEXIST, hello},
+		{"excl on new", "excl-new.txt", os.O_WRONLY | os.O_CREATE | os.O_EXCL, []byte("fresh"), 0, []byte("fresh")},
+		{"trunc existing", "big.bin", os.O_WRONLY | os.O_TRUNC, []byte("short now"), 0, []byte("short now")},
+		{"append existing", "hello.txt", os.O_WRONLY | os.O_APPEND, []byte("appended\n"), 0, append(append([]byte{}, hello...), "appended\n"...)},
+		{"append again", "hello.txt", os.O_WRONLY | os.O_APPEND, []byte("twice\n"), 0, append(append([]byte{}, hello...), "appended\ntwice\n"...)},
+		{"overwrite start of v1 object", "dir/sub/nested.txt", os.O_RDWR, []byte("NEST"), 0, []byte("NESTed file\n")},
+		{"create without excl on existing", "empty", os.O_WRONLY | os.O_CREATE, []byte("not empty"), 0, []byte("not empty")},
+		{"excl on file created here", "excl-new.txt", os.O_WRONLY | os.O_CREATE | os.O_EXCL, nil, syscall.EEXIST, []byte("fresh")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := os.OpenFile(w.path("data/"+tc.file), tc.flags, 0o644)
+			if errnoOf(err) != tc.errno {
+				t.Fatalf("open: %v, want errno %v", err, tc.errno)
+			}
+			if err == nil {
+				if _, err := f.Write(tc.write); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := os.ReadFile(w.path("data/" + tc.file))
+			if err != nil || !bytes.Equal(got, tc.want) {
+				t.Fatalf("content %q (%v), want %q", got, err, tc.want)
+			}
+			if pt, err := w.stored(tc.file); tc.errno == 0 && (err != nil || !bytes.Equal(pt, tc.want)) {
+				t.Fatalf("stored %q (%v), want %q", pt, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestWriteRandomOffsets mirrors random writes, reads and truncations of an
+// existing object into a reference buffer, across an fsync and a reopen.
+func TestWriteRandomOffsets(t *testing.T) {
+	w := newWorld(t, writable)
+	ref := append([]byte{}, w.plain["big.bin"]...)
+	f, err := os.OpenFile(w.path("data/big.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := mrand.New(mrand.NewPCG(1, 2))
+	check := func(step int) {
+		t.Helper()
+		st, err := f.Stat()
+		if err != nil || st.Size() != int64(len(ref)) {
+			t.Fatalf("step %d: size %d (%v), want %d", step, st.Size(), err, len(ref))
+		}
+		for range 4 {
+			off := rnd.IntN(len(ref) + 1)
+			n := rnd.IntN(300 << 10)
+			buf := make([]byte, n)
+			k, err := f.ReadAt(buf, int64(off))
+			want := ref[off:min(len(ref), off+n)]
+			if (err != nil && err != io.EOF) || !bytes.Equal(buf[:k], want) {
+				t.Fatalf("step %d: read %d at %d: %d bytes, %v; differs from the reference", step, n, off, k, err)
+			}
+		}
+	}
+	for step := range 60 {
+		switch op := rnd.IntN(10); {
+		case op < 7: // write, sometimes past the end (a sparse gap)
+			off := rnd.IntN(len(ref) + 600<<10)
+			data := pseudo(uint64(1000+step), 1+rnd.IntN(200<<10))
+			if _, err := f.WriteAt(data, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			if end := off + len(data); end > len(ref) {
+				ref = append(ref, make([]byte, end-len(ref))...)
+			}
+			copy(ref[off:], data)
+		case op < 9: // truncate up or down
+			size := rnd.IntN(len(ref) + 400<<10)
+			if err := f.Truncate(int64(size)); err != nil {
+				t.Fatal(err)
+			}
+			if size < len(ref) {
+				ref = ref[:size]
+			} else {
+				ref = append(ref, make([]byte, size-len(ref))...)
+			}
+		default:
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if pt, err := w.stored("big.bin"); err != nil || !bytes.Equal(pt, ref) {
+				t.Fatalf("step %d: stored after fsync differs (%v)", step, err)
+			}
+		}
+		check(step)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(w.path("data/big.bin"))
+	if err != nil || !bytes.Equal(got, ref) {
+		t.Fatalf("after reopen: %v, %d bytes, want %d", err, len(got), len(ref))
+	}
+	if pt, err := w.stored("big.bin"); err != nil || !bytes.Equal(pt, ref) {
+		t.Fatalf("stored: %v", err)
+	}
+	// truncate(2) by path, without an open file.
+	if err := os.Truncate(w.path("data/big.bin"), 1000); err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := w.stored("big.bin"); err != nil || !bytes.Equal(pt, ref[:1000]) {
+		t.Fatalf("stored after truncate(2): %v", err)
+	}
+}
+
+// TestWriteFsyncCommits: fsync makes the object visible in storage, sealed
+// for its name, while the file stays open.
+func TestWriteFsyncCommits(t *testing.T) {
+	w := newWorld(t, writable)
+	f, err := os.Create(w.path("data/dir/synced.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := w.store.Stat(context.Background(), "dir/synced.log"); err == nil {
+		t.Fatal("object committed before any fsync or close")
+	}
+	var want []byte
+	for i := range 3 {
+		line := []byte(strings.Repeat("line ", i+1) + "\n")
+		want = append(want, line...)
+		if _, err := f.Write(line); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		pt, err := w.stored("dir/synced.log")
+		if err != nil || !bytes.Equal(pt, want) {
+			t.Fatalf("after fsync %d: %q, %v; want %q", i, pt, err, want)
+		}
+	}
+	info, _ := w.store.Stat(context.Background(), "dir/synced.log")
+	obj := make([]byte, info.Size)
+	w.store.ReadAt(context.Background(), info.Ref(), obj, 0)
+	if _, err := crypto.Open(obj, w.oct.Oct, "dir/other.log"); err == nil {
+		t.Fatal("the object opens under another name: not bound to its name")
+	}
+	// The listing shows the committed size.
+	if st, err := os.Stat(w.path("data/dir/synced.log")); err != nil || st.Size() != int64(len(want)) {
+		t.Fatalf("stat: %v", err)
+	}
+}
+
+// spillFiles returns the contents of this process's open files in dir
+// (the unlinked spill files).
+func spillFiles(t *testing.T, dir string) [][]byte {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || !strings.HasPrefix(target, dir+"/") {
+			continue
+		}
+		b, err := os.ReadFile("/proc/self/fd/" + e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// TestWriteSpillsEncrypted: past the staging bound, staged chunks go to an
+// unlinked spill file, sealed: no plaintext there, and all of it reads
+// back.
+func TestWriteSpillsEncrypted(t *testing.T) {
+	spill := t.TempDir()
+	w := newWorld(t, writable, func(w *world) {
+		prev := w.tune
+		w.tune = func(o *Options) {
+			prev(o)
+			o.StagingBytes, o.SpillDir = 1<<20, spill
+		}
+	})
+	data := pseudo(77, 6<<20+99)
+	f, err := os.Create(w.path("data/spilled.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if w.root.counters.spilled.Load() == 0 {
+		t.Fatal("nothing spilled past the staging bound")
+	}
+	if n := w.root.staged.Load(); n > 1<<20+stageChunk {
+		t.Fatalf("%d bytes staged in memory, bound 1 MiB", n)
+	}
+	files := spillFiles(t, spill)
+	if len(files) == 0 || len(files[0]) < 4<<20 {
+		t.Fatalf("no spill file found (%d)", len(files))
+	}
+	if ents, _ := os.ReadDir(spill); len(ents) != 0 {
+		t.Fatalf("spill directory lists %d files; spill files are unlinked", len(ents))
+	}
+	for _, b := range files {
+		for off := 0; off+64 <= len(data); off += 4096 {
+			if bytes.Contains(b, data[off:off+64]) {
+				t.Fatalf("plaintext at offset %d found in the spill file", off)
+			}
+		}
+	}
+	buf := make([]byte, len(data))
+	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF || !bytes.Equal(buf, data) {
+		t.Fatalf("read of spilled content differs (%v)", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := w.stored("spilled.bin"); err != nil || !bytes.Equal(pt, data) {
+		t.Fatalf("stored: %v", err)
+	}
+	if n := w.root.staged.Load(); n != 0 {
+		t.Fatalf("%d bytes still staged after the last close", n)
+	}
+	if len(spillFiles(t, spill)) != 0 {
+		t.Fatal("spill file still open after the last close")
+	}
+}
+
+// TestWriteConcurrentWritersOneWins: two mounts write one name; exactly
+// one commit wins, the other's close or fsync gets EIO, and storage holds
+// the winner's bytes.
+func TestWriteConcurrentWritersOneWins(t *testing.T) {
+	w := newWorld(t, writable)
+	other := w.mountAgain()
+	for _, tc := range []struct {
+		name, file string
+		flags      int
+		loserSyncs bool
+	}{
+		{"both create", "race-new.txt", os.O_WRONLY | os.O_CREATE, false},
+		{"both rewrite", "hello.txt", os.O_RDWR, false},
+		{"loser fsyncs", "dir/sub/nested.txt", os.O_RDWR, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := os.OpenFile(w.path("data/"+tc.file), tc.flags, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.OpenFile(filepath.Join(other, "data", tc.file), tc.flags, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.WriteAt([]byte("winner A"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.WriteAt([]byte("loser B!"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Close(); err != nil {
+				t.Fatalf("first close: %v", err)
+			}
+			if tc.loserSyncs {
+				if err := b.Sync(); errnoOf(err) != syscall.EIO {
+					t.Fatalf("losing fsync: %v, want EIO", err)
+				}
+			}
+			if err := b.Close(); errnoOf(err) != syscall.EIO {
+				t.Fatalf("losing close: %v, want EIO", err)
+			}
+			pt, err := w.stored(tc.file)
+			if err != nil || !bytes.HasPrefix(pt, []byte("winner A")) {
+				t.Fatalf("stored %q (%v), want the winner's", pt, err)
+			}
+		})
+	}
+	if n := w.root.counters.conflicts.Load(); n != 0 {
+		t.Fatalf("the winning mount counted %d conflicts", n)
+	}
+}
+
+// TestWriteReaderKeepsOldVersion: a reader of the old version in another
+// mount gets old bytes or ESTALE once the object is replaced, never the
+// new bytes.
+func TestWriteReaderKeepsOldVersion(t *testing.T) {
+	w := newWorld(t, writable)
+	other := w.mountAgain()
+	old := w.plain["big.bin"]
+	r, err := os.Open(filepath.Join(other, "data", "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 64<<10)
+	if _, err := r.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, old[:len(buf)]) {
+		t.Fatal(err)
+	}
+	repl := bytes.Repeat([]byte{0xAB}, len(old))
+	if err := os.WriteFile(w.path("data/big.bin"), repl, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stale := 0
+	for off := 0; off < len(old); off += len(buf) {
+		k, err := r.ReadAt(buf, int64(off))
+		if errnoOf(err) == syscall.ESTALE {
+			stale++
+			continue
+		}
+		if err != nil && err != io.EOF {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if !bytes.Equal(buf[:k], old[off:off+k]) {
+			t.Fatalf("read at %d: bytes that are not the old version's", off)
+		}
+	}
+	if stale == 0 {
+		t.Fatal("every read was served after the replacement: the test did not exercise the replaced version")
+	}
+	got, err := os.ReadFile(filepath.Join(other, "data", "big.bin"))
+	if err != nil || !bytes.Equal(got, repl) {
+		t.Fatalf("a new open in the other mount: %v", err)
+	}
+}
+
+func TestWriteNamespace(t *testing.T) {
+	other := memblob.New()
+	w := newWorld(t, writable, func(w *world) {
+		prev := w.tune
+		w.tune = func(o *Options) {
+			prev(o)
+			o.Datasets = append(o.Datasets, DatasetSpec{Name: "other", Store: other, Keys: []keyrelease.KeyRef{refOct}, Write: &WriteSpec{Key: refOct}})
+		}
+	})
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(w.path("data/a.txt"), []byte("A"), 0o644))
+	must(os.WriteFile(w.path("data/b.txt"), []byte("B"), 0o644))
+	for _, tc := range []struct {
+		name  string
+		op    func() error
+		errno syscall.Errno
+		check func() error
+	}{
+		{"unlink", func() error { return os.Remove(w.path("data/hello.txt")) }, 0, func() error {
+			if _, err := w.store.Stat(ctx, "hello.txt"); err == nil {
+				return errors.New("still in storage")
+			}
+			if _, err := os.Stat(w.path("data/hello.txt")); !os.IsNotExist(err) {
+				return fmt.Errorf("stat after unlink: %v", err)
+			}
+			return nil
+		}},
+		{"unlink missing", func() error { return os.Remove(w.path("data/nope.txt")) }, syscall.ENOENT, nil},
+		{"rename", func() error { return os.Rename(w.path("data/a.txt"), w.path("data/dir/renamed.txt")) }, 0, func() error {
+			if _, err := w.store.Stat(ctx, "a.txt"); err == nil {
+				return errors.New("old name still in storage")
+			}
+			if pt, err := w.stored("dir/renamed.txt"); err != nil || string(pt) != "A" {
+				return fmt.Errorf("new name: %q %v", pt, err)
+			}
+			if got, err := os.ReadFile(w.path("data/dir/renamed.txt")); err != nil || string(got) != "A" {
+				return fmt.Errorf("read new name: %q %v", got, err)
+			}
+			if _, err := os.Stat(w.path("data/a.txt")); !os.IsNotExist(err) {
+				return fmt.Errorf("old name: %v", err)
+			}
+			return nil
+		}},
+		{"rename over existing", func() error { return os.Rename(w.path("data/b.txt"), w.path("data/empty")) }, 0, func() error {
+			if pt, err := w.stored("empty"); err != nil || string(pt) != "B" {
+				return fmt.Errorf("replaced target: %q %v", pt, err)
+			}
+			return nil
+		}},
+		{"rename noreplace", func() error {
+			return unix.Renameat2(unix.AT_FDCWD, w.path("data/empty"), unix.AT_FDCWD, w.path("data/big.bin"), unix.RENAME_NOREPLACE)
+		}, syscall.EEXIST, nil},
+		{"rename exchange", func() error {
+			return unix.Renameat2(unix.AT_FDCWD, w.path("data/empty"), unix.AT_FDCWD, w.path("data/big.bin"), unix.RENAME_EXCHANGE)
+		}, syscall.EINVAL, nil},
+		{"rename across datasets", func() error { return os.Rename(w.path("data/empty"), w.path("other/x")) }, syscall.EXDEV, nil},
+		{"mkdir", func() error { return os.Mkdir(w.path("data/newdir"), 0o755) }, 0, func() error {
+			if st, err := os.Stat(w.path("data/newdir")); err != nil || !st.IsDir() {
+				return fmt.Errorf("stat: %v", err)
+			}
+			ents, _ := os.ReadDir(w.path("data"))
+			for _, e := range ents {
+				if e.Name() == "newdir" && e.IsDir() {
+					return nil
+				}
+			}
+			return errors.New("not listed")
+		}},
+		{"mkdir existing", func() error { return os.Mkdir(w.path("data/dir"), 0o755) }, syscall.EEXIST, nil},
+		{"file in new dir", func() error { return os.WriteFile(w.path("data/newdir/f"), []byte("f"), 0o644) }, 0, func() error {
+			_, err := w.stored("newdir/f")
+			return err
+		}},
+		{"rmdir not empty", func() error { return os.Remove(w.path("data/newdir")) }, syscall.ENOTEMPTY, nil},
+		{"rmdir after unlink", func() error {
+			if err := os.Remove(w.path("data/newdir/f")); err != nil {
+				return err
+			}
+			return os.Remove(w.path("data/newdir"))
+		}, 0, func() error {
+			if _, err := os.Stat(w.path("data/newdir")); !os.IsNotExist(err) {
+				return fmt.Errorf("stat after rmdir: %v", err)
+			}
+			return nil
+		}},
+		{"mkdir rmdir empty", func() error {
+			if err := os.Mkdir(w.path("data/d2"), 0o700); err != nil {
+				return err
+			}
+			return os.Remove(w.path("data/d2"))
+		}, 0, nil},
+		{"chmod ignored", func() error { return os.Chmod(w.path("data/big.bin"), 0o777) }, 0, func() error {
+			if st, _ := os.Stat(w.path("data/big.bin")); st.Mode().Perm() != 0o600 {
+				return fmt.Errorf("mode %v, want the configured 0600", st.Mode())
+			}
+			return nil
+		}},
+		{"chown ignored", func() error { return os.Chown(w.path("data/big.bin"), 123, 456) }, 0, func() error {
+			st, _ := os.Stat(w.path("data/big.bin"))
+			if s := st.Sys().(*syscall.Stat_t); s.Uid != 0 || s.Gid != 0 {
+				return fmt.Errorf("owner %d:%d", s.Uid, s.Gid)
+			}
+			return nil
+		}},
+		{"utimens ignored", func() error { return os.Chtimes(w.path("data/big.bin"), time.Unix(5, 0), time.Unix(5, 0)) }, 0, nil},
+		{"chmod dir ignored", func() error { return os.Chmod(w.path("data/dir"), 0o755) }, 0, nil},
+		{"symlink", func() error { return os.Symlink("big.bin", w.path("data/link")) }, syscall.EPERM, nil},
+		{"hard link", func() error { return os.Link(w.path("data/big.bin"), w.path("data/link")) }, syscall.EPERM, nil},
+		{"mknod", func() error { return unix.Mkfifo(w.path("data/fifo"), 0o600) }, syscall.EPERM, nil},
+		{"statfs", func() error {
+			var st unix.Statfs_t
+			if err := unix.Statfs(w.path("data"), &st); err != nil {
+				return err
+			}
+			if st.Bavail < 1<<20 {
+				return fmt.Errorf("statfs: %d blocks available", st.Bavail)
+			}
+			return nil
+		}, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.op()
+			if errnoOf(err) != tc.errno || (tc.errno == 0 && err != nil) {
+				t.Fatalf("%v, want errno %v", err, tc.errno)
+			}
+			if tc.check != nil {
+				if err := tc.check(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestWriteManifestRequiredEROFS: a dataset whose manifest is enforced
+// refuses writes, even when configured writable.
+func TestWriteManifestRequiredEROFS(t *testing.T) {
+	mw := newManifestWorld(t, true, nil, func(o *Options) { o.Datasets[0].Write = &WriteSpec{Key: refOct} })
+	w := mw.world
+	for _, tc := range []struct {
+		name string
+		op   func() error
+	}{
+		{"create", func() error { return os.WriteFile(w.path("data/new.txt"), []byte("x"), 0o644) }},
+		{"open for write", func() error {
+			f, err := os.OpenFile(w.path("data/hello.txt"), os.O_WRONLY, 0)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}},
+		{"unlink", func() error { return os.Remove(w.path("data/hello.txt")) }},
+		{"mkdir", func() error { return os.Mkdir(w.path("data/d"), 0o755) }},
+		{"truncate", func() error { return os.Truncate(w.path("data/hello.txt"), 0) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.op(); errnoOf(err) != syscall.EROFS {
+				t.Fatalf("%v, want EROFS", err)
+			}
+		})
+	}
+	if got, err := os.ReadFile(w.path("data/hello.txt")); err != nil || !bytes.Equal(got, w.plain["hello.txt"]) {
+		t.Fatalf("reads still work: %v", err)
+	}
+}
+
+// writeClose opens p with flags, writes data and closes: the first error.
+func writeClose(p string, flags int, data []byte) error {
+	f, err := os.OpenFile(p, flags, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// TestWriteOnlyMount: with an RSA write key whose release is denied, new
+// files are sealed with the public key alone (no release at all); what
+// needs old plaintext gets EACCES, rename EXDEV.
+func TestWriteOnlyMount(t *testing.T) {
+	w := newWorld(t, func(w *world) {
+		w.rel.deny["demo-rsa"] = true
+		w.tune = func(o *Options) {
+			o.Datasets[0].Write = &WriteSpec{Key: refRSA, PublicKey: func(context.Context) (any, string, error) {
+				return &w.rk.PublicKey, "", nil
+			}}
+		}
+	})
+	data := pseudo(21, 700<<10)
+	f, err := os.Create(w.path("data/produced.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1000)
+	if _, err := f.ReadAt(buf, 5000); err != nil || !bytes.Equal(buf, data[5000:6000]) {
+		t.Fatalf("read-your-writes while open: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(w.path("data/hello.txt"), []byte("replaced"), 0o644); err != nil {
+		t.Fatalf("O_TRUNC of an existing object: %v", err)
+	}
+	if n := w.rel.calls.Load(); n != 0 {
+		t.Fatalf("writing released %d keys, want 0", n)
+	}
+	if pt, err := w.stored("produced.bin"); err != nil || !bytes.Equal(pt, data) {
+		t.Fatalf("stored: %v", err)
+	}
+	if pt, err := w.stored("hello.txt"); err != nil || string(pt) != "replaced" {
+		t.Fatalf("stored: %q %v", pt, err)
+	}
+	if st, err := os.Stat(w.path("data/produced.bin")); err != nil || st.Size() != int64(len(data)) {
+		t.Fatalf("stat: %v", err)
+	}
+	for _, tc := range []struct {
+		name  string
+		op    func() error
+		errno syscall.Errno
+	}{
+		{"read what it wrote", func() error { _, err := os.ReadFile(w.path("data/produced.bin")); return err }, syscall.EACCES},
+		{"partial overwrite", func() error { return writeClose(w.path("data/produced.bin"), os.O_WRONLY, []byte("0123456789")) }, syscall.EACCES},
+		{"O_APPEND", func() error { return writeClose(w.path("data/produced.bin"), os.O_WRONLY|os.O_APPEND, []byte("more")) }, syscall.EACCES},
+		{"truncate to non-zero", func() error { return os.Truncate(w.path("data/produced.bin"), 10) }, syscall.EACCES},
+		{"rename", func() error { return os.Rename(w.path("data/produced.bin"), w.path("data/moved.bin")) }, syscall.EXDEV},
+		{"failed writes left the object intact", func() error {
+			if pt, err := w.stored("produced.bin"); err != nil || !bytes.Equal(pt, data) {
+				return fmt.Errorf("stored object changed: %v", err)
+			}
+			return nil
+		}, 0},
+		{"unlink", func() error { return os.Remove(w.path("data/produced.bin")) }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.op(); errnoOf(err) != tc.errno || (tc.errno == 0 && err != nil) {
+				t.Fatalf("%v, want errno %v", err, tc.errno)
+			}
+		})
+	}
 }

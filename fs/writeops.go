@@ -40,7 +40,7 @@ func (n *objectNode) openDirty(flags uint32) (fusefs.FileHandle, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	d := n.dirty
-	if d == nil || d.deleted {
+	if d == nil || d.deleted.Load() {
 		return nil, false
 	}
 	d.handles++
@@ -51,7 +51,7 @@ func (n *objectNode) openDirty(flags uint32) (fusefs.FileHandle, bool) {
 // is none, and counts a handle on it.
 func (n *objectNode) attach(mk func() (*dirtyFile, error)) (*dirtyFile, error) {
 	n.mu.Lock()
-	if d := n.dirty; d != nil && !d.deleted {
+	if d := n.dirty; d != nil && !d.deleted.Load() {
 		d.handles++
 		n.mu.Unlock()
 		return d, nil
@@ -63,7 +63,7 @@ func (n *objectNode) attach(mk func() (*dirtyFile, error)) (*dirtyFile, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if cur := n.dirty; cur != nil && !cur.deleted { // lost a race
+	if cur := n.dirty; cur != nil && !cur.deleted.Load() { // lost a race
 		d.mu.Lock()
 		d.wipe()
 		d.mu.Unlock()
@@ -101,16 +101,18 @@ func (n *objectNode) openWrite(ctx context.Context, flags uint32) (fusefs.FileHa
 			d.dirty = true
 			return d, nil
 		}
-		v, o, _, errno := n.openPinned(ctx)
-		if errno != 0 {
-			return nil, keyErrno(errno)
+		// The old content is read lazily, chunk by chunk, when a write
+		// or read needs it: an open followed by a truncation to 0 (how
+		// the kernel sends O_TRUNC) never needs the key. Its size here
+		// comes from the listing's metadata or the cleartext preamble,
+		// and is checked against the authenticated size when the old
+		// version is opened.
+		size, err := plainSize(ctx, n.ds.Store, info, nil)
+		if err != nil {
+			return nil, err
 		}
-		if v.etag != info.ETag { // replaced between the stat and the open
-			d.etag = v.etag
-		}
-		d.base, d.baseV = o, v
-		d.setSize(o.d.PlainSize())
-		d.baseValid = d.size
+		d.setSize(size)
+		d.baseValid, d.baseSize = size, size
 		return d, nil
 	})
 	if err != nil {
@@ -192,7 +194,9 @@ func (h *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		h.closing = false
 		d.writers++
 	}
-	if err := d.writeAt(ctx, data, off); err != nil {
+	err := d.writeAt(ctx, data, off)
+	clear(data) // plaintext in go-fuse's request buffer, which it reuses
+	if err != nil {
 		return 0, h.node.root.fail("write", err)
 	}
 	return uint32(len(data)), 0
