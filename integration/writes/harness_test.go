@@ -119,7 +119,7 @@ func devStack(t *testing.T) *devstack.Stack {
 	return stack
 }
 
-// azureContainer returns the URL of a new container on the package's
+// azureContainer returns the name of a new container on the package's
 // Azurite (the daemon authenticates with AZURE_STORAGE_CONNECTION_STRING).
 func azureContainer(t *testing.T) string {
 	t.Helper()
@@ -132,7 +132,7 @@ func azureContainer(t *testing.T) string {
 	name := fmt.Sprintf("w%04d", azSeq)
 	azSeqMu.Unlock()
 	az.CreateContainer(t, name)
-	return az.ContainerURL(name)
+	return name
 }
 
 // dataset describes the writable dataset "out" of a test.
@@ -165,7 +165,7 @@ func localDataset(t *testing.T) dataset {
 }
 
 func azureDataset(t *testing.T) dataset {
-	return dataset{azure: azureContainer(t) + "/ds", keys: "[demo-oct]", writeKey: devstack.KeyOct}
+	return dataset{azure: az.ContainerURL(azureContainer(t)) + "/ds", keys: "[demo-oct]", writeKey: devstack.KeyOct}
 }
 
 // config writes the devstack's configuration plus ds.
