@@ -127,10 +127,6 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	return i, nil
 }
 
-func info(name string, st fs.FileInfo) blob.Info {
-	return blob.Info{Name: name, Size: st.Size(), ETag: etag(st), ModTime: st.ModTime()}
-}
-
 // xattrName holds all user metadata of an object, as one JSON object in
 // one extended attribute, so that Stat costs a single getxattr.
 const xattrName = "user.skrfs.metadata"
@@ -165,15 +161,8 @@ func getMetadata(get func([]byte) (int, error)) map[string]string {
 	return md
 }
 
-// etag derives a version identifier from the file's identity and times.
-func etag(st fs.FileInfo) string {
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Sprintf("\"%x-%x\"", st.Size(), st.ModTime().UnixNano())
-	}
-	return etagOf(sys)
-}
-
+// etagOf derives a version identifier from the file's identity, size and
+// times.
 func etagOf(sys *syscall.Stat_t) string {
 	return fmt.Sprintf("\"%x-%x-%x-%x.%x\"", sys.Ino, sys.Size,
 		time.Unix(sys.Mtim.Unix()).UnixNano(), sys.Ctim.Sec, sys.Ctim.Nsec)
