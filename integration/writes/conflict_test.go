@@ -2,6 +2,8 @@ package writes
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,6 +89,23 @@ func concurrentWriters(t *testing.T, ds dataset) {
 	}
 	a.unmount()
 	b.unmount()
+	// The loser logged each loss with both versions.
+	var lost []map[string]any
+	for _, line := range strings.Split(b.out.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(fmt.Sprint(rec["message"]), "commit lost") {
+			lost = append(lost, rec)
+		}
+	}
+	if len(lost) != len(cases) {
+		t.Errorf("mount B logged %d lost commits, want %d:\n%s", len(lost), len(cases), b.out)
+	}
+	for _, rec := range lost {
+		opened, current := fmt.Sprint(rec["opened_version"]), fmt.Sprint(rec["current_version"])
+		if rec["object"] == nil || opened == "<nil>" || current == "<nil>" || current == "(none)" || opened == current {
+			t.Errorf("a lost commit logged without both versions: %v", rec)
+		}
+	}
 	// A third mount reads what the store holds.
 	c := mount(t, cfg)
 	defer c.unmount()
