@@ -170,6 +170,9 @@ type Store struct {
 	uploadBlockSize   int64
 	uploadConcurrency int
 	commitBlockSize   int64
+	// blocks recycles Commit's block buffers (*[]byte of commitBlockSize),
+	// so that committing many small files does not allocate a block each.
+	blocks sync.Pool
 }
 
 var (

@@ -148,8 +148,16 @@ func (s *Store) stageBlocks(ctx context.Context, bb *blockblob.Client, name stri
 	}
 	free := make(chan []byte, s.uploadConcurrency)
 	for range s.uploadConcurrency {
-		free <- nil // allocated on first use: a small object needs one buffer
+		free <- nil // taken from the pool on first use: a small object needs one buffer
 	}
+	defer func() {
+		close(free)
+		for buf := range free {
+			if buf != nil {
+				s.blocks.Put(&buf)
+			}
+		}
+	}()
 	for {
 		var buf []byte
 		select {
@@ -157,11 +165,18 @@ func (s *Store) stageBlocks(ctx context.Context, bb *blockblob.Client, name stri
 		case <-ctx.Done():
 		}
 		if ctx.Err() != nil {
+			if buf != nil {
+				free <- buf
+			}
 			fail(ctx.Err())
 			break
 		}
 		if buf == nil {
-			buf = make([]byte, s.commitBlockSize)
+			if p, ok := s.blocks.Get().(*[]byte); ok && int64(len(*p)) == s.commitBlockSize {
+				buf = *p
+			} else {
+				buf = make([]byte, s.commitBlockSize)
+			}
 		}
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
@@ -178,6 +193,10 @@ func (s *Store) stageBlocks(ctx context.Context, bb *blockblob.Client, name stri
 				_, err := bb.StageBlock(ctx, id, streaming.NopCloser(bytes.NewReader(block)), nil)
 				if err != nil {
 					fail(mapErr("commit (put block)", name, err)) // the first error wins
+					// An abandoned request's body may still be read by
+					// the transport: never reuse its buffer.
+					free <- nil
+					return
 				}
 				free <- buf
 			}(buf[:n])
