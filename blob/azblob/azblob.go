@@ -12,6 +12,10 @@
 // access. For sequential reads of large objects NewRangeReader fetches large
 // ranges in parallel and reassembles them in order.
 //
+// The store is also a blob.Writer (writer.go): Commit uploads a new
+// version as staged blocks and makes it current with one conditional Put
+// Block List; a lost condition gives blob.ErrConditionNotMet.
+//
 // Authentication: a connection string (shared key or SAS), a container URL
 // with a SAS query, an anonymous public container URL, a container URL with
 // an account key, or any azcore.TokenCredential (Microsoft Entra ID bearer

@@ -19,6 +19,10 @@
 // in-place rewrite that keeps the size and lands within the same timestamp
 // tick as the previous write. Producers should replace objects by rename
 // (as Put does), which changes the inode.
+//
+// The store is also a blob.Writer (writer.go): a commit is a temporary
+// file, fsync, a conditional rename under a lock that holds across
+// processes, and a directory fsync; CleanTemp removes what a crash left.
 package localdir
 
 import (
