@@ -1,8 +1,11 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"strconv"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -10,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
 )
 
 // Directory operations of writable datasets (docs/writes.md). The store's
@@ -391,9 +395,18 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 		return syscall.EEXIST
 	}
 	size := o.d.PlainSize()
-	info, err := n.root.seal(ctx, n.ds, toPath, toObj, size, func(dst []byte, off int64) error {
-		return readPlain(ctx, o, dst, off)
-	}, cond)
+	var info blob.Info
+	if o.d.Header().Version == crypto.VersionV2 {
+		// A new header only (docs/format.md 11.4): the body is copied as
+		// it is, without decrypting it.
+		info, err = n.renameHeader(ctx, o, toPath, toObj, cond)
+	} else {
+		// Version 1 binds the name into every chunk: decrypt and re-seal
+		// (as version 2).
+		info, err = n.root.seal(ctx, n.ds, toPath, toObj, size, func(dst []byte, off int64) error {
+			return readPlain(ctx, o, dst, off)
+		}, cond)
+	}
 	if err != nil {
 		return err
 	}
@@ -419,6 +432,68 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 	from.delEntry(name)
 	to.setEntry(newName, &dirEntry{info: info})
 	return nil
+}
+
+// renameHeader commits version 2 object o under a new name: a new header
+// (same object ID, keys, seal count and table digest; the new name and
+// MAC) before the old body, streamed from storage pinned to o's version.
+// The new MAC needs the data key: the batch key cached by o's open, or the
+// released key.
+func (n *objectNode) renameHeader(ctx context.Context, o *objectState, toPath, toObj string, cond blob.Condition) (blob.Info, error) {
+	h := o.d.Header()
+	ref, err := n.allowedRef(h.KeyRef)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.root.opts.OpTimeout)
+	defer cancel()
+	var hdr []byte
+	if br, ok := n.root.opts.Releaser.(batchKeyReleaser); ok {
+		if k, err := br.ReleaseBatchKeys(rctx, ref); err == nil {
+			if k.Batch != nil {
+				hdr, err = crypto.RenameHeaderV2(h, nil, k.Batch, toPath)
+			}
+			k.Wipe()
+			if err != nil && !errors.Is(err, crypto.ErrBatchKeyNotCached) {
+				return blob.Info{}, err
+			}
+		}
+	}
+	if hdr == nil {
+		k, err := n.root.opts.Releaser.Release(rctx, ref)
+		if err != nil {
+			return blob.Info{}, err
+		}
+		if !k.IsPrivate() {
+			k.Wipe()
+			return blob.Info{}, syscall.EXDEV
+		}
+		hdr, err = crypto.RenameHeaderV2(h, k.KEK(), k.Batch, toPath)
+		k.Wipe()
+		if err != nil {
+			return blob.Info{}, err
+		}
+	}
+	body, err := blob.OpenRange(ctx, n.ds.Store, o.ref, int64(h.Len()), crypto.CipherSizeV2(o.d.PlainSize(), h.Len(), h.ChunkSize)-int64(h.Len()))
+	if err != nil {
+		return blob.Info{}, err
+	}
+	defer body.Close()
+	md := map[string]string{
+		metaHeaderLen: strconv.Itoa(len(hdr)),
+		metaChunkSize: strconv.Itoa(h.ChunkSize),
+		metaVersion:   "2",
+		metaKeyRef:    h.KeyRef,
+	}
+	info, err := n.ds.raw.(blob.Writer).Commit(ctx, toObj, io.MultiReader(bytes.NewReader(hdr), body), md, cond)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	if info.Metadata == nil {
+		info.Metadata = md
+	}
+	n.root.counters.commits.Add(1)
+	return info, nil
 }
 
 // Setattr on a directory: mode, owner and times are accepted and ignored.

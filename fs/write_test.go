@@ -98,7 +98,10 @@ func TestWriteReadOnlyDatasetEROFS(t *testing.T) {
 	if errnoOf(err) != syscall.EROFS {
 		t.Fatalf("create on a read-only dataset: %v, want EROFS", err)
 	}
-	if _, err := os.OpenFile(w.path("data/hello.txt"), os.O_WRONLY, 0); errnoOf(err) != syscall.EROFS {
+	if f, err := os.OpenFile(w.path("data/hello.txt"), os.O_WRONLY, 0); errnoOf(err) != syscall.EROFS {
+		if err == nil {
+			f.Close()
+		}
 		t.Fatalf("open for writing: %v, want EROFS", err)
 	}
 	_ = filepath.Join
@@ -149,9 +152,13 @@ func TestWriteOpenFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := os.OpenFile(w.path("data/"+tc.file), tc.flags, 0o644)
 			if errnoOf(err) != tc.errno {
+				if err == nil {
+					f.Close()
+				}
 				t.Fatalf("open: %v, want errno %v", err, tc.errno)
 			}
 			if err == nil {
+				defer f.Close()
 				if _, err := f.Write(tc.write); err != nil {
 					t.Fatal(err)
 				}
@@ -179,6 +186,7 @@ func TestWriteRandomOffsets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close() // a no-op after the close below; a failure must not leave it open at unmount
 	rnd := mrand.New(mrand.NewPCG(1, 2))
 	check := func(step int) {
 		t.Helper()
@@ -327,6 +335,7 @@ func TestWriteSpillsEncrypted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -388,10 +397,12 @@ func TestWriteConcurrentWritersOneWins(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer a.Close() // a failing test must not leave files open on the mount it unmounts
 			b, err := os.OpenFile(filepath.Join(other, "data", tc.file), tc.flags, 0o644)
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer b.Close()
 			if _, err := a.WriteAt([]byte("winner A"), 0); err != nil {
 				t.Fatal(err)
 			}
@@ -665,6 +676,7 @@ func TestWriteOnlyMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -713,5 +725,149 @@ func TestWriteOnlyMount(t *testing.T) {
 				t.Fatalf("%v, want errno %v", err, tc.errno)
 			}
 		})
+	}
+}
+
+// TestWriteRenameHeaderOnly: renaming a version 2 object writes a new
+// header before the same body bytes (docs/format.md 11.4); a version 1
+// object is re-sealed.
+func TestWriteRenameHeaderOnly(t *testing.T) {
+	w := newWorld(t, writable)
+	ctx := context.Background()
+	raw := func(name string) []byte {
+		info, err := w.store.Stat(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, info.Size)
+		w.store.ReadAt(ctx, info.Ref(), b, 0)
+		return b
+	}
+	data := pseudo(41, 200<<10+3)
+	if err := os.WriteFile(w.path("data/v2.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := raw("v2.bin")
+	h, _ := crypto.ParseHeader(before)
+	if err := os.Rename(w.path("data/v2.bin"), w.path("data/dir/v2-renamed.bin")); err != nil {
+		t.Fatal(err)
+	}
+	after := raw("dir/v2-renamed.bin")
+	nh, err := crypto.ParseHeader(after)
+	if err != nil || nh.ObjectID != h.ObjectID || !bytes.Equal(after[nh.Len():], before[h.Len():]) {
+		t.Fatalf("not a header-only rename: %v, same object ID %v", err, nh != nil && nh.ObjectID == h.ObjectID)
+	}
+	if pt, err := w.stored("dir/v2-renamed.bin"); err != nil || !bytes.Equal(pt, data) {
+		t.Fatalf("renamed object: %v", err)
+	}
+	if got, err := os.ReadFile(w.path("data/dir/v2-renamed.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read through the mount: %v", err)
+	}
+	// A version 1 object is re-sealed as version 2.
+	if err := os.Rename(w.path("data/dir/sub/nested.txt"), w.path("data/nested-v2.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if v1h, err := crypto.ParseHeader(raw("nested-v2.txt")); err != nil || v1h.Version != crypto.VersionV2 {
+		t.Fatalf("renamed version 1 object: %v", err)
+	}
+	if pt, err := w.stored("nested-v2.txt"); err != nil || !bytes.Equal(pt, w.plain["dir/sub/nested.txt"]) {
+		t.Fatalf("renamed version 1 object: %v", err)
+	}
+}
+
+// TestWriteHandleSemantics: what other handles, listings and a second
+// mount see of staged and committed content.
+func TestWriteHandleSemantics(t *testing.T) {
+	w := newWorld(t, writable)
+	ctx := context.Background()
+	inStore := func(name string) bool {
+		_, err := w.store.Stat(ctx, name)
+		return err == nil
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"uncommitted file is listed and sized", func(t *testing.T) {
+			f, err := os.Create(w.path("data/dir/pending.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			f.Write([]byte("12345"))
+			ents, _ := os.ReadDir(w.path("data/dir"))
+			found := false
+			for _, e := range ents {
+				found = found || e.Name() == "pending.txt"
+			}
+			st, err := os.Stat(w.path("data/dir/pending.txt"))
+			if !found || err != nil || st.Size() != 5 || inStore("dir/pending.txt") {
+				t.Fatalf("listed %v, stat %v size %d, in store %v", found, err, st.Size(), inStore("dir/pending.txt"))
+			}
+		}},
+		{"close of one of two writers does not commit", func(t *testing.T) {
+			a, _ := os.Create(w.path("data/two.txt"))
+			defer a.Close()
+			b, err := os.OpenFile(w.path("data/two.txt"), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			a.WriteAt([]byte("aaaa"), 0)
+			b.WriteAt([]byte("bb"), 4)
+			// A reader through a third handle sees both writes.
+			if got, err := os.ReadFile(w.path("data/two.txt")); err != nil || string(got) != "aaaabb" {
+				t.Fatalf("third handle reads %q, %v", got, err)
+			}
+			if err := a.Close(); err != nil || inStore("two.txt") {
+				t.Fatalf("first close: %v, committed %v", err, inStore("two.txt"))
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if pt, err := w.stored("two.txt"); err != nil || string(pt) != "aaaabb" {
+				t.Fatalf("after the last close: %q %v", pt, err)
+			}
+		}},
+		{"unlinked while open is never committed", func(t *testing.T) {
+			f, _ := os.Create(w.path("data/doomed.txt"))
+			defer f.Close()
+			f.Write([]byte("x"))
+			if err := os.Remove(w.path("data/doomed.txt")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write([]byte("more")); err != nil {
+				t.Fatalf("write after unlink: %v", err)
+			}
+			if err := f.Close(); err != nil || inStore("doomed.txt") {
+				t.Fatalf("close: %v, in store %v", err, inStore("doomed.txt"))
+			}
+		}},
+		{"empty directory vanishes at remount", func(t *testing.T) {
+			if err := os.Mkdir(w.path("data/ephemeral"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(w.mountAgain(), "data/ephemeral")); !os.IsNotExist(err) {
+				t.Fatalf("a remount sees the empty directory: %v", err)
+			}
+			if err := os.WriteFile(w.path("data/ephemeral/f"), []byte("f"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := os.Stat(filepath.Join(w.mountAgain(), "data/ephemeral/f")); err != nil || st.Size() != 1 {
+				t.Fatalf("once it holds an object: %v", err)
+			}
+		}},
+		{"write to a read-only handle", func(t *testing.T) {
+			f, err := os.Open(w.path("data/empty"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.Write([]byte("x")); err == nil {
+				t.Fatal("write through a read-only descriptor")
+			}
+		}},
+	} {
+		t.Run(tc.name, tc.run)
 	}
 }
