@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/skrfs/skrfs/blob"
 	"github.com/skrfs/skrfs/blob/azblob"
@@ -120,4 +121,30 @@ func TestCommitStorageFaultsThroughMount(t *testing.T) {
 			}
 		})
 	}
+	// A slow store (every write request delayed) slows the commit down but
+	// it succeeds: close returns, and storage holds the whole new version.
+	t.Run("slow", func(t *testing.T) {
+		before, err := direct.Stat(ctx, "obj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rule := faultproxy.Rule{Kinds: writes, Prob: 1, Fault: faultproxy.Delay, Delay: 300 * time.Millisecond}
+		if err := proxy.SetConfig(faultproxy.Config{Seed: 1, Rules: []faultproxy.Rule{rule}}); err != nil {
+			t.Fatal(err)
+		}
+		got := strings.TrimSpace(python(t, overwrite, filepath.Join(d.dir(), "obj")))
+		fired := proxy.Stats().Fired(faultproxy.Delay)
+		proxy.SetConfig(faultproxy.Config{})
+		if got != "open ok\nwrite ok\nclose ok" || fired == 0 {
+			t.Fatalf("the app saw:\n%s\n(%d delayed requests); want every step to succeed", got, fired)
+		}
+		after, err := direct.Stat(ctx, "obj")
+		if err != nil || after.ETag == before.ETag {
+			t.Fatalf("after a slow commit that returned: %+v, %v; want a new version", after, err)
+		}
+		b, err := os.ReadFile(filepath.Join(d.dir(), "obj"))
+		if err != nil || !bytes.Equal(b, bytes.Repeat([]byte("the new version\n"), 20000)) {
+			t.Fatalf("obj after a slow commit: %d bytes, %v", len(b), err)
+		}
+	})
 }
