@@ -273,3 +273,10 @@ func TestMetadataWithoutProc(t *testing.T) {
 		}
 	}
 }
+
+func TestWriterConformance(t *testing.T) {
+	blobtest.Suite{New: func(tb testing.TB) blobtest.Fixture {
+		s := newStore(tb)
+		return blobtest.Fixture{Store: s, Put: s.Put, Delete: s.Delete}
+	}}.RunWriter(t)
+}
