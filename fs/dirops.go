@@ -124,6 +124,20 @@ func (d *dirNode) newFileNode(ctx context.Context, name string) (*fusefs.Inode, 
 	return ch, ch.Operations().(*objectNode)
 }
 
+// checkNewName refuses names that storage or the object header cannot
+// carry: ENAMETOOLONG past the header's bound, EINVAL for the rest
+// (control and bidirectional-override characters, invalid UTF-8, names
+// that are not store names).
+func checkNewName(path, suffix string) syscall.Errno {
+	if len(path) > crypto.MaxNameLen {
+		return syscall.ENAMETOOLONG
+	}
+	if blob.CheckName(path+suffix) != nil || crypto.CheckName(path) != nil {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
 // Create makes a new file, or opens an existing one without O_EXCL. The
 // object appears in storage at the first commit (fsync or last close).
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
@@ -131,8 +145,8 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, d.root.fail("create", err)
 	}
 	path := d.prefix + name
-	if blob.CheckName(path+d.ds.Suffix) != nil {
-		return nil, nil, 0, syscall.EINVAL
+	if errno := checkNewName(path, d.ds.Suffix); errno != 0 {
+		return nil, nil, 0, errno
 	}
 	if ch := d.localChild(name); ch != nil {
 		if _, isDir := ch.Operations().(*dirNode); isDir {
@@ -195,8 +209,8 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, d.root.fail("mkdir", err)
 	}
 	path := d.prefix + name
-	if blob.CheckName(path+"/x") != nil {
-		return nil, syscall.EINVAL
+	if errno := checkNewName(path+"/x", ""); errno != 0 {
+		return nil, errno
 	}
 	if d.localChild(name) != nil {
 		return nil, syscall.EEXIST
@@ -336,8 +350,8 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 		return syscall.EXDEV
 	}
 	to := nd.prefix + newName
-	if blob.CheckName(to+d.ds.Suffix) != nil {
-		return syscall.EINVAL
+	if errno := checkNewName(to, d.ds.Suffix); errno != 0 {
+		return errno
 	}
 	if from, _ := n.names(); from == to {
 		return 0

@@ -554,6 +554,10 @@ func TestWriteNamespace(t *testing.T) {
 			return errors.New("not listed")
 		}},
 		{"mkdir existing", func() error { return os.Mkdir(w.path("data/dir"), 0o755) }, syscall.EEXIST, nil},
+		{"create control character", func() error { return os.WriteFile(w.path("data/bad\x01name"), nil, 0o644) }, syscall.EINVAL, nil},
+		{"create bidi override", func() error { return os.WriteFile(w.path("data/evil\u202etxt.exe"), nil, 0o644) }, syscall.EINVAL, nil},
+		{"rename to control character", func() error { return os.Rename(w.path("data/big.bin"), w.path("data/x\x7f")) }, syscall.EINVAL, nil},
+		{"mkdir control character", func() error { return os.Mkdir(w.path("data/d\x1b"), 0o755) }, syscall.EINVAL, nil},
 		{"file in new dir", func() error { return os.WriteFile(w.path("data/newdir/f"), []byte("f"), 0o644) }, 0, func() error {
 			_, err := w.stored("newdir/f")
 			return err
