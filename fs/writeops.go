@@ -76,8 +76,10 @@ func (n *objectNode) attach(mk func() (*dirtyFile, error)) (*dirtyFile, error) {
 	return d, nil
 }
 
-// openWrite opens the object for writing. Without O_TRUNC the old content
-// must be readable (its key released): a write-only mount gets EACCES.
+// openWrite opens the object for writing; every handle of the inode shares
+// one staged state. The old content is read lazily (staging.go), so the
+// open itself needs no key: a write-only mount gets EACCES only from a
+// read, write or commit that needs old plaintext.
 func (n *objectNode) openWrite(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if err := n.root.writeRefused(n.ds); err != nil {
 		return nil, 0, n.root.fail("open", err)
