@@ -55,7 +55,7 @@ type dirtyFile struct {
 	baseV     objectVersion
 	etag      string      // the version this content replaces; "" = none in storage
 	dirty     bool        // changed since the last commit
-	failed    error       // a commit lost to another writer: every later operation fails
+	failed    error       // a commit lost to another writer, or failed at close: every later operation fails
 	deleted   atomic.Bool // unlinked or replaced by a rename: never committed
 	broken    atomic.Bool // failed is set: new opens start afresh from storage
 	handles   int         // open handles; guarded by node.mu
