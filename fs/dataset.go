@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,15 +29,40 @@ type dirNode struct {
 	entries map[string]dirEntry
 	order   []string
 	mkdirs  map[string]bool // directories made by mkdir in this mount
+	// direct counts the lookups answered without a listing since the last
+	// one (lookupDirect); past directLookups the directory is listed.
+	direct int
 }
+
+// directLookups is how many lookups of a directory without a fresh
+// listing are answered by a stat of the one name before the directory is
+// listed: a cold stat deep in a large tree costs a few requests, not a
+// listing of every directory on its path (O(entries)), and a program that
+// opens many names of one directory still lists it once.
+const directLookups = 4
 
 type dirEntry struct {
 	isDir  bool
-	info   blob.Info             // objects only
+	info   blob.Info             // objects only; without metadata (see sized)
 	listed *crypto.ManifestEntry // objects listed by a manifest
+	// size is the plaintext size that the upload metadata gives, when
+	// sized: computed when listed, so that a listing of a million objects
+	// does not keep a metadata map per object.
+	size  int64
+	sized bool
+}
+
+// objectEntry makes the entry of a listed or stat'ed object.
+func objectEntry(i blob.Info) dirEntry {
+	e := dirEntry{info: i}
+	e.size, e.sized = metadataSize(i)
+	e.info.Metadata = nil
+	return e
 }
 
 var (
+	_ = (fusefs.NodeOnForgetter)((*dirNode)(nil))
+	_ = (fusefs.NodeOnForgetter)((*objectNode)(nil))
 	_ = (fusefs.NodeGetattrer)((*dirNode)(nil))
 	_ = (fusefs.NodeLookuper)((*dirNode)(nil))
 	_ = (fusefs.NodeReaddirer)((*dirNode)(nil))
@@ -86,14 +112,14 @@ func (d *dirNode) list(ctx context.Context) (map[string]dirEntry, []string, erro
 		if _, dup := entries[name]; !dup {
 			order = append(order, name)
 		}
-		entries[name] = dirEntry{info: i}
+		entries[name] = objectEntry(i)
 		return nil
 	})
 	if err != nil {
 		d.root.log().Warn().Err(err).Str("dataset", d.ds.Name).Str("prefix", d.prefix).Msg("listing failed")
 		return nil, nil, err
 	}
-	d.entries, d.order, d.listed, d.view = entries, order, time.Now(), nil
+	d.entries, d.order, d.listed, d.view, d.direct = entries, order, time.Now(), nil, 0
 	return entries, order, nil
 }
 
@@ -120,6 +146,46 @@ func (d *dirNode) listView(v *manifestView) (map[string]dirEntry, []string, erro
 	return entries, order, nil
 }
 
+// errFound stops a listing at its first entry.
+var errFound = errors.New("found")
+
+// lookupDirect finds one name of a directory that has no fresh listing
+// (and no manifest) with a stat of the object, or, if there is none, a
+// listing of its prefix cut at the first entry. It reports whether it
+// answered; false means: list the directory instead.
+func (d *dirNode) lookupDirect(ctx context.Context, name string) (e dirEntry, found, answered bool, err error) {
+	if d.ds.man != nil {
+		return dirEntry{}, false, false, nil
+	}
+	d.mu.Lock()
+	fresh := d.entries != nil && d.view == nil && time.Since(d.listed) < d.root.opts.ListTTL
+	if fresh || d.direct >= directLookups {
+		d.mu.Unlock()
+		return dirEntry{}, false, false, nil
+	}
+	d.direct++
+	d.mu.Unlock()
+	path := d.prefix + name
+	if d.prefix == "" && name+"/" == crypto.ManifestPrefix {
+		return dirEntry{}, false, true, nil // the manifest's directory is not data
+	}
+	info, err := d.ds.Store.Stat(ctx, path+d.ds.Suffix)
+	if err == nil {
+		return objectEntry(info), true, true, nil
+	}
+	if !errors.Is(err, blob.ErrNotFound) {
+		return dirEntry{}, false, true, err
+	}
+	err = d.ds.Store.List(ctx, blob.ListOptions{Prefix: path + "/", Delimiter: "/"}, func(blob.Info) error { return errFound })
+	switch {
+	case errors.Is(err, errFound):
+		return dirEntry{isDir: true}, true, true, nil
+	case err != nil:
+		return dirEntry{}, false, true, err
+	}
+	return dirEntry{}, false, true, nil
+}
+
 // Lookup finds a child without releasing any key: an object's size comes
 // from its upload metadata or from its cleartext header.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
@@ -136,11 +202,17 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return ch, 0
 		}
 	}
-	entries, _, err := d.list(ctx)
+	e, ok, answered, err := d.lookupDirect(ctx, name)
 	if err != nil {
 		return nil, d.root.fail("lookup", err)
 	}
-	e, ok := entries[name]
+	if !answered {
+		var entries map[string]dirEntry
+		if entries, _, err = d.list(ctx); err != nil {
+			return nil, d.root.fail("lookup", err)
+		}
+		e, ok = entries[name]
+	}
 	if !ok {
 		return nil, syscall.ENOENT
 	}
@@ -172,7 +244,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		obj.fillAttr(&out.Attr)
 		return ch, 0
 	}
-	if err := obj.setInfo(ctx, e.info, nil); err != nil {
+	if e.sized {
+		obj.setSize(e.info, e.size)
+	} else if err := obj.setInfo(ctx, e.info, nil); err != nil {
 		return nil, d.root.fail("lookup", err)
 	}
 	if obj.stale() {
@@ -214,3 +288,6 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 	}
 	return fusefs.NewListDirStream(out), 0
 }
+
+func (d *dirNode) OnForget()    { d.root.nodeForgotten() }
+func (n *objectNode) OnForget() { n.root.nodeForgotten() }

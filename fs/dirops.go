@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -138,6 +139,14 @@ func checkNewName(path, suffix string) syscall.Errno {
 	return 0
 }
 
+// cachedDir reports whether d's fresh listing, if it has one, shows name
+// as a directory (no storage request).
+func (d *dirNode) cachedDir(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.entries != nil && d.view == nil && time.Since(d.listed) < d.root.opts.ListTTL && d.entries[name].isDir
+}
+
 // Create makes a new file, or opens an existing one without O_EXCL. The
 // object appears in storage at the first commit (fsync or last close).
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
@@ -165,7 +174,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	octx, cancel := withOpTimeout(ctx, d.root.opts.OpTimeout)
 	defer cancel()
-	if entries, _, err := d.list(octx); err == nil && entries[name].isDir {
+	if d.cachedDir(name) {
 		return nil, nil, 0, syscall.EISDIR
 	}
 	info, err := d.ds.Store.Stat(octx, path+d.ds.Suffix)
@@ -217,12 +226,19 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	octx, cancel := withOpTimeout(ctx, d.root.opts.OpTimeout)
 	defer cancel()
-	entries, _, err := d.list(octx)
+	// An object or a directory of that name (without listing all of d).
+	_, err := d.ds.Store.Stat(octx, path+d.ds.Suffix)
+	if err == nil {
+		return nil, syscall.EEXIST
+	}
+	if errors.Is(err, blob.ErrNotFound) {
+		err = d.ds.Store.List(octx, blob.ListOptions{Prefix: path + "/", Delimiter: "/"}, func(blob.Info) error { return errFound })
+		if errors.Is(err, errFound) {
+			return nil, syscall.EEXIST
+		}
+	}
 	if err != nil {
 		return nil, d.root.fail("mkdir", err)
-	}
-	if _, ok := entries[name]; ok {
-		return nil, syscall.EEXIST
 	}
 	d.mu.Lock()
 	if d.mkdirs == nil {
@@ -452,7 +468,8 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 		df.releaseBase() // reopened from the new name when needed
 	}
 	from.delEntry(name)
-	to.setEntry(newName, &dirEntry{info: info})
+	e := objectEntry(info)
+	to.setEntry(newName, &e)
 	return nil
 }
 

@@ -675,3 +675,105 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// listStore counts List calls and the entries they produce, besides
+// callStore's counters.
+type listStore struct {
+	callStore
+	lists, listed *atomic.Int64
+}
+
+func (s listStore) List(ctx context.Context, opts blob.ListOptions, fn func(blob.Info) error) error {
+	s.lists.Add(1)
+	return s.Store.List(ctx, opts, func(i blob.Info) error { s.listed.Add(1); return fn(i) })
+}
+
+// TestLookupCounters guards, by counters, the lookups of a 1,000-entry
+// directory (issue 20: no O(n) work per lookup): a cold stat deep in the
+// tree lists nothing whole (a stat per name; a listing cut at its first
+// entry per directory on the path), and `ls -l` of the directory is one
+// listing and no request per entry.
+func TestLookupCounters(t *testing.T) {
+	const n = 1000
+	var stats, readAts, heads, ranges, lists, listed atomic.Int64
+	w := newWorld(t, func(w *world) {
+		for i := range n {
+			// With the upload metadata, as skrfs upload stores objects:
+			// the listing gives every size.
+			name := fmt.Sprintf("tree/leaf/f%04d", i)
+			obj, err := crypto.Seal([]byte(name), w.oct.Oct, crypto.SealOptions{Name: name, KeyRef: refOct.String()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, _ := crypto.ParseHeader(obj)
+			w.store.PutMetadata(name, obj, map[string]string{"skrfs_header_len": fmt.Sprint(h.Len()),
+				"skrfs_chunk_size": fmt.Sprint(h.ChunkSize), "skrfs_version": fmt.Sprint(h.Version)})
+		}
+		w.tune = func(o *Options) {
+			o.Datasets[0].Store = listStore{callStore{w.store, &stats, &readAts, &heads, &ranges}, &lists, &listed}
+		}
+	})
+	if _, err := os.Stat(w.path("data/tree/leaf/f0999")); err != nil {
+		t.Fatal(err)
+	}
+	// tree and leaf: a stat that misses and a listing cut at one entry
+	// each; f0999: one stat.
+	if s, l, e := stats.Load(), lists.Load(), listed.Load(); s != 3 || l != 2 || e != 2 {
+		t.Fatalf("cold deep stat: %d stats, %d listings of %d entries; want 3, 2, 2", s, l, e)
+	}
+	s0, l0, h0, r0 := stats.Load(), lists.Load(), heads.Load(), readAts.Load()
+	ents, err := os.ReadDir(w.path("data/tree/leaf"))
+	if err != nil || len(ents) != n {
+		t.Fatalf("readdir: %d entries, %v", len(ents), err)
+	}
+	for _, e := range ents {
+		st, err := os.Lstat(w.path("data/tree/leaf/" + e.Name()))
+		if err != nil || st.Size() != int64(len("tree/leaf/"+e.Name())) {
+			t.Fatalf("%s: %v, %v", e.Name(), st, err)
+		}
+	}
+	if s, l, h, r := stats.Load()-s0, lists.Load()-l0, heads.Load()-h0, readAts.Load()-r0; s != 0 || l != 1 || h != 0 || r != 0 {
+		t.Fatalf("ls -l of %d objects: %d stats, %d listings, %d head reads, %d reads; want 0, 1, 0, 0", n, s, l, h, r)
+	}
+}
+
+// TestForgetReleasesMemory: when the kernel forgets many inodes
+// (drop_caches here, memory pressure in production), the daemon returns
+// the memory of their nodes to the OS soon after, instead of keeping it
+// until the heap next grows (an idle daemon: minutes).
+func TestForgetReleasesMemory(t *testing.T) {
+	var frees atomic.Int64
+	w := newWorld(t, func(w *world) {
+		for i := range 300 {
+			name := fmt.Sprintf("many/f%03d", i)
+			w.put(name, []byte(name), w.oct.Oct, refOct, name)
+		}
+		w.tune = func(o *Options) {
+			o.forgetBurst = 100
+			o.freeMemory = func() { frees.Add(1) }
+		}
+	})
+	ents, err := os.ReadDir(w.path("data/many"))
+	if err != nil || len(ents) != 300 {
+		t.Fatalf("readdir: %d, %v", len(ents), err)
+	}
+	for _, e := range ents {
+		if _, err := os.Stat(w.path("data/many/" + e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f := frees.Load(); f != 0 {
+		t.Fatalf("%d releases before any forget", f)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for frees.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the kernel forgot the inodes, and no release of memory followed")
+		}
+		// Dentries and inodes; the kernel sends FORGET for each.
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+			t.Skipf("cannot drop caches: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

@@ -81,6 +81,7 @@ func fuseOptions(root *Root, mo MountOptions, asRoot bool) *fusefs.Options {
 			Debug:             mo.Debug,
 		},
 	}
+	applyTuning(opts, os.Getenv("SKRFS_FUSE_TUNING"))
 	out := mo.DebugOut
 	if out == nil {
 		out = os.Stderr
@@ -266,4 +267,31 @@ func RaiseReadAhead(dir string) error {
 	}
 	maj, min := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
 	return os.WriteFile(filepath.Join("/sys/class/bdi", fmt.Sprintf("%d:%d", maj, min), "read_ahead_kb"), []byte("1024"), 0)
+}
+
+// applyTuning applies SKRFS_FUSE_TUNING, a developers' knob for measuring
+// FUSE settings side by side (make bench, group levers): comma-separated
+// max_background=N, max_write=N (also the largest read request),
+// entry_timeout=D, attr_timeout=D (Go durations) and readdirplus=off.
+// (go-fuse 2.12 sizes its reader goroutines from GOMAXPROCS, 2 to 16; it
+// has no setting for them.) Unknown or malformed
+// items are ignored: the knob never stops a mount.
+func applyTuning(o *fusefs.Options, spec string) {
+	for _, item := range strings.Split(spec, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(item), "=")
+		n, nerr := strconv.Atoi(v)
+		d, derr := time.ParseDuration(v)
+		switch {
+		case k == "max_background" && nerr == nil && n > 0:
+			o.MaxBackground = n
+		case k == "max_write" && nerr == nil && n >= 4096:
+			o.MaxWrite = n
+		case k == "entry_timeout" && derr == nil && d >= 0:
+			o.EntryTimeout = &d
+		case k == "attr_timeout" && derr == nil && d >= 0:
+			o.AttrTimeout = &d
+		case k == "readdirplus" && v == "off":
+			o.DisableReadDirPlus = true
+		}
+	}
 }

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
 )
 
 // TestMountFailuresLeaveNothingMounted: a mount that fails says why and
@@ -190,5 +193,32 @@ func TestMountRealFailureHints(t *testing.T) {
 			}
 			t.Log(strings.SplitN(string(out[i:]), "\n", 2)[0])
 		})
+	}
+}
+
+func TestApplyTuning(t *testing.T) {
+	day := 24 * time.Hour
+	tests := []struct {
+		spec  string
+		check func(o *fusefs.Options) bool
+	}{
+		{"", func(o *fusefs.Options) bool {
+			return o.MaxBackground == 0 && !o.DisableReadDirPlus && o.MaxWrite == 1<<20
+		}},
+		{"max_background=64", func(o *fusefs.Options) bool { return o.MaxBackground == 64 }},
+		{"max_write=131072, readdirplus=off", func(o *fusefs.Options) bool { return o.MaxWrite == 131072 && o.DisableReadDirPlus }},
+		{"entry_timeout=24h,attr_timeout=24h", func(o *fusefs.Options) bool { return *o.EntryTimeout == day && *o.AttrTimeout == day }},
+		{"max_background=-1,max_write=12,entry_timeout=x,bogus", func(o *fusefs.Options) bool {
+			return o.MaxBackground == 0 && o.MaxWrite == 1<<20 && *o.EntryTimeout == time.Second
+		}},
+	}
+	for _, tc := range tests {
+		timeout := time.Second
+		o := &fusefs.Options{EntryTimeout: &timeout, AttrTimeout: &timeout}
+		o.MaxWrite = 1 << 20
+		applyTuning(o, tc.spec)
+		if !tc.check(o) {
+			t.Errorf("%q: %+v", tc.spec, o.MountOptions)
+		}
 	}
 }

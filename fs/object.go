@@ -70,11 +70,23 @@ func (n *objectNode) setInfo(ctx context.Context, info blob.Info, head []byte) e
 	if n.info.ETag == info.ETag && n.sizeErr == nil {
 		return nil // an open established this version's size meanwhile: keep it
 	}
+	info.Metadata = nil // used for the size alone
 	n.info, n.plainSize, n.sizeErr = info, size, err
 	if err != nil {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("not a valid skrfs object; shown with size 0")
 	}
 	return nil
+}
+
+// setSize records a version whose size the listing computed from its
+// upload metadata (unauthenticated, as setInfo's; an open proves it).
+func (n *objectNode) setSize(info blob.Info, size int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.info.ETag == info.ETag && info.ETag != "" && n.sizeErr == nil {
+		return // keep what an open of this version proved
+	}
+	n.info, n.plainSize, n.sizeErr = info, size, nil
 }
 
 // setListed records the size a manifest lists for the object. An open

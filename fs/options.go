@@ -64,6 +64,10 @@ type Options struct {
 	// Observer is told about storage fetches and failed operations, for
 	// metrics (nil = nobody).
 	Observer Observer
+
+	// Tests: how many forgotten nodes release memory, and how.
+	forgetBurst int64
+	freeMemory  func()
 }
 
 // Observer receives events for metrics. Its methods are called on the

@@ -1,11 +1,13 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,10 +42,38 @@ type Root struct {
 	warnedMu     sync.Mutex
 	warnedPublic map[string]bool // datasets warned about public-key sealing
 
-	staged    atomic.Int64 // plaintext of writes in memory (Options.StagingBytes)
-	batchMu   sync.Mutex
-	batches   map[string]*crypto.Batch // write key -> the mount's batch
-	warnedROs sync.Map                 // datasets told once why they refuse writes
+	staged      atomic.Int64 // plaintext of writes in memory (Options.StagingBytes)
+	batchMu     sync.Mutex
+	batches     map[string]*crypto.Batch // write key -> the mount's batch
+	warnedROs   sync.Map                 // datasets told once why they refuse writes
+	forgotten   atomic.Int64             // nodes the kernel forgot (OnForget)
+	freeArmed   atomic.Bool              // a release of freed memory is scheduled
+	freeMemory  func()                   // debug.FreeOSMemory; tests count calls
+	forgetBurst int64                    // forgetBurst; tests lower it
+}
+
+// forgetBurst is how many nodes forgotten within about 2 s make the
+// daemon return freed memory to the OS.
+const forgetBurst = 10000
+
+// nodeForgotten is called when the kernel forgets a node. The Go runtime
+// collects garbage only as the heap grows, and an idle daemon whose kernel
+// just dropped a million inodes (drop_caches, memory pressure) allocates
+// nothing: without this it would keep their memory for minutes. The first
+// forget arms a check 2 s later; if forgetBurst or more nodes were
+// forgotten by then, the check collects and returns the freed memory, and
+// forgets that keep coming arm the next one.
+func (r *Root) nodeForgotten() {
+	r.forgotten.Add(1)
+	if r.freeArmed.CompareAndSwap(false, true) {
+		time.AfterFunc(2*time.Second, func() {
+			n := r.forgotten.Swap(0)
+			r.freeArmed.Store(false)
+			if n >= r.forgetBurst {
+				r.freeMemory()
+			}
+		})
+	}
 }
 
 // noteKeyType is told the type of every released key. The first time an
@@ -89,6 +119,9 @@ func NewRoot(opts Options) (*Root, error) {
 		return nil, errors.New("fs: Options.Releaser is required")
 	}
 	opts.setDefaults()
+	if opts.freeMemory == nil {
+		opts.freeMemory = debug.FreeOSMemory
+	}
 	seen := map[string]bool{"keys": true}
 	for _, d := range opts.Datasets {
 		if d.Store == nil || d.Name == "" || seen[d.Name] {
@@ -96,7 +129,7 @@ func NewRoot(opts Options) (*Root, error) {
 		}
 		seen[d.Name] = true
 	}
-	r := &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(),
+	r := &Root{opts: opts, cache: newChunkCache(opts.CacheBytes), objects: map[objectVersion]*objectState{}, started: time.Now(), freeMemory: opts.freeMemory, forgetBurst: cmp.Or(opts.forgetBurst, forgetBurst),
 		loads: make(chan struct{}, opts.Parallel)}
 	r.bg, r.stopBg = context.WithCancel(context.Background())
 	// Every storage read is counted, for read amplification (Stats).

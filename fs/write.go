@@ -251,11 +251,13 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 func (n *objectNode) committed(info blob.Info, size int64) {
 	n.mu.Lock()
 	n.info, n.plainSize, n.sizeErr = info, size, nil
+	n.info.Metadata = nil // the size is known; nodes keep no metadata maps
 	name := n.name
 	n.mu.Unlock()
 	if _, p := n.Parent(); p != nil {
 		if d, ok := p.Operations().(*dirNode); ok {
-			d.setEntry(baseName(name), &dirEntry{info: info})
+			e := objectEntry(info)
+			d.setEntry(baseName(name), &e)
 		}
 	}
 	n.NotifyContent(-1, 0)

@@ -526,12 +526,36 @@ func (s *Store) List(ctx context.Context, opts blob.ListOptions, fn func(blob.In
 			if !strings.HasPrefix(name+"/", opts.Prefix) && !strings.HasPrefix(opts.Prefix, name+"/") {
 				continue
 			}
+			// With the delimiter "/", a directory one component below the
+			// prefix rolls up into one common prefix: it is listed if it
+			// holds any object, found by a search that stops at the first
+			// one, instead of a walk of its whole subtree (a listing of
+			// the root of a million objects walked all of them).
+			rolled := ""
+			if opts.Delimiter == "/" && strings.HasPrefix(name+"/", opts.Prefix) {
+				if rest := (name + "/")[len(opts.Prefix):]; strings.Index(rest, "/") == len(rest)-1 {
+					rolled = name + "/"
+				}
+			}
+			if rolled != "" && prefixes[rolled] {
+				continue
+			}
 			sub, err := unix.Openat(fd, d.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
 				continue // removed or replaced (by a link, say) during the walk
 			}
 			if err != nil {
 				return mapErr(&fs.PathError{Op: "open", Path: filepath.Join(s.root, name), Err: err})
+			}
+			if rolled != "" {
+				found, err := holdsObject(ctx, sub, filepath.Join(s.root, name))
+				if err != nil {
+					return err
+				}
+				if found {
+					prefixes[rolled] = true
+				}
+				continue
 			}
 			if err := walk(sub, name); err != nil {
 				return err
@@ -574,6 +598,46 @@ func (s *Store) entryMetadata(dirfd int, entry string) map[string]string {
 	}
 	defer unix.Close(fd)
 	return readMetadataFD(fd)
+}
+
+// holdsObject reports whether the directory fd (which it closes) holds a
+// regular file other than a temporary one, at any depth. It stops at the
+// first.
+func holdsObject(ctx context.Context, fd int, path string) (bool, error) {
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	for {
+		ents, err := f.ReadDir(256)
+		if err == io.EOF || (err == nil && len(ents) == 0) {
+			return false, nil
+		}
+		if err != nil {
+			return false, mapErr(err)
+		}
+		var dirs []string
+		for _, d := range ents {
+			if d.IsDir() {
+				dirs = append(dirs, d.Name())
+			} else if (d.Type().IsRegular() || d.Type() == fs.ModeIrregular) && !strings.HasPrefix(d.Name(), tmpPrefix) {
+				return true, nil
+			}
+		}
+		for _, name := range dirs {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
+				continue
+			}
+			if err != nil {
+				return false, mapErr(&fs.PathError{Op: "open", Path: filepath.Join(path, name), Err: err})
+			}
+			if found, err := holdsObject(ctx, sub, filepath.Join(path, name)); found || err != nil {
+				return found, err
+			}
+		}
+	}
 }
 
 // tmpPrefix starts the names of Put's temporary files, which List skips.

@@ -280,3 +280,43 @@ func TestWriterConformance(t *testing.T) {
 		return blobtest.Fixture{Store: s, Put: s.Put, Delete: s.Delete}
 	}}.RunWriter(t)
 }
+
+// A hierarchical listing rolls each directory one level below the prefix
+// into a common prefix when it holds an object at any depth (found by a
+// search that stops at the first, not a walk of the subtree), and leaves
+// out directories that hold none: empty ones, or only temporary files.
+func TestListRollsUpDirectories(t *testing.T) {
+	root := t.TempDir()
+	for _, p := range []string{"deep/a/b/c/obj", "flat/obj", "top", "mixed/x/obj", "mixed/y/z/obj"} {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(root, p), []byte("x"), 0o644)
+	}
+	os.MkdirAll(filepath.Join(root, "empty/a/b"), 0o755)
+	os.MkdirAll(filepath.Join(root, "tmponly/a"), 0o755)
+	os.WriteFile(filepath.Join(root, "tmponly/a/.skrfs-tmp-0123"), []byte("x"), 0o600)
+	s, err := localdir.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"deep/", "flat/", "mixed/", "top"}},
+		{"mixed/", []string{"mixed/x/", "mixed/y/"}},
+		{"mixed/y/", []string{"mixed/y/z/"}},
+		{"de", []string{"deep/"}},
+		{"empty/", nil},
+		{"tmponly/", nil},
+	}
+	for _, tc := range tests {
+		var got []string
+		err := s.List(context.Background(), blob.ListOptions{Prefix: tc.prefix, Delimiter: "/"}, func(i blob.Info) error {
+			got = append(got, i.Name)
+			return nil
+		})
+		if err != nil || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("prefix %q: %v, %v; want %v", tc.prefix, got, err, tc.want)
+		}
+	}
+}

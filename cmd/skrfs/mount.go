@@ -55,9 +55,10 @@ plaintext, and exits 0. A stale mount left by a crash is cleaned up first.`,
 			if err != nil {
 				return err
 			}
-			// For profiling the read path (make bench, developers).
+			// For profiling the read path (make bench, developers); %p in
+			// the path is the process ID (the bench runs several daemons).
 			if p := os.Getenv("SKRFS_CPUPROFILE"); p != "" {
-				if f, err := os.Create(p); err == nil {
+				if f, err := os.Create(strings.ReplaceAll(p, "%p", strconv.Itoa(os.Getpid()))); err == nil {
 					pprof.StartCPUProfile(f)
 					defer func() { pprof.StopCPUProfile(); f.Close() }()
 				}

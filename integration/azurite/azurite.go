@@ -87,6 +87,10 @@ type Instance struct {
 	stop   sync.Once
 }
 
+// Pid is the emulator's process ID (for pinning it to a core in
+// benchmarks).
+func (inst *Instance) Pid() int { return inst.cmd.Process.Pid }
+
 // Start starts an emulator for tb and stops it when tb's cleanups run.
 // It fails tb (never skips) when the emulator is missing or does not start.
 func Start(tb testing.TB, opts Options) *Instance {

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,7 @@ import (
 	"github.com/skrfs/skrfs/blob"
 	"github.com/skrfs/skrfs/blob/azblob"
 	"github.com/skrfs/skrfs/blob/localdir"
+	"github.com/skrfs/skrfs/crypto"
 	"github.com/skrfs/skrfs/integration/azurite"
 	"github.com/skrfs/skrfs/internal/devstack"
 	"github.com/skrfs/skrfs/internal/upload"
@@ -48,7 +50,7 @@ var (
 	fioTime = flag.Int("fio-seconds", 3, "seconds per fio run")
 	onlyAz  = flag.Bool("azure-only", false, "measure only the Azurite reads (same as -only azure)")
 	hold    = flag.Bool("hold", false, "set up the data and mounts, print their paths, and wait for SIGINT (for profiling by hand)")
-	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,par,rss,azure (default: all)")
+	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,levers,par,rss,azure,scale (default: all)")
 )
 
 // want reports whether a group of scenarios is to run.
@@ -487,6 +489,25 @@ func main() {
 		}
 		record("open key file", "first open (attest+release)", "ms", first, "devstack on loopback")
 		record("open key file", "warm open (cached key)", "ms", warm, "")
+		// The first open of an object per key type (format version 2):
+		// attestation, the key's release, the batch key's unwrap (one
+		// private-key operation for RSA and EC) and the object's open, on
+		// a fresh daemon each; then a second object of the same batch.
+		for _, k := range kinds {
+			if k.version != 2 {
+				continue
+			}
+			var first, second []float64
+			for i := 0; i < *runs; i++ {
+				d := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs-first"), os.Environ())
+				dir := filepath.Join(d.mnt, k.dataset, "small")
+				first = append(first, timeMS(func() { readFile(filepath.Join(dir, "0000")) }))
+				second = append(second, timeMS(func() { readFile(filepath.Join(dir, "0001")) }))
+				d.stop()
+			}
+			record("first open of an object, per key type", k.label, "ms", first, "fresh daemon: attestation, release, batch-key unwrap, open")
+			record("second object of the batch, per key type", k.label, "ms", second, "same daemon, key and batch key cached")
+		}
 	}
 
 	sk := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs"), os.Environ())
@@ -602,6 +623,10 @@ func main() {
 		ratio("cat 1,000 files of 4 KiB", "skrfs", "gocryptfs")
 	}
 
+	if want("levers") {
+		benchLevers(bin, cfg, kinds, gcfMnt, work, coldNote)
+	}
+
 	if want("par") {
 		// 64 readers over 64 objects under one key, each run on a fresh
 		// daemon: one release per run in all.
@@ -616,6 +641,34 @@ func main() {
 		ratio("64 readers x 64 objects", "skrfs", "gocryptfs")
 		releases := stack.Vault.Stats("bench-oct").Allowed - before
 		results[len(results)-2].Note = fmt.Sprintf("aggregate, a fresh daemon per run; key releases: %d in %d runs", releases, *runs)
+
+		// The same per key type (format version 2), interleaved with
+		// gocryptfs run by run; a fresh daemon per run.
+		var parNames []string
+		parDir := map[string]string{}
+		for _, k := range kinds {
+			if k.version == 2 {
+				parNames = append(parNames, k.label)
+				parDir[k.label] = k.dataset
+			}
+		}
+		parNames = append(parNames, "gocryptfs")
+		got := interleaved(*runs, parNames, func(n string) float64 {
+			if n == "gocryptfs" {
+				dropCaches()
+				return parallelRead(filepath.Join(gcfMnt, "par"))
+			}
+			d := startDaemon(bin, []string{"mount", "--config", cfg}, filepath.Join(work, "skrfs-par"), os.Environ())
+			defer d.stop()
+			dropCaches()
+			return parallelRead(filepath.Join(d.mnt, parDir[n], "par"))
+		})
+		for _, n := range parNames {
+			record("64 readers x 64 objects, per key type", n, "MiB/s", got[n], "aggregate; subjects interleaved; a fresh daemon per run (one release)")
+		}
+		for _, n := range parNames[:len(parNames)-1] {
+			ratio("64 readers x 64 objects, per key type", n, "gocryptfs")
+		}
 	}
 
 	if want("rss") {
@@ -631,6 +684,10 @@ func main() {
 
 	if want("azure") {
 		benchAzure(ctx, bin, stack, ref, octBytes, work)
+	}
+	if want("scale") {
+		sk.stop() // one daemon at a time: the scale runs measure RSS
+		benchScale(ctx, bin, stack, ref, octBytes, work, tmpfs)
 	}
 	report()
 }
@@ -694,6 +751,7 @@ func importKey(ctx context.Context, s *devstack.Stack, oct []byte) string {
 // smallKind is one dataset of the 1,000 small files sealed for one key.
 type smallKind struct {
 	label, key, ref, dataset, store string
+	version                         int
 }
 
 // smallKinds creates an RSA-3072 and an EC P-256 key with the bench release
@@ -725,10 +783,18 @@ func smallKinds(ctx context.Context, s *devstack.Stack, oct []byte, octRef keyre
 		r.Version = ""
 		return r.String()
 	}
-	files, err := upload.Collect([]string{filepath.Join(plain, "small")})
-	must(err)
-	for i := range files {
-		files[i].Name = "small/" + files[i].Name
+	collect := func(sub string) []upload.File {
+		files, err := upload.Collect([]string{filepath.Join(plain, sub)})
+		must(err)
+		for i := range files {
+			files[i].Name = sub + "/" + files[i].Name
+		}
+		return files
+	}
+	files := collect("small")
+	var parFiles []upload.File
+	if want("par") {
+		parFiles = collect("par") // the 64 readers per key type, version 2 only
 	}
 	var out []smallKind
 	for _, k := range []struct {
@@ -747,12 +813,16 @@ func smallKinds(ctx context.Context, s *devstack.Stack, oct []byte, octRef keyre
 		store := mkdir(filepath.Join(tmpfs, "store-"+ds))
 		st, err := localdir.New(store)
 		must(err)
+		files := files
+		if k.version == 2 {
+			files = append(slices.Clip(files), parFiles...)
+		}
 		res := upload.Run(ctx, st, files, upload.Options{KEK: k.kek, KeyRef: k.ref, FormatVersion: k.version,
 			FingerprintKey: make([]byte, 32), Parallel: runtime.NumCPU()})
 		if len(res.Errors) > 0 {
 			must(res.Errors[0])
 		}
-		out = append(out, smallKind{label: k.label, key: k.key, ref: k.ref, dataset: "small-" + ds, store: store})
+		out = append(out, smallKind{label: k.label, key: k.key, ref: k.ref, dataset: "small-" + ds, store: store, version: k.version})
 	}
 	return out
 }
@@ -821,8 +891,17 @@ func benchAzure(ctx context.Context, bin string, s *devstack.Stack, ref keyrelea
 	onExit(stopD)
 	defer stopD()
 	sc := "seq read 1 GiB from Azurite"
-	subjects := []string{"skrfs (decrypting)", "SDK DownloadStream (ciphertext)", "skrfs range reader (ciphertext)"}
-	notes := []string{"cold; subjects interleaved", "one plain download of the whole blob", "parallel ranged reads, no decryption"}
+	pinned := pinAzurite(az)
+	defer unpin()
+	subjects := []string{"skrfs (decrypting)", "SDK DownloadStream (ciphertext)", "skrfs range reader (ciphertext)", floorSubject}
+	notes := []string{"cold; subjects interleaved", "one plain download of the whole blob", "parallel ranged reads, no decryption",
+		"one plain download into memory, then AES-256-GCM open of every chunk (crypto.Decryptor, 1 MiB at a time)"}
+	for i := range notes {
+		notes[i] += pinned
+	}
+	// Process CPU per GiB: the daemon's for skrfs, this process's for the
+	// floor (a download and a decryption, nothing else runs here then).
+	procCPU := map[string][]float64{}
 	var got map[string][]float64
 	amplification(d, sc, "whole reads from Azurite", func() {
 		got = interleaved(*runs, subjects, func(name string) float64 {
@@ -831,7 +910,42 @@ func benchAzure(ctx context.Context, bin string, s *devstack.Stack, ref keyrelea
 			switch name {
 			case subjects[0]:
 				dropCaches()
-				return readAllCPU(name, filepath.Join(d.mnt, "cloud", "big.bin"))
+				c0 := pidCPU(d.cmd.Process.Pid)
+				mibps := readAllCPU(name, filepath.Join(d.mnt, "cloud", "big.bin"))
+				procCPU[name] = append(procCPU[name], (pidCPU(d.cmd.Process.Pid)-c0)/(float64(info.Size)/(1<<30)))
+				return mibps
+			case floorSubject:
+				// Buffers made before the clock starts: the floor is the
+				// download and the decryption, not the zeroing of 1 GiB
+				// of fresh memory.
+				if len(floorBuf) < int(info.Size) {
+					floorBuf = make([]byte, info.Size)
+					floorPT = make([]byte, 0, 1<<20)
+				}
+				start = time.Now()
+				c0 := selfCPU()
+				resp, err := cc.NewBlobClient("big.bin").DownloadStream(ctx, nil)
+				must(err)
+				buf := floorBuf[:info.Size]
+				_, err = io.ReadFull(resp.Body, buf)
+				resp.Body.Close()
+				must(err)
+				h, err := crypto.ParseHeader(buf)
+				must(err)
+				table, err := crypto.ReadTable(bytes.NewReader(buf), info.Size, h, buf[:h.Len()])
+				must(err)
+				dec, err := crypto.NewDecryptorOpts(h, oct, "big.bin", info.Size, crypto.OpenOptions{Table: table})
+				must(err)
+				per := int64(cap(floorPT)) / int64(h.ChunkSize) // chunks per call
+				for i := int64(0); i < dec.NumChunks(); i += per {
+					off, sz := dec.CipherRange(i, min(i+per, dec.NumChunks())-1)
+					_, err := dec.DecryptChunks(floorPT[:0], buf[off:off+sz], i)
+					must(err)
+				}
+				clear(floorPT[:cap(floorPT)])
+				mibps := float64(info.Size) / (1 << 20) / time.Since(start).Seconds()
+				procCPU[name] = append(procCPU[name], (selfCPU()-c0)/(float64(info.Size)/(1<<30)))
+				return mibps
 			case subjects[1]:
 				c0 := busyCPU()
 				defer func() { cpuPerGiB[name] = append(cpuPerGiB[name], (busyCPU()-c0)/(float64(n)/(1<<30))) }()
@@ -856,6 +970,16 @@ func benchAzure(ctx context.Context, bin string, s *devstack.Stack, ref keyrelea
 	ratio(sc+", CPU cost", subjects[0], subjects[1])
 	ratio(sc, "skrfs (decrypting)", "SDK DownloadStream (ciphertext)")
 	ratio(sc, "skrfs range reader (ciphertext)", "SDK DownloadStream (ciphertext)")
+	ratio(sc, "skrfs (decrypting)", floorSubject)
+	for _, name := range []string{subjects[0], floorSubject} {
+		who := "the daemon's"
+		if name == floorSubject {
+			who = "the bench process's"
+		}
+		record(sc+", process CPU", name, "CPU s/GiB", procCPU[name], who+" user+system CPU per GiB"+pinned)
+	}
+	ratio(sc+", process CPU", subjects[0], floorSubject)
+	unpin() // rclone's mounts below run unpinned, as before
 
 	// rclone crypt over the same Azurite: Debian's rclone 1.60 reaches a
 	// non-default Azurite port only through a container SAS URL.
@@ -947,4 +1071,54 @@ func report() {
 	j, _ := json.MarshalIndent(map[string]any{"time": stamp, "cpus": runtime.NumCPU(), "size": *size, "runs": *runs, "results": results}, "", "  ")
 	must(os.WriteFile(filepath.Join(*outDir, "bench-"+stamp+".json"), j, 0o644))
 	must(os.WriteFile(filepath.Join(*outDir, "bench-"+stamp+".md"), md.Bytes(), 0o644))
+}
+
+// floorSubject is the CPU floor of a decrypting read from Azure: what any
+// client must do (download and decrypt), without FUSE or skrfs.
+const floorSubject = "floor: SDK download + AES-GCM open"
+
+// floorBuf and floorPT are the floor's buffers, made once.
+var floorBuf, floorPT []byte
+
+var pinAzure = flag.Bool("azure-pin", true, "pin Azurite to the last CPU and the bench and its daemons to the others during the Azurite reads (taskset)")
+
+// pinAzurite pins Azurite (all its threads) to the last CPU and this
+// process (all threads; daemons started later inherit it) to the others,
+// so that the emulator does not compete with the client for cores. It
+// returns a note for the results ("" when not pinned).
+func pinAzurite(az *azurite.Instance) string {
+	n := runtime.NumCPU()
+	if !*pinAzure || n < 2 {
+		return ""
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return ""
+	}
+	sh("taskset", "-a", "-p", "-c", strconv.Itoa(n-1), strconv.Itoa(az.Pid()))
+	sh("taskset", "-a", "-p", "-c", fmt.Sprintf("0-%d", n-2), strconv.Itoa(os.Getpid()))
+	return fmt.Sprintf("; Azurite pinned to CPU %d, client to CPU 0-%d", n-1, n-2)
+}
+
+// unpin gives this process all CPUs again.
+func unpin() {
+	if _, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
+		exec.Command("taskset", "-a", "-p", "-c", fmt.Sprintf("0-%d", runtime.NumCPU()-1), strconv.Itoa(os.Getpid())).Run()
+	}
+}
+
+// pidCPU is a process's user+system CPU seconds (/proc/PID/stat).
+func pidCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	must(err)
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	u, _ := strconv.ParseFloat(f[11], 64) // utime: field 14 of stat, 12th after the name
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100 // USER_HZ
+}
+
+// selfCPU is this process's user+system CPU seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	must(syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
