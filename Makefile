@@ -116,16 +116,19 @@ fmt:
 deps: deps-apt deps-azurite
 	$(GO) mod download
 
-# Debian packages: python3-cryptography for the independent decryptor,
-# fuse3 for fusermount3 (unmount as non-root), npm for Azurite, and the
-# unmodified programs the filesystem tests read through the mount.
+# Debian packages: python3 and python3-cryptography for the independent
+# decryptor (python3 also drives random-offset writes through a writable
+# mount), fuse3 for fusermount3 (unmount as non-root), npm for Azurite,
+# and the unmodified programs the filesystem tests read and write through
+# the mount (sqlite3, rsync, tar...).
 deps-apt:
 	@missing=""; \
+	test -x $(PYTHON) || missing="$$missing python3"; \
 	$(PYTHON) -c 'import cryptography' 2>/dev/null || missing="$$missing python3-cryptography"; \
 	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
-	for tool in sqlite3 openssl unzip tar; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in sqlite3 rsync openssl unzip tar; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -277,3 +277,13 @@ func HeaderLen(kek any, keyRef, name string) (int, error) {
 	}
 	return fixedHeaderSize + len(keyRef) + len(name) + w, nil
 }
+
+// CheckName reports whether name can be sealed into a header: at most
+// MaxNameLen bytes of UTF-8 without control or bidirectional-override
+// characters (a header with such a name would be refused by readers).
+func CheckName(name string) error {
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%w: name longer than %d bytes", ErrMalformedHeader, MaxNameLen)
+	}
+	return checkText("name", name)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -696,4 +697,39 @@ func ReadTable(src io.ReaderAt, size int64, h *Header, head []byte) ([]byte, err
 		return nil, err
 	}
 	return tbl, nil
+}
+
+// RenameHeaderV2 returns the header of version 2 object h renamed to name
+// (docs/format.md 11.4): the same object ID, wrapped keys, seal count and
+// table digest, the new name, and a new MAC. The body (chunks and nonce
+// table) stays valid as it is. It needs the data key: kek, or the batch
+// key from cache (kek nil: cache only, as NewDecryptorOpts). The old
+// header's MAC is verified first, so only an authentic header is renamed.
+func RenameHeaderV2(h *Header, kek any, cache BatchKeyCache, name string) ([]byte, error) {
+	if h.Version != VersionV2 {
+		return nil, fmt.Errorf("%w: version %d objects bind the name into every chunk", ErrUnsupportedVersion, h.Version)
+	}
+	dek, bk, err := unwrapDEKV2(h, kek, cache)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(dek)
+	defer clear(bk)
+	_, macKey, err := deriveKeysInfo(dek, h.ObjectID, chunkInfoV2, macInfoV2)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(macKey)
+	if !hmac.Equal(headerMAC(macKey, h.raw), h.MAC[:]) {
+		return nil, ErrHeaderAuth
+	}
+	if bk != nil && cache != nil {
+		cache.StoreBatchKey(BatchKeyID(h), bk) // unwrapped here, and authenticated
+	}
+	out, err := encodeHeaderV2(h.ChunkSize, h.ObjectID, h.Wrap, h.KeyRef, name, h.WrappedBK, h.WrappedDEK, h.SealCount, h.TableDigest)
+	if err != nil {
+		return nil, err
+	}
+	copy(out[len(out)-MACSize:], headerMAC(macKey, out))
+	return out, nil
 }

@@ -563,3 +563,52 @@ func TestV2CacheOnly(t *testing.T) {
 		t.Fatalf("tampered, cache only: %v", err)
 	}
 }
+
+// TestV2RenameHeader: a renamed header with the old body opens under the
+// new name only, to the same plaintext, with the KEK or a warm cache; a
+// forged header is not renamed; version 1 objects cannot be.
+func TestV2RenameHeader(t *testing.T) {
+	for _, kc := range kekCases(t) {
+		t.Run(kc.name, func(t *testing.T) {
+			b, err := NewBatch(kc.seal, "https://v.vault.azure.net/keys/k", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pt := pseudoRandom(9, 3*MinChunkSize+5)
+			obj, err := SealV2(pt, b, SealOptions{Name: "old/name", ChunkSize: MinChunkSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, _ := ParseHeader(obj)
+			cache := &mapCache{}
+			for _, tc := range []struct {
+				name  string
+				kek   any
+				cache BatchKeyCache
+			}{{"kek", kc.opn, nil}, {"kek fills cache", kc.opn, cache}, {"cache only", nil, cache}} {
+				nh, err := RenameHeaderV2(h, tc.kek, tc.cache, "new/name")
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				renamed := append(nh, obj[h.Len():]...)
+				if got, err := Open(renamed, kc.opn, "new/name"); err != nil || !bytes.Equal(got, pt) {
+					t.Fatalf("%s: open under the new name: %v", tc.name, err)
+				}
+				if _, err := Open(renamed, kc.opn, "old/name"); !errors.Is(err, ErrNameMismatch) {
+					t.Fatalf("%s: open under the old name: %v", tc.name, err)
+				}
+			}
+			forged := bytes.Clone(obj)
+			forged[h.Len()-1] ^= 1 // the MAC
+			fh, _ := ParseHeader(forged)
+			if _, err := RenameHeaderV2(fh, kc.opn, nil, "new/name"); !errors.Is(err, ErrHeaderAuth) {
+				t.Fatalf("forged header renamed: %v", err)
+			}
+			v1, _ := Seal(pt, kc.seal, SealOptions{Name: "old/name", ChunkSize: MinChunkSize})
+			h1, _ := ParseHeader(v1)
+			if _, err := RenameHeaderV2(h1, kc.opn, nil, "x"); !errors.Is(err, ErrUnsupportedVersion) {
+				t.Fatalf("version 1 renamed: %v", err)
+			}
+		})
+	}
+}

@@ -20,6 +20,10 @@ const (
 	auditKeyOpen    = "key_open"
 	auditObjectOpen = "object_open"
 	auditManifest   = "manifest_load"
+	// Writes (docs/writes.md): every commit, unlink and rename.
+	auditObjectCommit = "object_commit"
+	auditObjectUnlink = "object_unlink"
+	auditObjectRename = "object_rename"
 )
 
 // audit writes one audit event: who (the caller's uid, gid and pid, as the

@@ -28,6 +28,7 @@ type dirNode struct {
 	view    *manifestView // the manifest the entries come from, if any
 	entries map[string]dirEntry
 	order   []string
+	mkdirs  map[string]bool // directories made by mkdir in this mount
 	// direct counts the lookups answered without a listing since the last
 	// one (lookupDirect); past directLookups the directory is listed.
 	direct int
@@ -68,7 +69,7 @@ var (
 )
 
 func (d *dirNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.root.dirAttr(&out.Attr)
+	d.attr(&out.Attr)
 	return 0
 }
 
@@ -190,6 +191,17 @@ func (d *dirNode) lookupDirect(ctx context.Context, name string) (e dirEntry, fo
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ctx, cancel := withOpTimeout(ctx, d.root.opts.OpTimeout) // bounded, as opens are
 	defer cancel()
+	if d.ds.Write != nil { // read-only datasets have no local children
+		if ch := d.localChild(name); ch != nil {
+			switch op := ch.Operations().(type) {
+			case *objectNode:
+				op.fillAttr(&out.Attr)
+			case *dirNode:
+				op.attr(&out.Attr)
+			}
+			return ch, 0
+		}
+	}
 	e, ok, answered, err := d.lookupDirect(ctx, name)
 	if err != nil {
 		return nil, d.root.fail("lookup", err)
@@ -207,7 +219,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	path := d.prefix + name
 	if e.isDir {
 		child := &dirNode{root: d.root, ds: d.ds, prefix: path + "/"}
-		d.root.dirAttr(&out.Attr)
+		d.attr(&out.Attr)
 		return d.NewInode(ctx, child, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode(d.ds.Name, path+"/")}), 0
 	}
 	// Update the node the kernel already knows, if any: go-fuse makes a
@@ -264,6 +276,15 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 			ino = inode(d.ds.Name, d.prefix+name+"/")
 		}
 		out = append(out, fuse.DirEntry{Name: name, Mode: mode, Ino: ino})
+	}
+	if d.ds.Write != nil {
+		// Files not committed yet and directories made by mkdir.
+		for name, ch := range d.Children() {
+			if _, listed := entries[name]; listed || d.localChild(name) == nil {
+				continue
+			}
+			out = append(out, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
+		}
 	}
 	return fusefs.NewListDirStream(out), 0
 }

@@ -64,6 +64,7 @@ type world struct {
 	// debugOut: set by an extra func of newWorld: mount with the FUSE
 	// debug log going there.
 	debugOut io.Writer
+	opts     Options // the options of the mount, for a second mount (mountAgain)
 }
 
 var (
@@ -141,6 +142,7 @@ func newWorld(t *testing.T, extra ...func(w *world)) *world {
 	if w.tune != nil {
 		w.tune(&opts)
 	}
+	w.opts = opts
 	root, err := NewRoot(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -21,18 +21,22 @@ import (
 // objectNode is one object of a dataset shown as a plaintext file.
 type objectNode struct {
 	fusefs.Inode
-	root    *Root
-	ds      *DatasetSpec
-	name    string // logical name: the path in the dataset, sealed into the header
-	objName string // name in the store (name + suffix)
+	root *Root
+	ds   *DatasetSpec
 
-	mu        sync.Mutex
-	info      blob.Info // the version last seen by a listing, stat or open
-	plainSize int64
-	sizeErr   error
-	openedTag string // ETag of the last open, for FOPEN_KEEP_CACHE
+	mu sync.Mutex
+	// name is the logical name (the path in the dataset, sealed into the
+	// header) and objName the name in the store (name + suffix). A rename
+	// changes them: read them with names().
+	name, objName string
+	info          blob.Info // the version last seen by a listing, stat or open
+	plainSize     int64
+	sizeErr       error
+	openedTag     string // ETag of the last open, for FOPEN_KEEP_CACHE
 
 	listedDigest [32]byte // header digest of the manifest entry last applied
+
+	dirty *dirtyFile // staged content while open for writing or not yet committed
 }
 
 var (
@@ -165,6 +169,12 @@ func (n *objectNode) fillAttr(a *fuse.Attr) {
 	defer n.mu.Unlock()
 	a.Mode = syscall.S_IFREG | n.root.opts.FileMode
 	a.Size = uint64(n.plainSize)
+	if n.root.writable(n.ds) {
+		a.Mode |= 0o200
+	}
+	if n.dirty.live() {
+		a.Size = uint64(n.dirty.sizeA.Load())
+	}
 	a.Blocks = (a.Size + 511) / 512
 	a.Uid, a.Gid = n.root.opts.UID, n.root.opts.GID
 	a.Nlink = 1
@@ -186,9 +196,32 @@ func (n *objectNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fus
 // dataset may use, releases that key (shared with concurrent openers by the
 // Releaser), verifies the header and the final chunk, and returns a handle.
 func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EROFS
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return n.openWrite(ctx, flags)
 	}
+	if n.ds.Write != nil { // read-only datasets stage nothing
+		if fh, ok := n.openDirty(flags); ok {
+			return fh, 0, 0 // read-your-writes: the staged state, not storage
+		}
+	}
+	v, o, fl, errno := n.openPinned(ctx)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &objectHandle{node: n, v: v, o: o, ahead: -1}, fl, 0
+}
+
+// names returns the node's logical and store names.
+func (n *objectNode) names() (name, objName string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.name, n.objName
+}
+
+// openPinned opens the current version of the object for reading: the
+// shared state of that version, pinned by its ETag.
+func (n *objectNode) openPinned(ctx context.Context) (objectVersion, *objectState, uint32, syscall.Errno) {
+	name, objName := n.names()
 	// The storage steps of an open are bounded like chunk loads: storage
 	// that never answers gives EIO, not an open that waits as long as the
 	// storage client keeps retrying.
@@ -198,12 +231,12 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	if man := n.ds.man; man != nil {
 		v, fallback, err := man.current(ctx)
 		if err != nil {
-			n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("open refused")
-			return nil, 0, n.root.fail("open", err)
+			n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", name).Msg("open refused")
+			return objectVersion{}, nil, 0, n.root.fail("open", err)
 		}
 		if !fallback {
-			if _, ok := v.m.Lookup(n.name); !ok {
-				return nil, 0, n.root.fail("open", errUnlisted)
+			if _, ok := v.m.Lookup(name); !ok {
+				return objectVersion{}, nil, 0, n.root.fail("open", errUnlisted)
 			}
 			view = v
 		}
@@ -212,36 +245,36 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 	// bytes of it, which hold the header (and all of a small object).
 	buf := n.root.heads.get(headBytes)
 	defer n.root.heads.put(buf) // ciphertext; the header keeps copies of what it parses
-	info, k, err := blob.ReadHead(ctx, n.ds.Store, n.objName, buf)
+	info, k, err := blob.ReadHead(ctx, n.ds.Store, objName, buf)
 	if err != nil {
 		if view != nil && errors.Is(err, blob.ErrNotFound) {
-			err = fmt.Errorf("%w: %s/%s (manifest epoch %d): %w", ErrManifestMissing, n.ds.Name, n.name, view.m.Epoch, err)
-			n.root.log().Warn().Str("dataset", n.ds.Name).Str("object", n.name).Uint64("epoch", view.m.Epoch).Msg("open refused: listed in the manifest but missing from storage")
-			n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, keyrelease.KeyRef{}, err)
-			return nil, 0, n.root.fail("open", err)
+			err = fmt.Errorf("%w: %s/%s (manifest epoch %d): %w", ErrManifestMissing, n.ds.Name, name, view.m.Epoch, err)
+			n.root.log().Warn().Str("dataset", n.ds.Name).Str("object", name).Uint64("epoch", view.m.Epoch).Msg("open refused: listed in the manifest but missing from storage")
+			n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+name, keyrelease.KeyRef{}, err)
+			return objectVersion{}, nil, 0, n.root.fail("open", err)
 		}
-		return nil, 0, n.root.fail("open", err)
+		return objectVersion{}, nil, 0, n.root.fail("open", err)
 	}
 	head := buf[:k]
 	n.mu.Lock()
 	oldSize := n.plainSize
 	n.mu.Unlock()
 	if err := n.setInfo(ctx, info, head); err != nil {
-		return nil, 0, n.root.fail("open", err)
+		return objectVersion{}, nil, 0, n.root.fail("open", err)
 	}
-	v := objectVersion{dataset: n.ds.Name, name: n.name, etag: info.ETag}
-	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, id, info, head, view) })
+	v := objectVersion{dataset: n.ds.Name, name: name, etag: info.ETag}
+	o, err := n.root.acquire(v, func(id uint64) (*objectState, error) { return n.openVersion(ctx, name, id, info, head, view) })
 	if err == nil && view != nil {
 		// The version may have been opened under another manifest: check
 		// it against the current one on every open.
-		if err = n.ds.man.checkOpened(view, n.name, o.d); err != nil {
-			n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, keyrelease.KeyRef{}, err)
+		if err = n.ds.man.checkOpened(view, name, o.d); err != nil {
+			n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+name, keyrelease.KeyRef{}, err)
 			n.root.releaseObject(v, o)
 		}
 	}
 	if err != nil {
-		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", n.name).Msg("open refused")
-		return nil, 0, n.root.fail("open", err)
+		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", name).Msg("open refused")
+		return objectVersion{}, nil, 0, n.root.fail("open", err)
 	}
 	n.mu.Lock()
 	notify := o.d.PlainSize() != oldSize
@@ -266,14 +299,14 @@ func (n *objectNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 		// so this is safe inside the open of the same inode.
 		n.NotifyContent(-1, 0)
 	}
-	return &objectHandle{node: n, v: v, o: o, ahead: -1}, fl, 0
+	return v, o, fl, 0
 }
 
 // openVersion does the key-dependent part of an open, once per version;
 // it writes the audit event of the object's first open.
-func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info, head []byte, view *manifestView) (_ *objectState, err error) {
+func (n *objectNode) openVersion(ctx context.Context, name string, id uint64, info blob.Info, head []byte, view *manifestView) (_ *objectState, err error) {
 	var ref keyrelease.KeyRef
-	defer func() { n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+n.name, ref, err) }()
+	defer func() { n.root.audit(ctx, auditObjectOpen, n.ds.Name+"/"+name, ref, err) }()
 	h, head, err := parseHeader(ctx, n.ds.Store, info, head)
 	if err != nil {
 		return nil, err
@@ -281,7 +314,7 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 	if view != nil {
 		// Before any key release: a forged or rolled-back object costs
 		// no release.
-		if err := n.ds.man.check(view, n.name, h); err != nil {
+		if err := n.ds.man.check(view, name, h); err != nil {
 			return nil, err
 		}
 	}
@@ -313,7 +346,7 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 			// keys cached) under a second, versioned cache entry that the
 			// light release never consults: one private-key copy per open.
 			lref := ref
-			if d, err = n.openWith(ctx, &lref, k, h, info, head); err == nil {
+			if d, err = n.openWith(ctx, name, &lref, k, h, info, head); err == nil {
 				ref = lref
 			}
 		}
@@ -321,17 +354,17 @@ func (n *objectNode) openVersion(ctx context.Context, id uint64, info blob.Info,
 			if err != nil {
 				return nil, err
 			}
-			return n.finishOpen(ctx, id, info, h, head, d)
+			return n.finishOpen(ctx, name, id, info, h, head, d)
 		}
 	}
 	k, err = n.root.opts.Releaser.Release(rctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	if d, err = n.openWith(ctx, &ref, k, h, info, head); err != nil {
+	if d, err = n.openWith(ctx, name, &ref, k, h, info, head); err != nil {
 		return nil, err
 	}
-	return n.finishOpen(ctx, id, info, h, head, d)
+	return n.finishOpen(ctx, name, id, info, h, head, d)
 }
 
 // batchKeyReleaser is implemented by the key cache: a release whose key
@@ -343,7 +376,7 @@ type batchKeyReleaser interface {
 // openWith checks the released key k against the dataset's versions and
 // opens the object with it; it wipes k. It sets ref's version to the
 // released key's.
-func (n *objectNode) openWith(ctx context.Context, ref *keyrelease.KeyRef, k *keyrelease.Key, h *crypto.Header, info blob.Info, head []byte) (*crypto.Decryptor, error) {
+func (n *objectNode) openWith(ctx context.Context, name string, ref *keyrelease.KeyRef, k *keyrelease.Key, h *crypto.Header, info blob.Info, head []byte) (*crypto.Decryptor, error) {
 	var err error
 	if k.Ref.Version != "" {
 		ref.Version = k.Ref.Version // also for the audit event
@@ -367,15 +400,15 @@ func (n *objectNode) openWith(ctx context.Context, ref *keyrelease.KeyRef, k *ke
 	if k.IsPrivate() {
 		kek = k.KEK()
 	}
-	d, err := crypto.NewDecryptorOpts(h, kek, n.name, info.Size, opts)
+	d, err := crypto.NewDecryptorOpts(h, kek, name, info.Size, opts)
 	k.Wipe()
 	return d, err
 }
 
 // finishOpen makes the object state of an opened version and authenticates
 // its final chunk.
-func (n *objectNode) finishOpen(ctx context.Context, id uint64, info blob.Info, h *crypto.Header, head []byte, d *crypto.Decryptor) (*objectState, error) {
-	o := &objectState{id: id, name: n.ds.Name + "/" + n.name, ref: info.Ref(), store: n.ds.Store, d: d,
+func (n *objectNode) finishOpen(ctx context.Context, name string, id uint64, info blob.Info, h *crypto.Header, head []byte, d *crypto.Decryptor) (*objectState, error) {
+	o := &objectState{id: id, name: n.ds.Name + "/" + name, ref: info.Ref(), store: n.ds.Store, d: d,
 		fs: n.root, sem: n.root.loads, inflight: map[int64]*flight{}}
 	// Authenticate the final chunk now: it proves the size, so a truncated
 	// object fails at open instead of looking shorter. A small object is

@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"context"
+	"os"
 	"syscall"
 	"time"
 
@@ -52,6 +54,13 @@ type Options struct {
 	// of an object version: path, caller, key and outcome (audit.go).
 	// The zero Logger discards them.
 	Audit zerolog.Logger
+	// StagingBytes bounds the plaintext of writes held in memory across
+	// all files (0 = 64 MiB); past it, staged chunks are sealed under a
+	// per-file ephemeral key and spilled to SpillDir (docs/writes.md).
+	StagingBytes int64
+	// SpillDir holds the unlinked spill files of staged writes (default
+	// os.TempDir()). Only ciphertext under memory-only keys goes there.
+	SpillDir string
 	// Observer is told about storage fetches and failed operations, for
 	// metrics (nil = nobody).
 	Observer Observer
@@ -110,7 +119,24 @@ type DatasetSpec struct {
 	// signed manifest (manifest.go).
 	Manifest *ManifestSpec
 
+	// Write, when not nil, makes the dataset writable: new content is
+	// sealed as format version 2 objects for Write.Key (docs/writes.md).
+	Write *WriteSpec
+
 	man *manifestState // set by NewRoot when Manifest is enforced
+	raw blob.Store     // Store before NewRoot wrapped it: its Writer, CleanTemp
+}
+
+// WriteSpec configures the writes of a dataset.
+type WriteSpec struct {
+	// Key seals every object the mount writes; it must be one of the
+	// dataset's Keys.
+	Key keyrelease.KeyRef
+	// PublicKey, when set, returns the public part of an RSA or EC Key:
+	// sealing needs nothing else, so a mount that only writes needs no
+	// release. When nil or failing, the key is released and its public
+	// part (or oct bytes) used.
+	PublicKey func(ctx context.Context) (pub any, version string, err error)
 }
 
 func (o *Options) setDefaults() {
@@ -134,6 +160,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.ListTTL == 0 {
 		o.ListTTL = 10 * time.Second
+	}
+	if o.StagingBytes == 0 {
+		o.StagingBytes = 64 << 20
+	}
+	if o.SpillDir == "" {
+		o.SpillDir = os.TempDir()
 	}
 	if o.OpTimeout == 0 {
 		o.OpTimeout = 2 * time.Minute

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
 	"github.com/skrfs/skrfs/keyrelease"
 )
 
@@ -39,10 +42,14 @@ type Root struct {
 	warnedMu     sync.Mutex
 	warnedPublic map[string]bool // datasets warned about public-key sealing
 
-	forgotten   atomic.Int64 // nodes the kernel forgot (OnForget)
-	freeArmed   atomic.Bool  // a release of freed memory is scheduled
-	freeMemory  func()       // debug.FreeOSMemory; tests count calls
-	forgetBurst int64        // forgetBurst; tests lower it
+	staged      atomic.Int64 // plaintext of writes in memory (Options.StagingBytes)
+	batchMu     sync.Mutex
+	batches     map[string]*crypto.Batch // write key -> the mount's batch
+	warnedROs   sync.Map                 // datasets told once why they refuse writes
+	forgotten   atomic.Int64             // nodes the kernel forgot (OnForget)
+	freeArmed   atomic.Bool              // a release of freed memory is scheduled
+	freeMemory  func()                   // debug.FreeOSMemory; tests count calls
+	forgetBurst int64                    // forgetBurst; tests lower it
 }
 
 // forgetBurst is how many nodes forgotten within about 2 s make the
@@ -128,6 +135,18 @@ func NewRoot(opts Options) (*Root, error) {
 	// Every storage read is counted, for read amplification (Stats).
 	r.opts.Datasets = append([]DatasetSpec(nil), opts.Datasets...)
 	for i := range r.opts.Datasets {
+		r.opts.Datasets[i].raw = r.opts.Datasets[i].Store
+		if w := r.opts.Datasets[i].Write; w != nil {
+			if fi, err := os.Stat(r.opts.SpillDir); err != nil || !fi.IsDir() {
+				return nil, fmt.Errorf("fs: dataset %s is writable but the spill directory %s is not a directory: %v", r.opts.Datasets[i].Name, r.opts.SpillDir, err)
+			}
+			if _, ok := r.opts.Datasets[i].Store.(blob.Writer); !ok {
+				return nil, fmt.Errorf("fs: dataset %s is writable but its store cannot write", r.opts.Datasets[i].Name)
+			}
+			if !slices.ContainsFunc(r.opts.Datasets[i].Keys, w.Key.Matches) {
+				return nil, fmt.Errorf("fs: dataset %s: the write key %s is not one of its keys", r.opts.Datasets[i].Name, w.Key)
+			}
+		}
 		r.opts.Datasets[i].Store = countingStore{Store: r.opts.Datasets[i].Store, c: &r.counters, obs: opts.Observer}
 		if ms := r.opts.Datasets[i].Manifest; ms != nil && ms.Mode != ManifestOff {
 			if ms.Verifier == nil {
@@ -157,6 +176,9 @@ func (r *Root) OnAdd(ctx context.Context) {
 	for i := range r.opts.Datasets {
 		ds := &r.opts.Datasets[i]
 		d := &dirNode{root: r, ds: ds}
+		if ds.Write != nil {
+			r.cleanTemp(ds)
+		}
 		r.AddChild(ds.Name, r.NewPersistentInode(ctx, d, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode(ds.Name, "")}), false)
 	}
 }
@@ -175,7 +197,16 @@ func (r *Root) dirAttr(a *fuse.Attr) {
 }
 
 // Wipe zeroes every cached plaintext chunk. Call it at unmount.
-func (r *Root) Wipe() { r.stopBg(); r.cache.clear() }
+func (r *Root) Wipe() {
+	r.stopBg()
+	r.cache.clear()
+	r.batchMu.Lock()
+	for _, b := range r.batches {
+		b.Destroy()
+	}
+	r.batches = nil
+	r.batchMu.Unlock()
+}
 
 // CachedBytes returns how much plaintext the chunk cache holds.
 func (r *Root) CachedBytes() int64 { return r.cache.bytes() }

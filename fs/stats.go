@@ -21,6 +21,9 @@ type Stats struct {
 	// ChunkMisses counts chunks a reader had to wait for (not in the cache
 	// when its read arrived); ChunkHits the ones that were.
 	ChunkHits, ChunkMisses int64
+	// Writes (docs/writes.md): objects committed, commits lost to another
+	// writer, staged chunks spilled, and the plaintext staged in memory now.
+	Commits, CommitConflicts, SpilledChunks, StagedBytes int64
 }
 
 // Amplification returns BytesFetched / BytesServed (0 when nothing was
@@ -34,6 +37,8 @@ func (s Stats) Amplification() float64 {
 
 type counters struct {
 	fetches, bytesFetched, reads, bytesServed, chunksLoaded, chunkHits, chunkMisses atomic.Int64
+	// Writes: staged chunks spilled, objects committed, commits lost.
+	spilled, commits, conflicts atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -44,6 +49,8 @@ func (r *Root) Stats() Stats {
 		Reads: c.reads.Load(), BytesServed: c.bytesServed.Load(),
 		ChunksLoaded: c.chunksLoaded.Load(),
 		ChunkHits:    c.chunkHits.Load(), ChunkMisses: c.chunkMisses.Load(),
+		Commits: c.commits.Load(), CommitConflicts: c.conflicts.Load(),
+		SpilledChunks: c.spilled.Load(), StagedBytes: r.staged.Load(),
 	}
 }
 

@@ -12,6 +12,10 @@
 // access. For sequential reads of large objects NewRangeReader fetches large
 // ranges in parallel and reassembles them in order.
 //
+// The store is also a blob.Writer (writer.go): Commit uploads a new
+// version as staged blocks and makes it current with one conditional Put
+// Block List; a lost condition gives blob.ErrConditionNotMet.
+//
 // Authentication: a connection string (shared key or SAS), a container URL
 // with a SAS query, an anonymous public container URL, a container URL with
 // an account key, or any azcore.TokenCredential (Microsoft Entra ID bearer
@@ -148,6 +152,11 @@ type Config struct {
 	// UploadBlockSize × UploadConcurrency bytes.
 	UploadConcurrency int
 
+	// CommitBlockSize is the size of the blocks Commit stages (the last
+	// one may be shorter); 0 means DefaultCommitBlockSize. Commit buffers
+	// CommitBlockSize × UploadConcurrency bytes.
+	CommitBlockSize int64
+
 	// SkipCheck skips the check that Open does by listing at most one name
 	// under the prefix. Set it for credentials that may not list (a SAS
 	// without the l permission).
@@ -164,6 +173,10 @@ type Store struct {
 	parallelism       int
 	uploadBlockSize   int64
 	uploadConcurrency int
+	commitBlockSize   int64
+	// blocks recycles Commit's block buffers (*[]byte of commitBlockSize),
+	// so that committing many small files does not allocate a block each.
+	blocks sync.Pool
 }
 
 var (
@@ -188,6 +201,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		parallelism:       orDefault(cfg.Parallelism, DefaultParallelism),
 		uploadBlockSize:   orDefault(cfg.UploadBlockSize, DefaultUploadBlockSize),
 		uploadConcurrency: orDefault(cfg.UploadConcurrency, DefaultUploadConcurrency),
+		commitBlockSize:   orDefault(cfg.CommitBlockSize, DefaultCommitBlockSize),
 	}
 	if !cfg.SkipCheck {
 		if err := s.check(ctx); err != nil {

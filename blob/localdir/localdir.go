@@ -19,6 +19,10 @@
 // in-place rewrite that keeps the size and lands within the same timestamp
 // tick as the previous write. Producers should replace objects by rename
 // (as Put does), which changes the inode.
+//
+// The store is also a blob.Writer (writer.go): a commit is a temporary
+// file, fsync, a conditional rename under a lock that holds across
+// processes, and a directory fsync; CleanTemp removes what a crash left.
 package localdir
 
 import (
@@ -35,6 +39,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,6 +57,9 @@ type Store struct {
 	// procFD: /proc/self/fd/<fd>/<name> reaches a directory's entry
 	// without following it, so a listing reads metadata in one call.
 	procFD bool
+	// wmu serialises this store's commits and removals; flock on
+	// lockName extends that to other processes (see writer.go).
+	wmu sync.Mutex
 }
 
 var (
@@ -123,10 +131,6 @@ func (s *Store) Stat(ctx context.Context, name string) (blob.Info, error) {
 	return i, nil
 }
 
-func info(name string, st fs.FileInfo) blob.Info {
-	return blob.Info{Name: name, Size: st.Size(), ETag: etag(st), ModTime: st.ModTime()}
-}
-
 // xattrName holds all user metadata of an object, as one JSON object in
 // one extended attribute, so that Stat costs a single getxattr.
 const xattrName = "user.skrfs.metadata"
@@ -161,15 +165,8 @@ func getMetadata(get func([]byte) (int, error)) map[string]string {
 	return md
 }
 
-// etag derives a version identifier from the file's identity and times.
-func etag(st fs.FileInfo) string {
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Sprintf("\"%x-%x\"", st.Size(), st.ModTime().UnixNano())
-	}
-	return etagOf(sys)
-}
-
+// etagOf derives a version identifier from the file's identity, size and
+// times.
 func etagOf(sys *syscall.Stat_t) string {
 	return fmt.Sprintf("\"%x-%x-%x-%x.%x\"", sys.Ino, sys.Size,
 		time.Unix(sys.Mtim.Unix()).UnixNano(), sys.Ctim.Sec, sys.Ctim.Nsec)

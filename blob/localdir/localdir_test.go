@@ -274,6 +274,13 @@ func TestMetadataWithoutProc(t *testing.T) {
 	}
 }
 
+func TestWriterConformance(t *testing.T) {
+	blobtest.Suite{New: func(tb testing.TB) blobtest.Fixture {
+		s := newStore(tb)
+		return blobtest.Fixture{Store: s, Put: s.Put, Delete: s.Delete}
+	}}.RunWriter(t)
+}
+
 // A hierarchical listing rolls each directory one level below the prefix
 // into a common prefix when it holds an object at any depth (found by a
 // search that stops at the first, not a walk of the subtree), and leaves

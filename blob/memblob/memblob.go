@@ -114,6 +114,9 @@ func (s *Store) Remove(ctx context.Context, name string, cond blob.Condition) er
 	if err := blob.CheckName(name); err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkLocked(name, cond); err != nil {

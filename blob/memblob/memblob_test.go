@@ -53,3 +53,10 @@ func TestCommitConditions(t *testing.T) {
 		t.Errorf("remove of a missing object: %v", err)
 	}
 }
+
+func TestWriterConformance(t *testing.T) {
+	blobtest.Suite{New: func(tb testing.TB) blobtest.Fixture {
+		s := memblob.New()
+		return blobtest.Fixture{Store: s, Put: s.Put, Delete: s.Delete}
+	}}.RunWriter(t)
+}

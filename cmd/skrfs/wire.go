@@ -4,7 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"golang.org/x/sys/unix"
 
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
@@ -39,6 +46,7 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 	fm, _ := config.ParseMode(cfg.Mount.FileMode)
 	dm, _ := config.ParseMode(cfg.Mount.DirMode)
 	opts.FileMode, opts.DirMode = uint32(fm), uint32(dm)
+	opts.StagingBytes, opts.SpillDir = cfg.Write.StagingBytes, cfg.Write.SpillDir
 	refs := map[string]keyrelease.KeyRef{}
 	for _, k := range cfg.Keys {
 		ref, _ := keyrelease.ParseKeyRef(k.Ref) // validated by config
@@ -80,6 +88,10 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 			rt.close()
 			return nil, nil, fmt.Errorf("dataset %s: %w", d.Name, err)
 		}
+		if d.Writable {
+			spec.Write = writeSpec(refs[d.WriteKey], rt)
+			log.Info().Str("dataset", d.Name).Str("write_key", d.WriteKey).Msg("dataset is writable")
+		}
 		opts.Datasets = append(opts.Datasets, spec)
 	}
 	root, err := fs.NewRoot(opts)
@@ -87,7 +99,75 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 		rt.close()
 		return nil, nil, err
 	}
+	for _, d := range cfg.Datasets {
+		if d.Writable {
+			warnMemlock(cfg.Write.StagingBytes)
+			break
+		}
+	}
 	return root, rt, nil
+}
+
+// warnMemlock warns when the daemon's locked memory (mlockall) cannot hold
+// the write staging bound besides the read cache and its own use: without
+// CAP_IPC_LOCK, locked pages count against RLIMIT_MEMLOCK, and allocations
+// past it fail (docs/writes.md, "Memory").
+func warnMemlock(staging int64) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY || hasCapIPCLock() {
+		return
+	}
+	need := uint64(staging) + 64<<20 + 64<<20 // staging, the read cache, the daemon
+	if rl.Cur < need {
+		log.Warn().Uint64("memlock_limit", rl.Cur).Uint64("needed", need).
+			Msg("RLIMIT_MEMLOCK is below the write staging bound plus the read cache: raise ulimit -l, grant CAP_IPC_LOCK, or lower write.staging_bytes")
+	}
+}
+
+// hasCapIPCLock reports whether the process holds CAP_IPC_LOCK, which
+// lifts RLIMIT_MEMLOCK.
+func hasCapIPCLock() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<unix.CAP_IPC_LOCK) != 0
+		}
+	}
+	return false
+}
+
+// writeSpec is the write configuration of a writable dataset sealing for
+// ref: the public part of an RSA or EC key comes from Key Vault (keys/get),
+// so a mount that only writes needs no release; for an oct key, or
+// without keys/get, the filesystem releases the key at the first write.
+func writeSpec(ref keyrelease.KeyRef, rt *runtime) *fs.WriteSpec {
+	return &fs.WriteSpec{Key: ref, PublicKey: func(ctx context.Context) (any, string, error) {
+		cred := rt.cred
+		if cred == nil {
+			var err error
+			if cred, err = azidentity.NewDefaultAzureCredential(nil); err != nil {
+				return nil, "", fmt.Errorf("azure credential: %w", err)
+			}
+		}
+		var opts *azkeys.ClientOptions
+		if rt.http != nil {
+			opts = &azkeys.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: rt.http}}
+		}
+		k, err := getVaultKey(ctx, ref, cred, opts)
+		if err != nil {
+			return nil, "", err
+		}
+		pub, version := k.Public, k.Ref.Version
+		k.Wipe()
+		if pub == nil {
+			return nil, "", fmt.Errorf("key %s has no public part", ref)
+		}
+		return pub, version, nil
+	}}
 }
 
 // manifestSpec builds a dataset's manifest enforcement: pinned signer keys

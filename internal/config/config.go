@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +52,8 @@ type Config struct {
 	// Delivery configures FUSE-free delivery (skrfs fetch, skrfs run
 	// --no-fuse): delivery.go.
 	Delivery Delivery `yaml:"delivery"`
+	// Write tunes the staging of writes to writable datasets.
+	Write Write `yaml:"write"`
 
 	dir string // directory of the file, for relative paths
 }
@@ -235,6 +238,15 @@ type Dataset struct {
 	// holding the dataset's current epoch: lower epochs are refused. The
 	// mount's identity needs secrets/get on it.
 	Anchor string `yaml:"anchor"`
+
+	// Writable makes the dataset read-write (docs/writes.md): files
+	// written through the mount are sealed for WriteKey and committed to
+	// the dataset's storage. Default false: writes get EROFS.
+	Writable bool `yaml:"writable"`
+	// WriteKey names the key (one of the dataset's keys) that seals what
+	// the mount writes. Required when Writable. With an RSA or EC key only
+	// its public part is needed: a mount that only writes needs no release.
+	WriteKey string `yaml:"write_key"`
 }
 
 // Manifest modes of Dataset.Manifest.
@@ -252,6 +264,21 @@ type Mount struct {
 	DirMode    string `yaml:"dir_mode"`  // default "0500"
 	AllowOther bool   `yaml:"allow_other"`
 }
+
+// Write tunes the staging of writes (docs/writes.md).
+type Write struct {
+	// StagingBytes bounds the plaintext written but not yet committed
+	// that is held in memory, across all files (default 64 MiB, at least
+	// 1 MiB). Past it, staged chunks are sealed under a per-file key that
+	// lives only in memory and spilled to SpillDir.
+	StagingBytes int64 `yaml:"staging_bytes"`
+	// SpillDir holds the (unlinked) spill files (default the system's
+	// temporary directory). Only ciphertext is written there.
+	SpillDir string `yaml:"spill_dir"`
+}
+
+// DefaultStagingBytes is the default of write.staging_bytes.
+const DefaultStagingBytes = 64 << 20
 
 // Cache tunes released-key caching.
 type Cache struct {
@@ -384,6 +411,9 @@ func (c *Config) defaults() {
 	}
 	if c.Cache.TTL == 0 {
 		c.Cache.TTL = Duration(time.Hour)
+	}
+	if c.Write.StagingBytes == 0 {
+		c.Write.StagingBytes = DefaultStagingBytes
 	}
 	for i := range c.Datasets {
 		d := &c.Datasets[i]
@@ -577,6 +607,15 @@ func (c *Config) validate() error {
 		if err := d.validateManifest(f); err != nil {
 			return err
 		}
+		if err := d.validateWrite(f, names); err != nil {
+			return err
+		}
+	}
+	if c.Write.StagingBytes < 1<<20 {
+		return invalid("write.staging_bytes", "%d is less than 1 MiB (1048576)", c.Write.StagingBytes)
+	}
+	if sd := c.Write.SpillDir; sd != "" && !filepath.IsAbs(sd) {
+		return invalid("write.spill_dir", "%q is not an absolute path", sd)
 	}
 	for _, m := range []struct{ field, v string }{{"mount.file_mode", c.Mount.FileMode}, {"mount.dir_mode", c.Mount.DirMode}} {
 		if _, err := ParseMode(m.v); err != nil {
@@ -690,6 +729,26 @@ func (d *Dataset) validateManifest(f string) error {
 		if err := checkKeyVaultURL(d.Anchor, "secrets"); err != nil {
 			return invalid(f+".anchor", "%v", err)
 		}
+	}
+	return nil
+}
+
+// validateWrite checks writable and write_key.
+func (d *Dataset) validateWrite(f string, names map[string]bool) error {
+	if d.WriteKey == "" {
+		if d.Writable {
+			return invalid(f+".write_key", "required when writable is true: name the key (one of the dataset's keys) that seals what the mount writes")
+		}
+		return nil
+	}
+	if !d.Writable {
+		return invalid(f+".write_key", "set, but writable is not true")
+	}
+	if !names[d.WriteKey] {
+		return invalid(f+".write_key", "%q is not the name of a configured key", d.WriteKey)
+	}
+	if len(d.Keys) > 0 && !slices.Contains(d.Keys, d.WriteKey) {
+		return invalid(f+".write_key", "%q is not one of the dataset's keys %v", d.WriteKey, d.Keys)
 	}
 	return nil
 }

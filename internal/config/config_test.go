@@ -297,3 +297,38 @@ func TestCVMAttestation(t *testing.T) {
 		t.Fatalf("cvm with fake: %v", err)
 	}
 }
+
+// TestDatasetWritable: writable, write_key and the write block.
+func TestDatasetWritable(t *testing.T) {
+	ds := "    keys: [demo-rsa, demo-oct]\n"
+	parse := func(extra, top string) (*Config, error) {
+		return Parse([]byte(strings.Replace(validYAML(), ds, ds+extra, 1) + top))
+	}
+	c, err := parse("", "")
+	if err != nil || c.Datasets[0].Writable || c.Write.StagingBytes != DefaultStagingBytes || c.Write.SpillDir != "" {
+		t.Fatalf("defaults: %v %+v %+v", err, c.Datasets[0], c.Write)
+	}
+	c, err = parse("    writable: true\n    write_key: demo-rsa\n", "write:\n  staging_bytes: 16777216\n  spill_dir: /var/tmp\n")
+	if err != nil || !c.Datasets[0].Writable || c.Datasets[0].WriteKey != "demo-rsa" || c.Write.StagingBytes != 16<<20 || c.Write.SpillDir != "/var/tmp" {
+		t.Fatalf("writable: %v %+v %+v", err, c.Datasets[0], c.Write)
+	}
+	for _, tc := range []struct{ extra, top, want string }{
+		{"    writable: true\n", "", "datasets[0].write_key: required when writable"},
+		{"    write_key: demo-rsa\n", "", "datasets[0].write_key: set, but writable is not true"},
+		{"    writable: true\n    write_key: nope\n", "", `datasets[0].write_key: "nope" is not the name of a configured key`},
+		{"    writable: yes please\n", "", "into bool"},
+		{"", "write:\n  staging_bytes: 1000\n", "write.staging_bytes: 1000 is less than 1 MiB"},
+		{"", "write:\n  staging_bytes: -1\n", "write.staging_bytes"},
+		{"", "write:\n  spill_dir: tmp\n", `write.spill_dir: "tmp" is not an absolute path`},
+		{"", "write:\n  spill: /tmp\n", "field spill not found"},
+	} {
+		if _, err := parse(tc.extra, tc.top); err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q %q: %v, want %q", tc.extra, tc.top, err, tc.want)
+		}
+	}
+	// The write key must be one of the dataset's keys.
+	one := strings.Replace(validYAML(), ds, "    keys: [demo-oct]\n    writable: true\n    write_key: demo-rsa\n", 1)
+	if _, err := Parse([]byte(one)); err == nil || !strings.Contains(err.Error(), "is not one of the dataset's keys") {
+		t.Errorf("write key outside the dataset's keys: %v", err)
+	}
+}

@@ -25,6 +25,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("keys:\n  - name: k\n    ref: https://v.vault.azure.net/keys/k/0123\nattestation:\n  maa: https://a\nmount:\n  allow_other: true\n  uid: 0\n"))
 	f.Add([]byte("datasets:\n  - {name: d, azure: 'https://a.blob.core.windows.net/c?sv=x', keys: [k]}\n"))
 	f.Add([]byte("cache: {ttl: 0s, max_stale: -1h}\n"))
+	f.Add([]byte("keys:\n  - {name: k, ref: https://v.vault.azure.net/keys/k}\nattestation: {maa: https://a}\ndatasets:\n  - {name: d, local: /s, writable: true, write_key: k}\nwrite: {staging_bytes: 2097152, spill_dir: /tmp}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err != nil {
@@ -83,9 +84,15 @@ func checkInvariants(t *testing.T, c *Config) {
 				t.Fatalf("dataset %q names unknown key %q", d.Name, k)
 			}
 		}
+		if d.Writable != (d.WriteKey != "") || (d.Writable && !keys[d.WriteKey]) {
+			t.Fatalf("dataset %q: writable %v with write key %q", d.Name, d.Writable, d.WriteKey)
+		}
 	}
 	if len(c.Keys) > 0 && !strings.HasPrefix(c.Attestation.MAA, "https://") {
 		t.Fatalf("accepted MAA %q", c.Attestation.MAA)
+	}
+	if c.Write.StagingBytes < 1<<20 {
+		t.Fatalf("accepted write.staging_bytes %d", c.Write.StagingBytes)
 	}
 	if time.Duration(c.Cache.TTL) < time.Second || c.Cache.MaxStale < 0 {
 		t.Fatalf("accepted cache %+v", c.Cache)
