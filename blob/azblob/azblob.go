@@ -174,6 +174,7 @@ type Store struct {
 	uploadBlockSize   int64
 	uploadConcurrency int
 	commitBlockSize   int64
+	retry             policy.RetryOptions // with defaults; Commit retries itself
 	// blocks recycles Commit's block buffers (*[]byte of commitBlockSize),
 	// so that committing many small files does not allocate a block each.
 	blocks sync.Pool
@@ -202,6 +203,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		uploadBlockSize:   orDefault(cfg.UploadBlockSize, DefaultUploadBlockSize),
 		uploadConcurrency: orDefault(cfg.UploadConcurrency, DefaultUploadConcurrency),
 		commitBlockSize:   orDefault(cfg.CommitBlockSize, DefaultCommitBlockSize),
+		retry:             retryOptions(cfg.Retry),
 	}
 	if !cfg.SkipCheck {
 		if err := s.check(ctx); err != nil {

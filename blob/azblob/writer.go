@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	sdkblob "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	blobclient "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
@@ -48,7 +51,7 @@ import (
 // unconditional commit gets the service's error.
 //
 // A Put Block List whose response is lost (a reset connection, a timeout)
-// is retried by the SDK's retry policy; the retry then fails its own
+// is retried (withRetries); the retry then fails its own
 // condition (412, or 409 BlobAlreadyExists) although the first attempt
 // committed. Commit tells the two apart by the blob's committed block
 // list: if it is exactly this commit's (random) block IDs, the commit
@@ -97,9 +100,14 @@ func (s *Store) Commit(ctx context.Context, name string, r io.Reader, md map[str
 	if err := ctx.Err(); err != nil {
 		return blob.Info{}, err
 	}
-	resp, err := bb.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
-		Metadata:         sdkMetadata(md),
-		AccessConditions: accessConditions(cond),
+	var resp blockblob.CommitBlockListResponse
+	_, err = s.withRetries(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = bb.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
+			Metadata:         sdkMetadata(md),
+			AccessConditions: accessConditions(cond),
+		})
+		return err
 	})
 	if err != nil {
 		err = s.conditionErr(ctx, "commit", name, cond, err)
@@ -190,10 +198,16 @@ func (s *Store) stageBlocks(ctx context.Context, bb *blockblob.Client, name stri
 			wg.Add(1)
 			go func(block []byte) {
 				defer wg.Done()
-				_, err := bb.StageBlock(ctx, id, streaming.NopCloser(bytes.NewReader(block)), nil)
+				tries, err := s.withRetries(ctx, func(ctx context.Context) error {
+					// A fresh reader per attempt: see withRetries.
+					_, err := bb.StageBlock(ctx, id, streaming.NopCloser(bytes.NewReader(block)), nil)
+					return err
+				})
 				if err != nil {
 					fail(mapErr("commit (put block)", name, err)) // the first error wins
-					// An abandoned request's body may still be read by
+				}
+				if err != nil || tries > 1 {
+					// An abandoned attempt's body may still be read by
 					// the transport: never reuse its buffer.
 					free <- nil
 					return
@@ -311,4 +325,54 @@ func (s *Store) Remove(ctx context.Context, name string, cond blob.Condition) er
 		return s.conditionErr(ctx, "remove", name, cond, err)
 	}
 	return nil
+}
+
+// withRetries calls op until it succeeds, fails for good, or the store's
+// retry policy (Config.Retry: MaxRetries, TryTimeout, RetryDelay,
+// MaxRetryDelay) is exhausted, and returns how many attempts it made.
+// Each attempt runs with the SDK's own retries turned off: the SDK
+// retries a request by rewinding its body, the same reader that the
+// transport of an abandoned attempt (a 503 or a reset before the body was
+// sent, a try timeout) may still be reading; two goroutines then share
+// the reader (a data race, and bytes of the body taken by the wrong
+// request). op makes a new body per attempt instead.
+func (s *Store) withRetries(ctx context.Context, op func(context.Context) error) (int, error) {
+	once := policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1, TryTimeout: s.retry.TryTimeout})
+	for try := 1; ; try++ {
+		err := op(once)
+		if err == nil || try > int(max(s.retry.MaxRetries, 0)) || !retryable(ctx, err) {
+			return try, err
+		}
+		delay := s.retry.RetryDelay << min(try-1, 16)
+		if delay <= 0 || delay > s.retry.MaxRetryDelay {
+			delay = s.retry.MaxRetryDelay
+		}
+		delay = delay*4/5 + time.Duration(mrand.Int64N(int64(delay)*2/5+1)) // ±20% jitter
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return try, err
+		}
+	}
+}
+
+// retryable reports whether a failed attempt may succeed when repeated:
+// transport errors and try timeouts, and the statuses the SDK retries
+// (408, 429, 500, 502, 503, 504). Not when ctx itself ended.
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		switch re.StatusCode {
+		case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+			http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	return true
 }

@@ -39,12 +39,20 @@ func TestCommitStorageFaults(t *testing.T) {
 		{"stall", faultproxy.Rule{Kinds: writes, Prob: 1, Fault: faultproxy.Stall}, false},
 		{"one 503", faultproxy.Rule{Kinds: writes, Prob: 1, Max: 1, Fault: faultproxy.Status, Status: 503}, true},
 		{"one reset", faultproxy.Rule{Kinds: writes, Prob: 1, Max: 1, Fault: faultproxy.Reset}, true},
+		// Large blocks: the 503s come back while the client is still
+		// sending the body, and the attempt is repeated with a body of
+		// its own (withRetries).
+		{"503s during large blocks", faultproxy.Rule{Kinds: writes, Prob: 1, Max: 2, Fault: faultproxy.Status, Status: 503}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			name, _ := newContainer(t, plain, nil)
 			direct := open(t, azblob.Config{ContainerURL: plain.ContainerURL(name), AccountKey: plain.AccountKey})
+			blockSize := int64(testBlockSize)
+			if strings.Contains(tc.name, "large") {
+				blockSize = 2 << 20
+			}
 			old := blobtest.Data(1, 3*testBlockSize+100)
 			if err := direct.Put(ctx, "obj", old, map[string]string{"v": "old"}); err != nil {
 				t.Fatal(err)
@@ -66,10 +74,13 @@ func TestCommitStorageFaults(t *testing.T) {
 				// after 500 ms), 3 in all.
 				Retry: policy.RetryOptions{MaxRetries: 2, TryTimeout: 500 * time.Millisecond,
 					RetryDelay: 10 * time.Millisecond, MaxRetryDelay: 50 * time.Millisecond},
-				CommitBlockSize: testBlockSize,
+				CommitBlockSize: blockSize,
 				SkipCheck:       true,
 			})
 			newer := blobtest.Data(2, 3*testBlockSize+100)
+			if blockSize > testBlockSize {
+				newer = blobtest.Data(2, 4*int(blockSize)+100)
+			}
 			start := time.Now()
 			info, err := faulty.Commit(ctx, "obj", bytes.NewReader(newer), map[string]string{"v": "new"}, blob.Condition{IfMatch: before.ETag})
 			t.Logf("commit: %v after %v; faults: %v", err, time.Since(start).Round(time.Millisecond), proxy.Stats().Faults)
