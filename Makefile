@@ -13,6 +13,8 @@ STATICCHECK_VERSION := v0.8.2
 # deadline exceeded" (golang/go#75804, fixed in Go 1.27). Longer runs:
 # make fuzz FUZZ_SCALE=100
 FUZZ_SCALE ?= 1
+# make test halves the counts (FUZZ_DIV=1 for the full bounded run): CI must stay under 20 minutes.
+FUZZ_DIV   ?= 2
 PYTHON     := /usr/bin/python3
 
 .PHONY: all build test unit integration fuzz pyvectors demo bench lint tidy-check fmt deps deps-apt deps-azurite deps-bench azurite clean
@@ -37,30 +39,30 @@ integration: deps
 	$(GO) test -race -count=1 ./integration/...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyManifest$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHeaderV2$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzOpenV2$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
-	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE)))x ./crypto/keywrap
-	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE)))x ./keyrelease/policy
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./internal/config
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzParseTHIM$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyEndorsement$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHCLReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/attest/cvm
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyTPM$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./keyrelease/attest/cvm
-	$(GO) test -run '^$$' -fuzz '^FuzzEvidence$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/attest
-	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE)))x ./keyrelease/maa
-	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
-	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease/akv
-	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x ./keyrelease
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x ./internal/sidecar
-	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/wrapkey
-	$(GO) test -run '^$$' -fuzz '^FuzzRedactPayload$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./fs
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x ./keyrelease/evidence/sgxquote
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyManifest$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeaderV2$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenV2$$' -fuzztime $$((150000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./fs
+	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto/keywrap
+	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/policy
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((250000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTHIM$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyEndorsement$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHCLReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest/cvm
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyTPM$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest/cvm
+	$(GO) test -run '^$$' -fuzz '^FuzzEvidence$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest
+	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/maa
+	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/akv
+	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/akv
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./internal/sidecar
+	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/wrapkey
+	$(GO) test -run '^$$' -fuzz '^FuzzRedactPayload$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./fs
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence/sgxquote
 
 ## pyvectors: the Python decryptor, written from docs/format.md alone,
 ## decrypts the frozen golden vectors and round-trips its own objects.
