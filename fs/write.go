@@ -227,7 +227,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 	}
 	if err != nil {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("object", name).Msg("commit failed")
-		return err
+		return commitErr(name, err)
 	}
 	d.etag, d.dirty = info.ETag, false
 	if d.base != nil {
@@ -244,6 +244,19 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 	d.baseSize = d.size // what the committed version, if reopened as the base, must show
 	n.committed(info, d.size)
 	return nil
+}
+
+// commitErr is what a failed commit returns to the app: EIO (write(2) and
+// close(2) callers expect it for data that did not reach storage), whatever
+// errno the transport failure carried (a reset connection is ECONNRESET
+// deep in the chain); a key that cannot be had keeps its own errno (EACCES
+// for a denied release, ENOKEY for a missing key).
+func commitErr(name string, err error) error {
+	switch e := toErrno(err); e {
+	case syscall.EACCES, syscall.ENOKEY, syscall.EIO:
+		return err
+	}
+	return fmt.Errorf("%w: commit of %s failed: %w", syscall.EIO, name, err)
 }
 
 // committed records a version this mount wrote: node attributes, the

@@ -1106,3 +1106,29 @@ func TestWriteSpillFailureFailsWrites(t *testing.T) {
 		t.Fatal("NewRoot accepted a writable dataset without a spill directory")
 	}
 }
+
+// TestCommitErr: a commit that fails in storage reaches the app as EIO,
+// whatever errno the transport carried; a key that cannot be had keeps its
+// errno.
+func TestCommitErr(t *testing.T) {
+	reset := &os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want syscall.Errno
+	}{
+		{"connection reset", fmt.Errorf("put block list: %w", reset), syscall.EIO},
+		{"storage unavailable", errors.New("put block: 503 ServerBusy after 4 attempts"), syscall.EIO},
+		{"deadline", context.DeadlineExceeded, syscall.EIO},
+		{"object vanished", blob.ErrNotFound, syscall.EIO},
+		{"storage denies", fmt.Errorf("%w: 403", blob.ErrPermission), syscall.EACCES},
+		{"release denied", fmt.Errorf("%w: policy", keyrelease.ErrDenied), syscall.EACCES},
+		{"no such key", keyrelease.ErrNotFound, syscall.ENOKEY},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := toErrno(commitErr("a/b", tc.err)); got != tc.want {
+				t.Fatalf("errno %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
