@@ -326,8 +326,8 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err == nil {
 		err = st.Remove(octx, path+d.ds.Suffix, blob.Condition{IfMatch: info.ETag})
 	}
-	if errors.Is(err, blob.ErrNotFound) && df != nil {
-		err = nil // never committed
+	if errors.Is(err, blob.ErrNotFound) && (df != nil || d.ds.listed(path)) {
+		err = nil // never committed, or listed but gone: unlisted below
 	}
 	d.root.audit(ctx, auditObjectUnlink, d.ds.Name+"/"+path, keyrelease.KeyRef{}, err)
 	if err != nil {
@@ -340,6 +340,9 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return d.root.fail("unlink", err)
 	}
 	d.delEntry(name)
+	if err := d.root.publishRemove(d.ds, path); err != nil {
+		return d.root.fail("unlink", err)
+	}
 	return 0
 }
 
@@ -434,21 +437,22 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 	}
 	size := o.d.PlainSize()
 	var info blob.Info
+	var digest [32]byte
 	if o.d.Header().Version == crypto.VersionV2 {
 		// A new header only (docs/format.md 11.4): the body is copied as
 		// it is, without decrypting it.
-		info, err = n.renameHeader(ctx, o, toPath, toObj, cond)
+		info, digest, err = n.renameHeader(ctx, o, toPath, toObj, cond)
 	} else {
 		// Version 1 binds the name into every chunk: decrypt and re-seal
 		// (as version 2).
-		info, err = n.root.seal(ctx, n.ds, toPath, toObj, size, func(dst []byte, off int64) error {
+		info, digest, err = n.root.seal(ctx, n.ds, toPath, toObj, size, func(dst []byte, off int64) error {
 			return readPlain(ctx, o, dst, off)
 		}, cond)
 	}
 	if err != nil {
 		return err
 	}
-	_, oldObj := n.names()
+	oldName, oldObj := n.names()
 	if err := n.ds.raw.(blob.Writer).Remove(ctx, oldObj, blob.Condition{IfMatch: v.etag}); err != nil && !errors.Is(err, blob.ErrNotFound) {
 		n.root.log().Warn().Err(err).Str("dataset", n.ds.Name).Str("from", name).Str("to", toPath).
 			Msg("rename: the new object is committed but the old one could not be removed")
@@ -462,6 +466,7 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 	n.mu.Lock()
 	n.name, n.objName = toPath, toObj
 	n.info, n.plainSize, n.sizeErr = info, size, nil
+	n.listedDigest = digest
 	n.mu.Unlock()
 	if df != nil {
 		df.etag = info.ETag
@@ -470,7 +475,7 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 	from.delEntry(name)
 	e := objectEntry(info)
 	to.setEntry(newName, &e)
-	return nil
+	return n.root.publishCommit(n.ds, toPath, info, digest, size, oldName)
 }
 
 // renameHeader commits version 2 object o under a new name: a new header
@@ -478,11 +483,11 @@ func (n *objectNode) renameTo(ctx context.Context, from, to *dirNode, name, newN
 // MAC) before the old body, streamed from storage pinned to o's version.
 // The new MAC needs the data key: the batch key cached by o's open, or the
 // released key.
-func (n *objectNode) renameHeader(ctx context.Context, o *objectState, toPath, toObj string, cond blob.Condition) (blob.Info, error) {
+func (n *objectNode) renameHeader(ctx context.Context, o *objectState, toPath, toObj string, cond blob.Condition) (blob.Info, [32]byte, error) {
 	h := o.d.Header()
 	ref, err := n.allowedRef(h.KeyRef)
 	if err != nil {
-		return blob.Info{}, err
+		return blob.Info{}, [32]byte{}, err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.root.opts.OpTimeout)
 	defer cancel()
@@ -494,28 +499,28 @@ func (n *objectNode) renameHeader(ctx context.Context, o *objectState, toPath, t
 			}
 			k.Wipe()
 			if err != nil && !errors.Is(err, crypto.ErrBatchKeyNotCached) {
-				return blob.Info{}, err
+				return blob.Info{}, [32]byte{}, err
 			}
 		}
 	}
 	if hdr == nil {
 		k, err := n.root.opts.Releaser.Release(rctx, ref)
 		if err != nil {
-			return blob.Info{}, err
+			return blob.Info{}, [32]byte{}, err
 		}
 		if !k.IsPrivate() {
 			k.Wipe()
-			return blob.Info{}, syscall.EXDEV
+			return blob.Info{}, [32]byte{}, syscall.EXDEV
 		}
 		hdr, err = crypto.RenameHeaderV2(h, k.KEK(), k.Batch, toPath)
 		k.Wipe()
 		if err != nil {
-			return blob.Info{}, err
+			return blob.Info{}, [32]byte{}, err
 		}
 	}
 	body, err := blob.OpenRange(ctx, n.ds.Store, o.ref, int64(h.Len()), crypto.CipherSizeV2(o.d.PlainSize(), h.Len(), h.ChunkSize)-int64(h.Len()))
 	if err != nil {
-		return blob.Info{}, err
+		return blob.Info{}, [32]byte{}, err
 	}
 	defer body.Close()
 	md := map[string]string{
@@ -526,13 +531,13 @@ func (n *objectNode) renameHeader(ctx context.Context, o *objectState, toPath, t
 	}
 	info, err := n.ds.raw.(blob.Writer).Commit(ctx, toObj, io.MultiReader(bytes.NewReader(hdr), body), md, cond)
 	if err != nil {
-		return blob.Info{}, err
+		return blob.Info{}, [32]byte{}, err
 	}
 	if info.Metadata == nil {
 		info.Metadata = md
 	}
 	n.root.counters.commits.Add(1)
-	return info, nil
+	return info, crypto.HeaderDigest(hdr), nil
 }
 
 // Setattr on a directory: mode, owner and times are accepted and ignored.

@@ -141,6 +141,13 @@ type manifestState struct {
 	pinnedID    string
 	lastErr     error
 	logged      map[string]bool // unlisted or missing names already logged
+	etag        string          // version of the manifest blob of the view
+
+	// Publishing (publish.go).
+	pubMu      sync.Mutex
+	publishing bool
+	pending    []*publishReq
+	carried    []manifestChange // changes whose publish failed, retried next
 }
 
 func newManifestState(r *Root, ds *DatasetSpec) *manifestState {
@@ -212,6 +219,13 @@ func (s *manifestState) load(ctx context.Context) (err error) {
 		s.lastErr = nil
 		return nil
 	}
+	if errors.Is(err, blob.ErrNotFound) && s.spec.Mode == ManifestRequire && s.view.Load() == nil && s.ds.publishes() {
+		if berr := s.bootstrap(ctx); berr != nil {
+			return berr
+		}
+		s.lastErr = nil
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", crypto.ManifestName, err)
 	}
@@ -236,7 +250,7 @@ func (s *manifestState) load(ctx context.Context) (err error) {
 		return err
 	}
 	changed := m.Epoch != s.highest || !m.Created.Equal(s.lastCreated) || s.view.Load() == nil
-	s.highest, s.lastCreated, s.lastErr = m.Epoch, m.Created, nil
+	s.highest, s.lastCreated, s.lastErr, s.etag = m.Epoch, m.Created, nil, info.ETag
 	if s.pinnedID == "" {
 		s.pinnedID = m.Dataset
 		s.root.log().Warn().Str("dataset", s.ds.Name).Str("dataset_id", m.Dataset).
@@ -255,6 +269,31 @@ func (s *manifestState) load(ctx context.Context) (err error) {
 		// which may run inside a lookup.
 		s.invalidate(nv)
 	}
+	return nil
+}
+
+// bootstrap serves an empty dataset to a mount that may publish its first
+// manifest: the dataset has none, and nothing says it ever had one (no
+// min_epoch, no epoch anchor above 0). The caller holds s.mu.
+func (s *manifestState) bootstrap(ctx context.Context) error {
+	if s.highest > 0 {
+		return fmt.Errorf("%w: the dataset has no manifest, but min_epoch is %d: not starting a new one", ErrManifestUnavailable, s.highest)
+	}
+	if s.spec.Anchor != nil {
+		a, err := s.spec.Anchor.Epoch(ctx)
+		if err == nil && a > 0 {
+			return fmt.Errorf("%w: the dataset has no manifest, but its epoch anchor is at %d: it was deleted; not starting a new one", ErrManifestUnavailable, a)
+		}
+	}
+	id := s.pinnedID
+	if id == "" {
+		id = newDatasetID()
+		s.pinnedID = id
+	}
+	s.etag = ""
+	s.view.Store(newManifestView(&crypto.Manifest{Dataset: id}))
+	s.root.log().Warn().Str("dataset", s.ds.Name).Str("dataset_id", id).
+		Msg("dataset has no manifest: serving it empty; this mount publishes its first manifest at its first write")
 	return nil
 }
 

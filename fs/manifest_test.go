@@ -43,7 +43,12 @@ var listedNames = []string{"big.bin", "dir/sub/nested.txt", "empty", "hello.txt"
 // (before the mount, unless publish is false) and mounts with spec
 // adjusted by tune.
 func newManifestWorld(t *testing.T, publish bool, tune func(*ManifestSpec), opts ...func(*Options)) *manifestWorld {
-	mw := &manifestWorld{signer: newSigner(t)}
+	return newManifestWorldSigned(t, newSigner(t), publish, tune, opts...)
+}
+
+// newManifestWorldSigned is newManifestWorld with the producer's signer.
+func newManifestWorldSigned(t *testing.T, signer *crypto.LocalSigner, publish bool, tune func(*ManifestSpec), opts ...func(*Options)) *manifestWorld {
+	mw := &manifestWorld{signer: signer}
 	v, err := crypto.NewManifestVerifier(mw.signer.Public())
 	if err != nil {
 		t.Fatal(err)

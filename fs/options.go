@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/skrfs/skrfs/blob"
+	"github.com/skrfs/skrfs/crypto"
 	"github.com/skrfs/skrfs/keyrelease"
 )
 
@@ -137,6 +138,11 @@ type WriteSpec struct {
 	// release. When nil or failing, the key is released and its public
 	// part (or oct bytes) used.
 	PublicKey func(ctx context.Context) (pub any, version string, err error)
+	// Signer, when set on a dataset that enforces a manifest, signs the
+	// manifest that each commit, unlink and rename publishes (publish.go).
+	// Its public key must be one of the dataset's pinned signers. Without
+	// it such a dataset refuses writes (EROFS).
+	Signer crypto.ManifestSigner
 }
 
 func (o *Options) setDefaults() {

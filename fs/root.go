@@ -152,6 +152,12 @@ func NewRoot(opts Options) (*Root, error) {
 			if ms.Verifier == nil {
 				return nil, fmt.Errorf("fs: dataset %s: a manifest mode of %s needs pinned signer keys", r.opts.Datasets[i].Name, ms.Mode)
 			}
+			if w := r.opts.Datasets[i].Write; w != nil && w.Signer != nil {
+				kid, err := crypto.JWKThumbprint(w.Signer.Public())
+				if err != nil || !slices.Contains(ms.Verifier.KeyIDs(), kid) {
+					return nil, fmt.Errorf("fs: dataset %s: the manifest signing key (kid %s) is not one of the dataset's pinned signers: readers, this mount included, would refuse what it publishes", r.opts.Datasets[i].Name, kid)
+				}
+			}
 			r.opts.Datasets[i].man = newManifestState(r, &r.opts.Datasets[i])
 			if ms.Mode == ManifestRequire {
 				// Only what a pinned signer published is served.

@@ -24,6 +24,9 @@ type Stats struct {
 	// Writes (docs/writes.md): objects committed, commits lost to another
 	// writer, staged chunks spilled, and the plaintext staged in memory now.
 	Commits, CommitConflicts, SpilledChunks, StagedBytes int64
+	// Manifests published by writes (publish.go), failed publishes, and
+	// publishes retried after another writer's.
+	ManifestPublishes, ManifestPublishFailures, ManifestPublishConflicts int64
 }
 
 // Amplification returns BytesFetched / BytesServed (0 when nothing was
@@ -39,6 +42,8 @@ type counters struct {
 	fetches, bytesFetched, reads, bytesServed, chunksLoaded, chunkHits, chunkMisses atomic.Int64
 	// Writes: staged chunks spilled, objects committed, commits lost.
 	spilled, commits, conflicts atomic.Int64
+	// Manifests published by writes, failed publishes, conflict retries.
+	publishes, publishFailures, publishConflicts atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -51,6 +56,8 @@ func (r *Root) Stats() Stats {
 		ChunkHits:    c.chunkHits.Load(), ChunkMisses: c.chunkMisses.Load(),
 		Commits: c.commits.Load(), CommitConflicts: c.conflicts.Load(),
 		SpilledChunks: c.spilled.Load(), StagedBytes: r.staged.Load(),
+		ManifestPublishes: c.publishes.Load(), ManifestPublishFailures: c.publishFailures.Load(),
+		ManifestPublishConflicts: c.publishConflicts.Load(),
 	}
 }
 

@@ -52,15 +52,15 @@ func (r *Root) cleanTemp(ds *DatasetSpec) {
 }
 
 // writeRefused returns EROFS when ds takes no writes: not writable, or its
-// manifest is enforced (the mount holds no signing key to publish one).
+// manifest is enforced and the mount holds no key to sign new ones.
 func (r *Root) writeRefused(ds *DatasetSpec) error {
 	if ds.Write == nil {
 		return syscall.EROFS
 	}
-	if ds.man != nil {
+	if ds.man != nil && ds.Write.Signer == nil {
 		if _, told := r.warnedROs.LoadOrStore(ds.Name, true); !told {
 			r.log().Warn().Str("dataset", ds.Name).
-				Msg("writes refused (EROFS): the dataset's manifest is enforced and this mount holds no manifest signing key; publishing manifest updates is not supported yet")
+				Msg("writes refused (EROFS): the dataset's manifest is enforced and this mount holds no manifest signing key (datasets[].sign_key)")
 		}
 		return syscall.EROFS
 	}
@@ -68,7 +68,9 @@ func (r *Root) writeRefused(ds *DatasetSpec) error {
 }
 
 // writable reports whether files of ds take writes (for their modes).
-func (r *Root) writable(ds *DatasetSpec) bool { return ds.Write != nil && ds.man == nil }
+func (r *Root) writable(ds *DatasetSpec) bool {
+	return ds.Write != nil && (ds.man == nil || ds.Write.Signer != nil)
+}
 
 // batchFor returns the mount's batch for ds's write key, making it at the
 // first write: with the public key when the dataset has a source for it
@@ -142,16 +144,18 @@ func (h *headerBuffer) Write(p []byte) (int, error) {
 // seal streams size bytes of plaintext, read by fill, into a new object
 // name (objName in the store) sealed with ds's batch, committed under cond.
 func (r *Root) seal(ctx context.Context, ds *DatasetSpec, name, objName string, size int64,
-	fill func(dst []byte, off int64) error, cond blob.Condition) (blob.Info, error) {
+	fill func(dst []byte, off int64) error, cond blob.Condition) (blob.Info, [32]byte, error) {
+	var digest [32]byte
 	b, err := r.batchFor(ctx, ds)
 	if err != nil {
-		return blob.Info{}, err
+		return blob.Info{}, digest, err
 	}
 	hb := &headerBuffer{}
 	w, err := crypto.NewWriterV2Sized(hb, b, crypto.SealOptions{Name: name, ChunkSize: crypto.DefaultChunkSize}, size)
 	if err != nil {
-		return blob.Info{}, err
+		return blob.Info{}, digest, err
 	}
+	digest = crypto.HeaderDigest(hb.buf.Bytes()) // the header, whole: its manifest entry
 	pr, pw := io.Pipe()
 	hb.w = pw
 	go func() {
@@ -178,13 +182,13 @@ func (r *Root) seal(ctx context.Context, ds *DatasetSpec, name, objName string, 
 	info, err := ds.raw.(blob.Writer).Commit(ctx, objName, io.MultiReader(&hb.buf, pr), md, cond)
 	pr.CloseWithError(errors.New("commit ended")) // stops the sealer if Commit returned early
 	if err != nil {
-		return blob.Info{}, err
+		return blob.Info{}, digest, err
 	}
 	if info.Metadata == nil {
 		info.Metadata = md
 	}
 	r.counters.commits.Add(1)
-	return info, nil
+	return info, digest, nil
 }
 
 // commit seals the staged content and replaces the stored object with it.
@@ -206,7 +210,7 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.root.opts.OpTimeout)
 	defer cancel()
-	info, err := n.root.seal(ctx, n.ds, name, objName, d.size, func(dst []byte, off int64) error {
+	info, digest, err := n.root.seal(ctx, n.ds, name, objName, d.size, func(dst []byte, off int64) error {
 		_, err := d.readAt(ctx, dst, off)
 		return err
 	}, cond)
@@ -243,7 +247,12 @@ func (d *dirtyFile) commit(ctx context.Context) error {
 	}
 	d.baseSize = d.size // what the committed version, if reopened as the base, must show
 	n.committed(info, d.size)
-	return nil
+	n.mu.Lock()
+	n.listedDigest = digest
+	n.mu.Unlock()
+	// With an enforced manifest the version is served once a manifest
+	// lists it: publish before the close or fsync returns.
+	return n.root.publishCommit(n.ds, name, info, digest, d.size)
 }
 
 // commitErr is what a failed commit returns to the app: EIO (write(2) and

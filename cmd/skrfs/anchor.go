@@ -96,6 +96,10 @@ func (a *vaultAnchor) set(ctx context.Context, epoch uint64) error {
 	return nil
 }
 
+// Advance moves the anchor up to epoch (fs.EpochAdvancer: a writable
+// mount that publishes manifests keeps the anchor at its epoch).
+func (a *vaultAnchor) Advance(ctx context.Context, epoch uint64) error { return a.set(ctx, epoch) }
+
 // setAnchor sets the anchor at secretURL (no-op when empty) to epoch.
 func setAnchor(ctx context.Context, secretURL string, epoch uint64) error {
 	if secretURL == "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"golang.org/x/sys/unix"
 
+	"github.com/skrfs/skrfs/crypto"
 	"github.com/skrfs/skrfs/fs"
 	"github.com/skrfs/skrfs/internal/config"
 	"github.com/skrfs/skrfs/keyrelease"
@@ -90,7 +91,13 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 		}
 		if d.Writable {
 			spec.Write = writeSpec(refs[d.WriteKey], rt)
-			log.Info().Str("dataset", d.Name).Str("write_key", d.WriteKey).Msg("dataset is writable")
+			if d.SignKey != "" && spec.Manifest != nil {
+				if spec.Write.Signer, err = datasetSigner(ctx, cfg, d, rt); err != nil {
+					rt.close()
+					return nil, nil, fmt.Errorf("dataset %s: sign_key: %w", d.Name, err)
+				}
+			}
+			log.Info().Str("dataset", d.Name).Str("write_key", d.WriteKey).Bool("publishes_manifests", spec.Write.Signer != nil).Msg("dataset is writable")
 		}
 		opts.Datasets = append(opts.Datasets, spec)
 	}
@@ -106,6 +113,20 @@ func buildFilesystem(ctx context.Context, cfg *config.Config, ep *endpoints, wit
 		}
 	}
 	return root, rt, nil
+}
+
+// datasetSigner loads a writable dataset's manifest signing key: a key
+// file (relative to the config) or a Key Vault key URL (azkeys Sign).
+func datasetSigner(ctx context.Context, cfg *config.Config, d config.Dataset, rt *runtime) (crypto.ManifestSigner, error) {
+	arg := d.SignKey
+	if !strings.HasPrefix(arg, "https://") {
+		arg = cfg.Path(arg)
+	}
+	var opts *azcore.ClientOptions
+	if rt.http != nil {
+		opts = &azcore.ClientOptions{Transport: rt.http}
+	}
+	return loadSigner(ctx, arg, rt.cred, opts)
 }
 
 // warnMemlock warns when the daemon's locked memory (mlockall) cannot hold

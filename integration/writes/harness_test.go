@@ -144,6 +144,8 @@ type dataset struct {
 	// write is the top-level write: section (staging_bytes, spill_dir),
 	// indented YAML lines; "" for the defaults.
 	write string
+	// extra holds more keys of the dataset, as indented YAML lines.
+	extra string
 }
 
 func (ds dataset) yaml() string {
@@ -152,6 +154,7 @@ func (ds dataset) yaml() string {
 		src = "    azure: " + ds.azure + "\n"
 	}
 	y := "  - name: out\n" + src + "    keys: " + ds.keys + "\n    writable: true\n    write_key: " + ds.writeKey + "\n"
+	y += ds.extra
 	if ds.write != "" {
 		y += "write:\n" + ds.write
 	}

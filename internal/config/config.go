@@ -247,6 +247,13 @@ type Dataset struct {
 	// the mount writes. Required when Writable. With an RSA or EC key only
 	// its public part is needed: a mount that only writes needs no release.
 	WriteKey string `yaml:"write_key"`
+	// SignKey signs the manifests that a writable dataset with an
+	// enforced manifest publishes at every commit, unlink and rename: a
+	// private key file (PEM or JWK, EC P-256/P-384 or RSA) or a Key Vault
+	// or Managed HSM key URL, used through its Sign operation (keys/sign;
+	// the key never leaves the HSM). Its public key must be one of
+	// Signers. Without it such a dataset refuses writes (EROFS).
+	SignKey string `yaml:"sign_key"`
 }
 
 // Manifest modes of Dataset.Manifest.
@@ -739,7 +746,7 @@ func (d *Dataset) validateWrite(f string, names map[string]bool) error {
 		if d.Writable {
 			return invalid(f+".write_key", "required when writable is true: name the key (one of the dataset's keys) that seals what the mount writes")
 		}
-		return nil
+		return d.validateSignKey(f)
 	}
 	if !d.Writable {
 		return invalid(f+".write_key", "set, but writable is not true")
@@ -749,6 +756,25 @@ func (d *Dataset) validateWrite(f string, names map[string]bool) error {
 	}
 	if len(d.Keys) > 0 && !slices.Contains(d.Keys, d.WriteKey) {
 		return invalid(f+".write_key", "%q is not one of the dataset's keys %v", d.WriteKey, d.Keys)
+	}
+	return d.validateSignKey(f)
+}
+
+// validateSignKey checks sign_key: a writable dataset with a manifest.
+func (d *Dataset) validateSignKey(f string) error {
+	if d.SignKey == "" {
+		return nil
+	}
+	if !d.Writable {
+		return invalid(f+".sign_key", "set, but writable is not true (only writes publish manifests)")
+	}
+	if d.Manifest != ManifestRequire && d.Manifest != ManifestPrefer {
+		return invalid(f+".sign_key", "set, but the dataset has no manifest (manifest: require or prefer, with signers)")
+	}
+	if strings.HasPrefix(d.SignKey, "http://") || strings.HasPrefix(d.SignKey, "https://") {
+		if err := checkKeyVaultURL(d.SignKey, "keys"); err != nil {
+			return invalid(f+".sign_key", "%v", err)
+		}
 	}
 	return nil
 }

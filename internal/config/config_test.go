@@ -321,10 +321,17 @@ func TestDatasetWritable(t *testing.T) {
 		{"", "write:\n  staging_bytes: -1\n", "write.staging_bytes"},
 		{"", "write:\n  spill_dir: tmp\n", `write.spill_dir: "tmp" is not an absolute path`},
 		{"", "write:\n  spill: /tmp\n", "field spill not found"},
+		{"    sign_key: signer.pem\n", "", "datasets[0].sign_key: set, but writable is not true"},
+		{"    writable: true\n    write_key: demo-rsa\n    sign_key: signer.pem\n", "", "datasets[0].sign_key: set, but the dataset has no manifest"},
+		{"    writable: true\n    write_key: demo-rsa\n    signers: [p.pem]\n    sign_key: http://v.example/keys/s\n", "", "datasets[0].sign_key"},
 	} {
 		if _, err := parse(tc.extra, tc.top); err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
 			t.Errorf("%q %q: %v, want %q", tc.extra, tc.top, err, tc.want)
 		}
+	}
+	c, err = parse("    writable: true\n    write_key: demo-rsa\n    signers: [p.pem]\n    sign_key: https://v.vault.azure.net/keys/signer\n", "")
+	if err != nil || c.Datasets[0].SignKey != "https://v.vault.azure.net/keys/signer" {
+		t.Fatalf("sign_key: %v", err)
 	}
 	// The write key must be one of the dataset's keys.
 	one := strings.Replace(validYAML(), ds, "    keys: [demo-oct]\n    writable: true\n    write_key: demo-rsa\n", 1)
