@@ -150,6 +150,9 @@ func (r *Root) seal(ctx context.Context, ds *DatasetSpec, name, objName string, 
 	if err != nil {
 		return blob.Info{}, digest, err
 	}
+	if size <= smallSeal {
+		return r.sealSmall(ctx, ds, b, name, objName, size, fill, cond)
+	}
 	hb := &headerBuffer{}
 	w, err := crypto.NewWriterV2Sized(hb, b, crypto.SealOptions{Name: name, ChunkSize: crypto.DefaultChunkSize}, size)
 	if err != nil {
@@ -159,8 +162,9 @@ func (r *Root) seal(ctx context.Context, ds *DatasetSpec, name, objName string, 
 	pr, pw := io.Pipe()
 	hb.w = pw
 	go func() {
-		buf := make([]byte, stageChunk)
-		defer clear(buf)
+		pb := stageBuffers.Get().(*[stageChunk]byte)
+		buf := pb[:]
+		defer func() { clear(buf); stageBuffers.Put(pb) }()
 		var err error
 		for off := int64(0); off < size && err == nil; off += stageChunk {
 			seg := buf[:min(stageChunk, size-off)]
@@ -173,14 +177,60 @@ func (r *Root) seal(ctx context.Context, ds *DatasetSpec, name, objName string, 
 		}
 		pw.CloseWithError(err)
 	}()
-	md := map[string]string{
-		metaHeaderLen: strconv.Itoa(w.HeaderLen()),
+	md := sealMetadata(w.HeaderLen(), b)
+	info, err := ds.raw.(blob.Writer).Commit(ctx, objName, io.MultiReader(&hb.buf, pr), md, cond)
+	pr.CloseWithError(errors.New("commit ended")) // stops the sealer if Commit returned early
+	if err != nil {
+		return blob.Info{}, digest, err
+	}
+	if info.Metadata == nil {
+		info.Metadata = md
+	}
+	r.counters.commits.Add(1)
+	return info, digest, nil
+}
+
+// smallSeal: objects up to this size are sealed in memory before the
+// commit, without the pipe and goroutine of a streamed seal (creates of
+// many small files).
+const smallSeal = stageChunk
+
+// sealMetadata is the upload metadata of a version 2 object sealed with b.
+func sealMetadata(headerLen int, b *crypto.Batch) map[string]string {
+	return map[string]string{
+		metaHeaderLen: strconv.Itoa(headerLen),
 		metaChunkSize: strconv.Itoa(crypto.DefaultChunkSize),
 		metaVersion:   "2",
 		metaKeyRef:    b.KeyRef(),
 	}
-	info, err := ds.raw.(blob.Writer).Commit(ctx, objName, io.MultiReader(&hb.buf, pr), md, cond)
-	pr.CloseWithError(errors.New("commit ended")) // stops the sealer if Commit returned early
+}
+
+// sealSmall is seal for an object of at most smallSeal bytes: plaintext
+// in a pooled staging buffer (wiped after), the sealed object in memory.
+func (r *Root) sealSmall(ctx context.Context, ds *DatasetSpec, b *crypto.Batch, name, objName string, size int64,
+	fill func(dst []byte, off int64) error, cond blob.Condition) (blob.Info, [32]byte, error) {
+	var digest [32]byte
+	pb := stageBuffers.Get().(*[stageChunk]byte)
+	plain := pb[:size]
+	defer func() { clear(plain); stageBuffers.Put(pb) }()
+	if err := fill(plain, 0); err != nil {
+		return blob.Info{}, digest, err
+	}
+	var out bytes.Buffer
+	out.Grow(int(size) + 4096)
+	w, err := crypto.NewWriterV2Sized(&out, b, crypto.SealOptions{Name: name, ChunkSize: crypto.DefaultChunkSize}, size)
+	if err != nil {
+		return blob.Info{}, digest, err
+	}
+	if _, err := w.Write(plain); err != nil {
+		return blob.Info{}, digest, err
+	}
+	if err := w.Close(); err != nil {
+		return blob.Info{}, digest, err
+	}
+	digest = crypto.HeaderDigest(out.Bytes()[:w.HeaderLen()])
+	md := sealMetadata(w.HeaderLen(), b)
+	info, err := ds.raw.(blob.Writer).Commit(ctx, objName, bytes.NewReader(out.Bytes()), md, cond)
 	if err != nil {
 		return blob.Info{}, digest, err
 	}
