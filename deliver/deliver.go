@@ -297,41 +297,19 @@ func (f *fetcher) dataset(ctx context.Context, d *Dataset) error {
 // object verifies and decrypts one object into a temporary file, renamed
 // to its name only after the last chunk authenticated.
 func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name string, keys map[keyrelease.KeyRef]*keyrelease.Key, want *crypto.ManifestEntry) error {
-	src := blob.ReaderAt(ctx, d.Store, info.Ref())
-	head := make([]byte, min(info.Size, int64(crypto.MaxHeaderSize)))
-	if n, err := src.ReadAt(head, 0); n != len(head) {
-		return fmt.Errorf("reading the header: %w", err)
-	}
-	h, err := crypto.ParseHeader(head)
-	if err != nil {
-		return err
-	}
-	if want != nil && crypto.HeaderDigest(h.Bytes()) != want.HeaderSHA256 {
-		return ErrManifestMismatch // before any key release
-	}
-	ref, err := allowedRef(d, h.KeyRef)
-	if err != nil {
-		return err
-	}
-	k := keys[ref]
-	if k == nil {
-		if k, err = f.o.Releaser.Release(ctx, ref); err != nil {
-			return fmt.Errorf("key %s: %w", ref, err)
+	dec, src, err := openObject(ctx, d, info, name, want, func(ref keyrelease.KeyRef) (*keyrelease.Key, error) {
+		k := keys[ref]
+		if k == nil {
+			var err error
+			if k, err = f.o.Releaser.Release(ctx, ref); err != nil {
+				return nil, err
+			}
+			keys[ref] = k
 		}
-		keys[ref] = k
-	}
-	var opts crypto.OpenOptions
-	if h.Version == crypto.VersionV2 {
-		if opts.Table, err = crypto.ReadTable(src, info.Size, h, head); err != nil {
-			return fmt.Errorf("reading the nonce table: %w", err)
-		}
-	}
-	dec, err := crypto.NewDecryptorOpts(h, k.KEK(), name, info.Size, opts)
+		return k, nil
+	})
 	if err != nil {
 		return err
-	}
-	if want != nil && dec.PlainSize() != want.Size {
-		return fmt.Errorf("%w: size %d, listed %d", ErrManifestMismatch, dec.PlainSize(), want.Size)
 	}
 	if err := f.reserve(dec.PlainSize()); err != nil {
 		return err
@@ -353,6 +331,49 @@ func (f *fetcher) object(ctx context.Context, d *Dataset, info blob.Info, name s
 	}
 	f.st.Bytes += dec.PlainSize()
 	return nil
+}
+
+// openObject reads and parses the header of the version info pins, checks
+// it against the manifest entry want (when not nil) before any release,
+// checks its key reference against the dataset's keys, gets the key from
+// key (which owns it), and returns the object's decryptor (header MAC and
+// name verified) and the version-pinned reader of the object.
+func openObject(ctx context.Context, d *Dataset, info blob.Info, name string, want *crypto.ManifestEntry,
+	key func(keyrelease.KeyRef) (*keyrelease.Key, error)) (*crypto.Decryptor, io.ReaderAt, error) {
+	src := blob.ReaderAt(ctx, d.Store, info.Ref())
+	head := make([]byte, min(info.Size, int64(crypto.MaxHeaderSize)))
+	if n, err := src.ReadAt(head, 0); n != len(head) {
+		return nil, nil, fmt.Errorf("reading the header: %w", err)
+	}
+	h, err := crypto.ParseHeader(head)
+	if err != nil {
+		return nil, nil, err
+	}
+	if want != nil && crypto.HeaderDigest(h.Bytes()) != want.HeaderSHA256 {
+		return nil, nil, ErrManifestMismatch // before any key release
+	}
+	ref, err := allowedRef(d, h.KeyRef)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := key(ref)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key %s: %w", ref, err)
+	}
+	var opts crypto.OpenOptions
+	if h.Version == crypto.VersionV2 {
+		if opts.Table, err = crypto.ReadTable(src, info.Size, h, head); err != nil {
+			return nil, nil, fmt.Errorf("reading the nonce table: %w", err)
+		}
+	}
+	dec, err := crypto.NewDecryptorOpts(h, k.KEK(), name, info.Size, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if want != nil && dec.PlainSize() != want.Size {
+		return nil, nil, fmt.Errorf("%w: size %d, listed %d", ErrManifestMismatch, dec.PlainSize(), want.Size)
+	}
+	return dec, src, nil
 }
 
 // allowedRef returns the reference to release for a header's key

@@ -12,6 +12,7 @@ import (
 	"github.com/skrfs/skrfs/keyrelease/attest/cvm"
 	"github.com/skrfs/skrfs/keyrelease/attest/sgx"
 	"github.com/skrfs/skrfs/keyrelease/attest/snp"
+	"github.com/skrfs/skrfs/keyrelease/attested"
 	"github.com/skrfs/skrfs/keyrelease/maa"
 )
 
@@ -38,7 +39,7 @@ func newProvider(cfg *config.Config, hc *http.Client, mc *maa.Client) (attest.Pr
 		ev, snpErr := newEvidence(cfg, hc)
 		if snpErr == nil {
 			log.Info().Str("provider", "snp").Msg("attestation.provider auto: a SEV-SNP guest interface was found (ACI, Kata or SNP VM)")
-			return &snp.Provider{Evidence: evidenceSource{ev}, MAA: mc}, ev, nil
+			return &snp.Provider{Evidence: attested.Evidence(ev), MAA: mc}, ev, nil
 		}
 		p, cvmErr := cvm.Open(cvmOptions(cfg, hc, mc))
 		if cvmErr == nil {
@@ -58,7 +59,7 @@ func newProvider(cfg *config.Config, hc *http.Client, mc *maa.Client) (attest.Pr
 		if err != nil {
 			return nil, nil, err
 		}
-		return &snp.Provider{Evidence: evidenceSource{ev}, MAA: mc, ProviderName: a.Provider}, ev, nil
+		return &snp.Provider{Evidence: attested.Evidence(ev), MAA: mc, ProviderName: a.Provider}, ev, nil
 	}
 }
 

@@ -14,9 +14,9 @@ import (
 	"github.com/skrfs/skrfs/internal/azauth"
 	"github.com/skrfs/skrfs/internal/config"
 	"github.com/skrfs/skrfs/keyrelease"
-	"github.com/skrfs/skrfs/keyrelease/akv"
 	"github.com/skrfs/skrfs/keyrelease/attest"
 	"github.com/skrfs/skrfs/keyrelease/attest/fakesnp"
+	"github.com/skrfs/skrfs/keyrelease/attested"
 	"github.com/skrfs/skrfs/keyrelease/cache"
 	"github.com/skrfs/skrfs/keyrelease/maa"
 	"github.com/skrfs/skrfs/keyrelease/skr"
@@ -36,20 +36,7 @@ type runtime struct {
 }
 
 // evidenceProvider is what attest.SNP and attest.Fake have in common.
-type evidenceProvider interface {
-	Evidence(ctx context.Context, reportData [64]byte) (*attest.Evidence, error)
-}
-
-// evidenceSource adapts an attest provider to the releaser.
-type evidenceSource struct{ p evidenceProvider }
-
-func (e evidenceSource) Evidence(ctx context.Context, rd [64]byte) (maa.Evidence, error) {
-	ev, err := e.p.Evidence(ctx, rd)
-	if err != nil {
-		return maa.Evidence{}, err
-	}
-	return maa.Evidence{Report: ev.Report, CertChainPEM: ev.CertChainPEM(), Endorsements: ev.Endorsements}, nil
-}
+type evidenceProvider = attested.EvidenceReporter
 
 func newEvidence(cfg *config.Config, hc *http.Client) (evidenceProvider, error) {
 	a := cfg.Attestation
@@ -88,7 +75,8 @@ func newEvidence(cfg *config.Config, hc *http.Client) (evidenceProvider, error) 
 }
 
 // newRuntime wires HTTP trust, identity and the releaser (evidence -> MAA
-// -> Key Vault, behind the cache).
+// -> Key Vault, behind the cache: keyrelease/attested, as library users
+// wire it) behind the configuration's key allow-list.
 func newRuntime(ctx context.Context, cfg *config.Config) (*runtime, error) {
 	return newRuntimeFor(ctx, cfg, false)
 }
@@ -118,22 +106,21 @@ func newRuntimeFor(ctx context.Context, cfg *config.Config, withSKR bool) (*runt
 		rt.releaser = keyrelease.NewStatic()
 		return rt, nil
 	}
-	mc := &maa.Client{BaseURL: cfg.Attestation.MAA, HTTPClient: hc}
-	prov, ev, err := newProvider(cfg, hc, mc)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", keyrelease.ErrAttestation, err)
-	}
-	rt.tee = ev
-	rt.skr = &skr.Releaser{Provider: prov, Evidence: evidenceSource{ev}, MAA: mc,
-		Vault: &akv.Client{Credential: cred, Transport: hc, Roots: roots, Hosts: vaultHosts(cfg)}, Logger: log}
-	rt.skr.PrepareNow() // before readiness: the first open need not wait for RSA key generation
 	rt.cacheOpt = cache.Options{TTL: time.Duration(cfg.Cache.TTL), MaxStale: time.Duration(cfg.Cache.MaxStale), Logger: log}
-	rt.cache = cache.New(rt.skr, rt.cacheOpt)
-	rt.releaser = &allowList{inner: rt.cache, cfg: cfg}
-	rt.close = func() {
-		rt.cache.Close()
-		rt.skr.Close()
+	ar, err := attested.New(attested.Config{
+		TEE: func(mc *maa.Client, hc *http.Client) (attest.Provider, error) {
+			prov, ev, err := newProvider(cfg, hc, mc)
+			rt.tee = ev
+			return prov, err
+		},
+		MAA: cfg.Attestation.MAA, Credential: cred, HTTPClient: hc, ReleaseRoots: roots, VaultHosts: vaultHosts(cfg),
+		Cache: rt.cacheOpt, Logger: log})
+	if err != nil {
+		return nil, err
 	}
+	rt.skr, rt.cache = ar.SKR(), ar.Cache()
+	rt.releaser = &allowList{inner: rt.cache, cfg: cfg}
+	rt.close = ar.Close
 	return rt, nil
 }
 
