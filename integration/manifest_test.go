@@ -42,9 +42,12 @@ func TestManifestEndToEnd(t *testing.T) {
 	writeVaultPublicJWK(t, s, "demo-rsa", pubJWK)
 	keyRef := s.VaultURL + "/keys/demo-rsa"
 
+	// The producer's record of its epochs, per test (a shared one would
+	// refuse the next run's epoch 1 of dataset e2e-data).
+	state := filepath.Join(dir, "manifest-epochs.json")
 	upload := func(extra ...string) result {
 		t.Helper()
-		args := append([]string{"upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signer + ".pem"}, extra...)
+		args := append([]string{"upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signer + ".pem", "--state", state}, extra...)
 		return run(t, bin, append(args, plain+"/")...)
 	}
 	if r := upload("--dataset-id", "e2e-data"); r.code != 0 || !strings.Contains(r.stdout, "manifest published: dataset e2e-data, epoch 1") {
@@ -76,7 +79,7 @@ func TestManifestEndToEnd(t *testing.T) {
 		t.Fatalf("manifest show without a signer: %s", r.stdout)
 	}
 	// refresh re-signs the same epoch and entries with a newer time.
-	if r := run(t, bin, "manifest", "refresh", "--sign", signer+".pem", store); r.code != 0 || !strings.Contains(r.stdout, "refreshed: dataset e2e-data, epoch 1") {
+	if r := run(t, bin, "manifest", "refresh", "--sign", signer+".pem", "--state", state, store); r.code != 0 || !strings.Contains(r.stdout, "refreshed: dataset e2e-data, epoch 1") {
 		t.Fatalf("manifest refresh: %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	m0, _ := crypto.InspectManifest(manifest1)
@@ -331,7 +334,8 @@ func TestManifestVaultSignerAndAnchor(t *testing.T) {
 
 	upload := func() result {
 		t.Helper()
-		return runEnv(t, env, "upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signKey, "--anchor", anchor, plain+"/")
+		return runEnv(t, env, "upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signKey, "--anchor", anchor,
+			"--state", filepath.Join(dir, "manifest-epochs.json"), plain+"/")
 	}
 	if r := upload(); r.code != 0 || !strings.Contains(r.stdout, "epoch 1") {
 		t.Fatalf("upload --sign <vault key>: %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -401,7 +405,7 @@ func TestManifestFetch(t *testing.T) {
 	pubJWK := filepath.Join(dir, "demo-rsa.jwk")
 	writeVaultPublicJWK(t, s, "demo-rsa", pubJWK)
 	keyRef := s.VaultURL + "/keys/demo-rsa"
-	if r := runEnv(t, env, "upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signer+".pem", plain+"/"); r.code != 0 {
+	if r := runEnv(t, env, "upload", "--key", pubJWK, "--key-ref", keyRef, "--to", store, "--sign", signer+".pem", "--state", "none", plain+"/"); r.code != 0 {
 		t.Fatalf("upload --sign: %s", r.stderr)
 	}
 	cfg := configWithDataset(t, s, map[string]any{"signers": []string{signer + ".pub.pem"}})

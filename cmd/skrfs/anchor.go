@@ -78,6 +78,17 @@ func (a *vaultAnchor) Epoch(ctx context.Context) (uint64, error) {
 	return e, nil
 }
 
+// floor is the anchor's epoch as a producer's floor: 0 while the secret
+// does not exist yet (before the dataset's first anchored publish).
+func (a *vaultAnchor) floor(ctx context.Context) (uint64, error) {
+	e, err := a.Epoch(ctx)
+	var re *azcore.ResponseError
+	if errors.As(err, &re) && re.StatusCode == 404 {
+		return 0, nil
+	}
+	return e, err
+}
+
 // set writes a new version holding epoch; it refuses to lower the anchor.
 func (a *vaultAnchor) set(ctx context.Context, epoch uint64) error {
 	cur, err := a.Epoch(ctx)
@@ -100,14 +111,8 @@ func (a *vaultAnchor) set(ctx context.Context, epoch uint64) error {
 // mount that publishes manifests keeps the anchor at its epoch).
 func (a *vaultAnchor) Advance(ctx context.Context, epoch uint64) error { return a.set(ctx, epoch) }
 
-// setAnchor sets the anchor at secretURL (no-op when empty) to epoch.
-func setAnchor(ctx context.Context, secretURL string, epoch uint64) error {
-	if secretURL == "" {
-		return nil
-	}
-	a, err := newVaultAnchor(secretURL, nil, nil)
-	if err != nil {
-		return err
-	}
-	return a.set(ctx, epoch)
+// openAnchor opens the anchor of a producer command (--anchor) with the
+// default Azure credential; tests replace it.
+var openAnchor = func(secretURL string) (*vaultAnchor, error) {
+	return newVaultAnchor(secretURL, nil, nil)
 }

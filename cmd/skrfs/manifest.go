@@ -236,21 +236,42 @@ mount hides them). Exit status 0 only if everything matches.`,
 	return cmd
 }
 
+// maxClockSkew is how far in the future a manifest's created time may be
+// before refresh refuses it.
+const maxClockSkew = 5 * time.Minute
+
 func newManifestRefreshCmd() *cobra.Command {
 	var sign, anchor string
+	var gf epochGuardFlags
 	cmd := &cobra.Command{
 		Use:   "refresh --sign KEY URL",
 		Short: "Re-sign the last verified manifest with a new creation time (for max_age)",
 		Long: `Read the dataset's manifest, verify it with the public part of KEY, and
 re-sign exactly its content (same dataset id, epoch and entries) with the
 current time. It never rebuilds the manifest from storage, which would sign
-objects planted there. Run it periodically when readers set max_age.`,
+objects planted there. Run it periodically when readers set max_age.
+
+A signature check cannot tell an older, genuinely signed manifest put back in
+storage from the current one, and re-signing it would make a stale state
+look fresh to readers' max_age. So before signing, refresh refuses a
+manifest whose epoch is below what this producer knows: the Key Vault anchor
+(--anchor, read first), --min-epoch, and the state file (--state, default
+$XDG_STATE_HOME/skrfs/manifest-epochs.json) in which upload --sign and
+refresh record the highest epoch they published per dataset id. The floor is
+the highest of them: --min-epoch only raises it; --allow-rollback sets aside
+the state file's epoch for a deliberate rollback, never the anchor's. It also
+refuses a manifest created more than 5 minutes in the future (a wrong
+clock), whose time it would carry forward.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sign == "" {
 				return usageError{errors.New("--sign is required")}
 			}
 			ctx := cmd.Context()
+			guard, err := newEpochGuard(gf, anchor)
+			if err != nil {
+				return err
+			}
 			s, err := loadSigner(ctx, sign, nil, nil)
 			if err != nil {
 				return err
@@ -263,19 +284,34 @@ objects planted there. Run it periodically when readers set max_age.`,
 			if err != nil {
 				return err
 			}
+			if err := guard.readAnchor(ctx); err != nil {
+				return err
+			}
 			prev, err := upload.Previous(ctx, st, v)
 			if err != nil {
+				return err
+			}
+			id := ""
+			if prev != nil {
+				id = prev.Dataset
+			}
+			if err := guard.check(prev, id); err != nil {
 				return err
 			}
 			if prev == nil {
 				return fmt.Errorf("%s has no manifest to refresh (publish one with skrfs upload --sign)", args[0])
 			}
-			m := upload.Refreshed(prev, time.Now())
+			now := time.Now()
+			if prev.Created.After(now.Add(maxClockSkew)) {
+				return fmt.Errorf("%w: it was created at %s, later than now (%s) by more than %s: a clock is wrong (this machine's or the signer's); refresh would carry that time forward, and nothing was signed",
+					upload.ErrPrevious, prev.Created.Format(time.RFC3339), now.UTC().Format(time.RFC3339), maxClockSkew)
+			}
+			m := upload.Refreshed(prev, now)
 			if _, err := upload.Publish(ctx, st, m, s); err != nil {
 				return err
 			}
-			if err := setAnchor(ctx, anchor, m.Epoch); err != nil {
-				return err
+			if err := guard.published(ctx, m.Dataset, m.Epoch); err != nil {
+				return fmt.Errorf("manifest epoch %d refreshed, but: %w", m.Epoch, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "refreshed: dataset %s, epoch %d, created %s, %d entries\n",
 				m.Dataset, m.Epoch, m.Created.Format(time.RFC3339), len(m.Entries))
@@ -283,6 +319,7 @@ objects planted there. Run it periodically when readers set max_age.`,
 		},
 	}
 	cmd.Flags().StringVar(&sign, "sign", "", "signing key: private key file, or Key Vault key URL (signs in the HSM)")
-	cmd.Flags().StringVar(&anchor, "anchor", "", "Key Vault secret URL holding the epoch anchor, set after publishing")
+	cmd.Flags().StringVar(&anchor, "anchor", "", "Key Vault secret URL holding the epoch anchor: a floor read before the manifest, set after publishing")
+	gf.register(cmd)
 	return cmd
 }

@@ -35,6 +35,7 @@ func newUploadCmd() *cobra.Command {
 	var keyArg, to, keyRef, suffix, fpKeyFile, sign, datasetID, anchor string
 	var chunkSize, parallel, formatVersion, batchSize int
 	var force, mirror bool
+	var gf epochGuardFlags
 	cmd := &cobra.Command{
 		Use:   "upload --key KEY --to URL SRC...",
 		Short: "Encrypt files and upload them to a container, prefix or directory",
@@ -76,7 +77,18 @@ missing objects. Unchanged objects are signed only if storage still holds
 the version the previous manifest lists; others are uploaded again. Entries
 are only added or replaced; with --mirror the manifest lists exactly SRC
 (entries of files no longer in SRC are removed; their objects stay in
-storage, unlisted, and mounts hide them).`,
+storage, unlisted, and mounts hide them).
+
+Before uploading anything, a signed run refuses a previous manifest whose
+epoch is below what this producer knows of the dataset: an older, genuinely
+signed manifest put back in storage (or the newest one deleted) would make
+it sign stale entries at a new epoch. The floor is the highest of the Key
+Vault anchor (--anchor, read first), --min-epoch, and the state file
+(--state, default $XDG_STATE_HOME/skrfs/manifest-epochs.json, mode 0600) in
+which signed runs and manifest refresh record the highest epoch they
+published per dataset id. --min-epoch only raises the floor; --allow-rollback
+sets aside the state file's epoch for a deliberate rollback (the file then
+records the epoch published), never the anchor's or --min-epoch.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyArg == "" || to == "" {
@@ -89,8 +101,8 @@ storage, unlisted, and mounts hide them).`,
 				return usageError{fmt.Errorf("--batch-size must be 0 (the whole run) or more")}
 			}
 			ctx := cmd.Context()
-			if sign == "" && (datasetID != "" || anchor != "") {
-				return usageError{fmt.Errorf("--dataset-id and --anchor need --sign")}
+			if sign == "" && (datasetID != "" || anchor != "" || gf.changed(cmd)) {
+				return usageError{fmt.Errorf("--dataset-id, --anchor, --min-epoch, --state and --allow-rollback need --sign")}
 			}
 			key, ref, err := loadUploadKey(ctx, keyArg, keyRef)
 			if err != nil {
@@ -104,7 +116,7 @@ storage, unlisted, and mounts hide them).`,
 			defer clear(fpKey)
 			var sp *signedPublish
 			if sign != "" {
-				if sp, err = newSignedPublish(ctx, sign, datasetID, anchor); err != nil {
+				if sp, err = newSignedPublish(ctx, sign, datasetID, anchor, gf); err != nil {
 					return err
 				}
 				sp.mirror = mirror
@@ -165,7 +177,8 @@ storage, unlisted, and mounts hide them).`,
 	cmd.Flags().StringVar(&sign, "sign", "", "publish a signed manifest with this key: private key file, or Key Vault key URL (signs in the HSM)")
 	cmd.Flags().StringVar(&datasetID, "dataset-id", "", "dataset id of the first signed publish (default: a random UUID, kept by later publishes)")
 	cmd.Flags().BoolVar(&mirror, "mirror", false, "with --sign: the manifest lists exactly SRC (removes entries of files not in SRC)")
-	cmd.Flags().StringVar(&anchor, "anchor", "", "Key Vault secret URL https://<vault>/secrets/<name>: set to the new epoch after publishing")
+	cmd.Flags().StringVar(&anchor, "anchor", "", "Key Vault secret URL https://<vault>/secrets/<name>: a floor read before the manifest, set to the new epoch after publishing")
+	gf.register(cmd)
 	return cmd
 }
 
@@ -384,22 +397,21 @@ type signedPublish struct {
 	signer    crypto.ManifestSigner
 	verifier  *crypto.ManifestVerifier
 	datasetID string
-	anchor    string
+	guard     *epochGuard
 	mirror    bool
 	prev      *crypto.Manifest
 	collected upload.Collector
 }
 
-func newSignedPublish(ctx context.Context, sign, datasetID, anchor string) (*signedPublish, error) {
+func newSignedPublish(ctx context.Context, sign, datasetID, anchor string, gf epochGuardFlags) (*signedPublish, error) {
 	if datasetID != "" {
 		if err := crypto.CheckDatasetID(datasetID); err != nil {
 			return nil, usageError{fmt.Errorf("--dataset-id: %w", err)}
 		}
 	}
-	if anchor != "" {
-		if _, _, err := parseSecretURL(anchor); err != nil {
-			return nil, usageError{fmt.Errorf("--anchor: %w", err)}
-		}
+	guard, err := newEpochGuard(gf, anchor)
+	if err != nil {
+		return nil, err
 	}
 	s, err := loadSigner(ctx, sign, nil, nil)
 	if err != nil {
@@ -409,19 +421,29 @@ func newSignedPublish(ctx context.Context, sign, datasetID, anchor string) (*sig
 	if err != nil {
 		return nil, err
 	}
-	return &signedPublish{signer: s, verifier: v, datasetID: datasetID, anchor: anchor}, nil
+	return &signedPublish{signer: s, verifier: v, datasetID: datasetID, guard: guard}, nil
 }
 
 // before reads and verifies the current manifest, before any upload: a
-// dataset whose manifest does not verify with the signing key is not
-// touched.
+// dataset whose manifest does not verify with the signing key, or is
+// below the epoch the producer knows (epochGuard), is not touched.
 func (sp *signedPublish) before(ctx context.Context, st blob.Store) error {
+	if err := sp.guard.readAnchor(ctx); err != nil {
+		return err
+	}
 	prev, err := upload.Previous(ctx, st, sp.verifier)
 	if err != nil {
 		return fmt.Errorf("%w (it must verify with the --sign key's public part)", err)
 	}
 	if prev != nil && sp.datasetID != "" && prev.Dataset != sp.datasetID {
 		return fmt.Errorf("%w: the dataset's id is %q, not --dataset-id %q", upload.ErrPrevious, prev.Dataset, sp.datasetID)
+	}
+	id := sp.datasetID
+	if prev != nil {
+		id = prev.Dataset
+	}
+	if err := sp.guard.check(prev, id); err != nil {
+		return err
 	}
 	sp.prev = prev
 	return nil
@@ -456,7 +478,7 @@ func (sp *signedPublish) publish(ctx context.Context, out io.Writer, dst storeTa
 	if _, err := upload.Publish(ctx, dst, m, sp.signer); err != nil {
 		return err
 	}
-	if err := setAnchor(ctx, sp.anchor, m.Epoch); err != nil {
+	if err := sp.guard.published(ctx, m.Dataset, m.Epoch); err != nil {
 		return fmt.Errorf("manifest epoch %d published, but: %w", m.Epoch, err)
 	}
 	fmt.Fprintf(out, "manifest published: dataset %s, epoch %d, %d entries, signer %s\n", m.Dataset, m.Epoch, len(m.Entries), m.KeyID)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,53 @@ import (
 
 // ErrPrevious: the dataset's current manifest cannot be built on.
 var ErrPrevious = errors.New("upload: the dataset's current manifest cannot be used")
+
+// ErrStale: the dataset's manifest is older than what the producer knows
+// of the dataset (CheckFloors).
+var ErrStale = fmt.Errorf("%w: it is older than this producer knows", ErrPrevious)
+
+// Floor is an epoch that a producer knows its dataset's manifest has
+// reached, from outside storage: the Key Vault anchor, an epoch given on
+// the command line, the producer's own record of what it published.
+type Floor struct {
+	Epoch  uint64
+	Source string // where the epoch is known from, e.g. "--min-epoch 7"
+	// Override says what a person can do when the rollback is deliberate
+	// ("" when nothing).
+	Override string
+}
+
+// CheckFloors refuses prev (nil: the dataset has no manifest) when its
+// epoch is below a floor. Signature checks cannot see this: an older
+// manifest put back in storage (or the newest one deleted) is still
+// genuinely signed. Building on it would sign its stale entries at a new
+// epoch, resurrecting objects a later publish replaced or removed, and
+// refreshing it would give a stale state a new creation time, defeating
+// readers' max_age. So a producer checks before it signs anything.
+func CheckFloors(prev *crypto.Manifest, floors ...Floor) error {
+	var have uint64
+	what := "the dataset has no manifest"
+	if prev != nil {
+		have = prev.Epoch
+		what = fmt.Sprintf("storage holds epoch %d", have)
+	}
+	var above []string
+	for _, f := range floors {
+		if f.Epoch <= have {
+			continue
+		}
+		s := fmt.Sprintf("epoch %d known from %s", f.Epoch, f.Source)
+		if f.Override != "" {
+			s += " (" + f.Override + ")"
+		}
+		above = append(above, s)
+	}
+	if len(above) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s, below %s; the manifest was rolled back or deleted in storage, and nothing was signed: put the dataset's newest manifest back",
+		ErrStale, what, strings.Join(above, "; "))
+}
 
 // ReadManifest returns the dataset's manifest bytes, or nil when it has
 // none.

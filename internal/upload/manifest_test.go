@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,4 +157,48 @@ func mustHeaderLen(t *testing.T, obj []byte) int {
 		t.Fatal(err)
 	}
 	return h.Len()
+}
+
+// TestCheckFloors: a previous manifest (or none) below any floor the
+// producer knows is refused with ErrStale (an ErrPrevious), naming its
+// epoch and every floor above it with where it is known from; at or above
+// every floor it is accepted.
+func TestCheckFloors(t *testing.T) {
+	at := func(e uint64) *crypto.Manifest { return &crypto.Manifest{Dataset: "ds", Epoch: e} }
+	anchor := Floor{Epoch: 5, Source: "the anchor", Override: "set it by hand"}
+	minEpoch := Floor{Epoch: 4, Source: "--min-epoch 4"}
+	for _, tc := range []struct {
+		name   string
+		prev   *crypto.Manifest
+		floors []Floor
+		want   []string // nil: accepted
+	}{
+		{"no floors", at(1), nil, nil},
+		{"no manifest, no floors", nil, nil, nil},
+		{"at the floors", at(5), []Floor{anchor, minEpoch}, nil},
+		{"above the floors", at(9), []Floor{anchor, minEpoch}, nil},
+		{"zero floor", nil, []Floor{{Epoch: 0, Source: "x"}}, nil},
+		{"below one", at(4), []Floor{anchor, minEpoch},
+			[]string{"storage holds epoch 4, below epoch 5 known from the anchor (set it by hand)"}},
+		{"below both", at(3), []Floor{anchor, minEpoch},
+			[]string{"storage holds epoch 3, below epoch 5 known from the anchor (set it by hand); epoch 4 known from --min-epoch 4;", "nothing was signed"}},
+		{"deleted", nil, []Floor{minEpoch}, []string{"the dataset has no manifest, below epoch 4 known from --min-epoch 4;"}},
+	} {
+		err := CheckFloors(tc.prev, tc.floors...)
+		if tc.want == nil {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrStale) || !errors.Is(err, ErrPrevious) {
+			t.Errorf("%s: %v, want ErrStale", tc.name, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q does not say %q", tc.name, err, w)
+			}
+		}
+	}
 }
