@@ -17,7 +17,7 @@ FUZZ_SCALE ?= 1
 FUZZ_DIV   ?= 2
 PYTHON     := /usr/bin/python3
 
-.PHONY: all build test unit integration fuzz pyvectors demo bench lint tidy-check fmt deps deps-apt deps-azurite deps-bench azurite clean
+.PHONY: all build test test-integration test-rest unit integration fuzz pyvectors demo bench lint tidy-check fmt deps deps-apt deps-azurite deps-bench azurite clean
 
 all: build
 
@@ -26,10 +26,19 @@ build:
 
 ## test: everything CI runs: vet, unit and integration tests with -race,
 ## bounded fuzzing, and the independent Python decryptor on the golden vectors.
+## The integration packages (real mounts, the daemon, Azurite: mostly
+## waiting) run beside the other packages, then the bounded fuzzing (one
+## fuzzing process, leaving a core to the mounts) and the Python cross-check.
 test: deps tidy-check
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
-	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory -j2 test-integration test-rest
+
+test-integration:
+	$(GO) test -race -count=1 -timeout 20m ./integration/...
+
+test-rest:
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '^github.com/skrfs/skrfs/integration')
+	$(MAKE) --no-print-directory fuzz FUZZ_FLAGS=-parallel=1
 	$(MAKE) --no-print-directory pyvectors
 
 unit:
@@ -39,30 +48,30 @@ integration: deps
 	$(GO) test -race -count=1 ./integration/...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyManifest$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHeaderV2$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzOpenV2$$' -fuzztime $$((150000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
-	$(GO) test -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./fs
-	$(GO) test -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto/keywrap
-	$(GO) test -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/policy
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((250000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./internal/config
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzParseTHIM$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyEndorsement$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHCLReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
-	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest/cvm
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyTPM$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest/cvm
-	$(GO) test -run '^$$' -fuzz '^FuzzEvidence$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest
-	$(GO) test -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/maa
-	$(GO) test -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/akv
-	$(GO) test -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/akv
-	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./internal/sidecar
-	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/wrapkey
-	$(GO) test -run '^$$' -fuzz '^FuzzRedactPayload$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./fs
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence/sgxquote
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $$((500000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $$((150000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzVerifyManifest$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzParseHeaderV2$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzOpenV2$$' -fuzztime $$((150000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzPlainSizeFromMetadata$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./fs
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzUnwrapPad$$' -fuzztime $$((500000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./crypto/keywrap
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzPolicy$$' -fuzztime $$((400000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/policy
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((250000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./internal/config
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzVerifyReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzParseTHIM$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzVerifyEndorsement$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzParseHCLReport$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest/cvm
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzVerifyTPM$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest/cvm
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzEvidence$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/attest
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzAttestResponse$$' -fuzztime $$((250000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/maa
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzReleaseResponse$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/akv
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzReleasePayload$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/akv
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $$((300000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $$((100000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./internal/sidecar
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/wrapkey
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzRedactPayload$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./fs
+	$(GO) test $(FUZZ_FLAGS) -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $$((200000 * $(FUZZ_SCALE) / $(FUZZ_DIV)))x ./keyrelease/evidence/sgxquote
 
 ## pyvectors: the Python decryptor, written from docs/format.md alone,
 ## decrypts the frozen golden vectors and round-trips its own objects.
