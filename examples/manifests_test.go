@@ -368,10 +368,11 @@ func TestConfigFiles(t *testing.T) {
 		file     string
 		provider string
 		keys     []string // files under keys/
+		writable []string // writable datasets (TestACIResultsDataset checks the ACI one)
 	}{
-		{"aci/skrfs.yaml", config.ProviderSNP, []string{"app-key", "app-key.jwk", "app-key.pub.pem"}},
-		{"local/skrfs.yaml", config.ProviderFake, []string{"my-app-key.pem", "my-app-key.pub.pem", "denied", "denied.jwk", "denied.pub.pem"}},
-		{"kafka/local/skrfs.yaml", config.ProviderFake, []string{"kafka-demo", "kafka-demo.pub.pem"}},
+		{"aci/skrfs.yaml", config.ProviderSNP, []string{"app-key", "app-key.jwk", "app-key.pub.pem", "results-key.pub.pem"}, []string{"results"}},
+		{"local/skrfs.yaml", config.ProviderFake, []string{"my-app-key.pem", "my-app-key.pub.pem", "denied", "denied.jwk", "denied.pub.pem"}, nil},
+		{"kafka/local/skrfs.yaml", config.ProviderFake, []string{"kafka-demo", "kafka-demo.pub.pem"}, nil},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join(examplesDir(t), tc.file))
@@ -387,6 +388,15 @@ func TestConfigFiles(t *testing.T) {
 			}
 			if got := keyFiles(c); !slices.Equal(got, tc.keys) {
 				t.Errorf("keys/ holds %v, want %v", got, tc.keys)
+			}
+			var writable []string
+			for _, d := range c.Datasets {
+				if d.Writable {
+					writable = append(writable, d.Name)
+				}
+			}
+			if !slices.Equal(writable, tc.writable) {
+				t.Errorf("writable datasets %v, want %v", writable, tc.writable)
 			}
 		})
 	}

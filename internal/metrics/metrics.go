@@ -110,7 +110,8 @@ func (m *Metrics) counterFunc(name, help string, labels prometheus.Labels, f fun
 		Namespace: Namespace, Name: name, Help: help, ConstLabels: labels}, f))
 }
 
-// WatchFS exports a filesystem's read counters (fs.Stats).
+// WatchFS exports a filesystem's counters (fs.Stats): reads, and the
+// writes to writable datasets (docs/writes.md).
 func (m *Metrics) WatchFS(stats func() fs.Stats) {
 	for _, c := range []struct {
 		name, help string
@@ -121,6 +122,18 @@ func (m *Metrics) WatchFS(stats func() fs.Stats) {
 		{"reads_total", "Read requests on dataset files.", func(s fs.Stats) int64 { return s.Reads }},
 		{"served_bytes_total", "Plaintext bytes returned to readers of dataset files.", func(s fs.Stats) int64 { return s.BytesServed }},
 		{"chunks_loaded_total", "Chunks authenticated and decrypted.", func(s fs.Stats) int64 { return s.ChunksLoaded }},
+		{"commits_total", "Objects committed to storage by writes (conditional uploads of new versions, renames included).",
+			func(s fs.Stats) int64 { return s.Commits }},
+		{"commit_conflicts_total", "Commits lost to another writer (the object changed since it was opened); the close or fsync got EIO.",
+			func(s fs.Stats) int64 { return s.CommitConflicts }},
+		{"spilled_chunks_total", "Staged 256 KiB chunks sealed and spilled to write.spill_dir because staging was over write.staging_bytes.",
+			func(s fs.Stats) int64 { return s.SpilledChunks }},
+		{"manifest_publishes_total", "Signed manifests published by writes (one per batch of changes), failed ones included.",
+			func(s fs.Stats) int64 { return s.ManifestPublishes }},
+		{"manifest_publish_failures_total", "Manifest publishes that failed (the operations got EIO; the changes are retried with the next publish).",
+			func(s fs.Stats) int64 { return s.ManifestPublishFailures }},
+		{"manifest_publish_conflicts_total", "Manifest publishes retried because another writer published first (re-read, verified, merged).",
+			func(s fs.Stats) int64 { return s.ManifestPublishConflicts }},
 	} {
 		m.counterFunc(c.name, c.help, nil, func() float64 { return float64(c.f(stats())) })
 	}
@@ -128,6 +141,9 @@ func (m *Metrics) WatchFS(stats func() fs.Stats) {
 		prometheus.Labels{"result": "hit"}, func() float64 { return float64(stats().ChunkHits) })
 	m.counterFunc("chunk_cache_lookups_total", "Chunks readers needed, by whether the decrypted-chunk cache had them (hit) or they had to wait (miss).",
 		prometheus.Labels{"result": "miss"}, func() float64 { return float64(stats().ChunkMisses) })
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "staged_bytes",
+		Help: "Memory holding staged (written, not yet committed) plaintext now, all files together, in 256 KiB buffers; bounded by write.staging_bytes plus one buffer per file being written."},
+		func() float64 { return float64(stats().StagedBytes) }))
 }
 
 // WatchKeyCache exports the key cache's counters (cache.Stats): lookups by

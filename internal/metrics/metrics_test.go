@@ -5,6 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,7 +29,9 @@ func scrape(t *testing.T, h http.Handler, path string) (int, string) {
 
 func TestExportedSeries(t *testing.T) {
 	m := New()
-	st := fs.Stats{Fetches: 3, BytesFetched: 3000, Reads: 5, BytesServed: 2500, ChunksLoaded: 2, ChunkHits: 4, ChunkMisses: 1}
+	st := fs.Stats{Fetches: 3, BytesFetched: 3000, Reads: 5, BytesServed: 2500, ChunksLoaded: 2, ChunkHits: 4, ChunkMisses: 1,
+		Commits: 11, CommitConflicts: 2, SpilledChunks: 13, StagedBytes: 3 << 18,
+		ManifestPublishes: 9, ManifestPublishFailures: 1, ManifestPublishConflicts: 4}
 	m.WatchFS(func() fs.Stats { return st })
 	cs := cache.Stats{Hits: 7, Misses: 2, NegativeHits: 1, Keys: 2, Refreshes: 1}
 	cs.Releases.Succeeded = 2
@@ -55,6 +60,13 @@ func TestExportedSeries(t *testing.T) {
 		{"skrfs_chunks_loaded_total", "2"},
 		{`skrfs_chunk_cache_lookups_total{result="hit"}`, "4"},
 		{`skrfs_chunk_cache_lookups_total{result="miss"}`, "1"},
+		{"skrfs_commits_total", "11"},
+		{"skrfs_commit_conflicts_total", "2"},
+		{"skrfs_spilled_chunks_total", "13"},
+		{"skrfs_staged_bytes", "786432"},
+		{"skrfs_manifest_publishes_total", "9"},
+		{"skrfs_manifest_publish_failures_total", "1"},
+		{"skrfs_manifest_publish_conflicts_total", "4"},
 		{`skrfs_key_cache_lookups_total{result="hit"}`, "7"},
 		{`skrfs_key_cache_lookups_total{result="miss"}`, "2"},
 		{`skrfs_key_cache_lookups_total{result="negative_hit"}`, "1"},
@@ -77,11 +89,20 @@ func TestExportedSeries(t *testing.T) {
 			t.Errorf("want %s %s", tc.series, tc.value)
 		}
 	}
-	// Counters read at scrape time follow their source.
+	// Counters read at scrape time follow their source; the staging gauge
+	// goes down as well as up.
 	st.BytesServed = 9000
+	st.Commits, st.StagedBytes = 12, 0
 	_, page = scrape(t, m.Handler(), "/metrics")
-	if !strings.Contains(page, "\nskrfs_served_bytes_total 9000\n") {
-		t.Error("skrfs_served_bytes_total did not follow fs.Stats")
+	for _, want := range []string{"skrfs_served_bytes_total 9000", "skrfs_commits_total 12", "skrfs_staged_bytes 0"} {
+		if !strings.Contains(page, "\n"+want+"\n") {
+			t.Errorf("want %s: the series did not follow fs.Stats", want)
+		}
+	}
+	for _, want := range []string{"# TYPE skrfs_staged_bytes gauge", "# TYPE skrfs_commits_total counter", "# TYPE skrfs_manifest_publish_conflicts_total counter"} {
+		if !strings.Contains(page, "\n"+want+"\n") {
+			t.Errorf("want %q", want)
+		}
 	}
 	if !strings.Contains(page, "\ngo_goroutines ") || !strings.Contains(page, "\nprocess_resident_memory_bytes ") {
 		t.Error("runtime and process metrics missing")
@@ -135,6 +156,47 @@ func TestInstrumentAPI(t *testing.T) {
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("want %s", want)
+		}
+	}
+}
+
+// TestMetricsDocumented: every skrfs_ metric family the registry exports
+// (with every Watch* source attached) has a row in docs/sidecar.md's
+// table, and the table names no family that is not exported.
+func TestMetricsDocumented(t *testing.T) {
+	m := New()
+	m.WatchFS(func() fs.Stats { return fs.Stats{} })
+	m.WatchKeyCache(func() cache.Stats { return cache.Stats{} })
+	m.WatchAttestations(func() (int64, int64) { return 0, 0 })
+	// Vectors appear once they have a series.
+	m.Fetched(time.Millisecond, nil)
+	m.Failed("open", syscall.EIO)
+	m.ManifestLoaded("data", 1, nil)
+	m.InstrumentAPI(http.NotFoundHandler()).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/status", nil))
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "sidecar.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, row := range regexp.MustCompile("(?m)^\\| `(skrfs_[a-z_]+)` \\|").FindAllStringSubmatch(string(doc), -1) {
+		documented[row[1]] = true
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		if name := f.GetName(); strings.HasPrefix(name, Namespace+"_") {
+			exported[name] = true
+			if !documented[name] {
+				t.Errorf("%s is exported but has no row in docs/sidecar.md", name)
+			}
+		}
+	}
+	for name := range documented {
+		if !exported[name] {
+			t.Errorf("docs/sidecar.md documents %s, which is not exported", name)
 		}
 	}
 }
