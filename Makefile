@@ -17,7 +17,7 @@ FUZZ_SCALE ?= 1
 FUZZ_DIV   ?= 2
 PYTHON     := /usr/bin/python3
 
-.PHONY: all build test test-integration test-rest unit integration fuzz pyvectors demo bench lint tidy-check fmt deps deps-apt deps-azurite deps-bench azurite clean
+.PHONY: all build test test-integration test-rest test-long unit integration fuzz pyvectors demo bench lint tidy-check fmt deps deps-apt deps-azurite deps-bench azurite clean
 
 all: build
 
@@ -40,6 +40,12 @@ test-rest:
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '^github.com/skrfs/skrfs/integration')
 	$(MAKE) --no-print-directory fuzz FUZZ_FLAGS=-parallel=1
 	$(MAKE) --no-print-directory pyvectors
+
+## test-long: the large cases that make test scales down: kill -9 during a
+## 1 GiB write (make test: 64 MiB). The 1 GiB and 4 GiB write throughput and
+## RSS figures are in make bench (group writes).
+test-long: deps
+	SKRFS_CRASH_MIB=1024 $(GO) test -race -count=1 -timeout 30m -run 'TestKillDuringWrite' -v ./integration/writes
 
 unit:
 	$(GO) test -race -count=1 -short . ./crypto/... ./blob/... ./keyrelease/... ./internal/... ./cmd/... ./deliver/...

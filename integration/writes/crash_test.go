@@ -6,36 +6,52 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// bigWriter replaces a file with 64 MiB, printing "half" after 32 MiB and
+// bigWriter replaces a file with argv[2] MiB, printing "half" halfway and
 // "closing" before close(2), which commits.
 const bigWriter = `
 import os, sys
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+mib = int(sys.argv[2])
 chunk = bytes(range(256)) * 4096
-for i in range(64):
+for i in range(mib):
     n = 0
     while n < len(chunk):
         n += os.write(fd, chunk[n:])
-    if i == 31:
+    if i == mib // 2 - 1:
         print("half", flush=True)
 print("closing", flush=True)
 os.close(fd)
 print("closed", flush=True)
 `
 
+// crashMiB is the size of the crash test's write: 64 MiB in make test,
+// SKRFS_CRASH_MIB=1024 in make test-long (the 1 GiB case of docs/writes.md).
+func crashMiB(t *testing.T) int {
+	if v := os.Getenv("SKRFS_CRASH_MIB"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			t.Fatalf("SKRFS_CRASH_MIB=%q: want a number of MiB, at least 2", v)
+		}
+		return n
+	}
+	return 64
+}
+
 // TestKillDuringWrite: the daemon is killed (SIGKILL) while an app
-// replaces a 1 MiB file with 64 MiB: halfway through the writes, or when
+// replaces a 1 MiB file with 64 MiB (SKRFS_CRASH_MIB): halfway through the writes, or when
 // the app closes the file (the commit). After a restart the old version
 // is intact and current, no partial object is visible (through the mount
 // or in the store), and temporary files of the interrupted commit are
 // cleaned up.
 func TestKillDuringWrite(t *testing.T) {
 	py := requireTool(t, "python3")
+	mib := crashMiB(t)
 	for _, at := range []string{"half", "closing"} {
 		t.Run("at "+at, func(t *testing.T) {
 			ds := localDataset(t)
@@ -51,7 +67,7 @@ func TestKillDuringWrite(t *testing.T) {
 			objects, _ := storeFiles(t, ds.local)
 			oldCipher := fileSum(t, filepath.Join(ds.local, "obj.bin"))
 
-			app := exec.Command(py, "-c", bigWriter, filepath.Join(d.dir(), "obj.bin"))
+			app := exec.Command(py, "-c", bigWriter, filepath.Join(d.dir(), "obj.bin"), strconv.Itoa(mib))
 			stdout, err := app.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -62,7 +78,7 @@ func TestKillDuringWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			lines := lineReader(stdout)
-			deadline := time.After(60 * time.Second)
+			deadline := time.After(time.Duration(60+mib/4) * time.Second)
 		wait:
 			for {
 				select {
@@ -135,7 +151,7 @@ func TestKillDuringWrite(t *testing.T) {
 				t.Fatalf("obj.bin after the restart: %v", err)
 			}
 			if committed {
-				if len(got) != 64<<20 || !bytes.Equal(got[:1<<20], newChunk()) {
+				if len(got) != mib<<20 || !bytes.Equal(got[:1<<20], newChunk()) {
 					t.Fatalf("obj.bin after a commit that returned: %d bytes, not the new version", len(got))
 				}
 			} else if !bytes.Equal(got, old) {
@@ -167,7 +183,7 @@ func TestKillDuringWrite(t *testing.T) {
 	}
 }
 
-// newChunk is the MiB that bigWriter writes 64 times.
+// newChunk is the MiB that bigWriter writes again and again.
 func newChunk() []byte {
 	b := make([]byte, 1<<20)
 	for i := range b {
