@@ -21,8 +21,9 @@ PYTHON     := /usr/bin/python3
 
 all: build
 
+## build: a static binary (no cgo), as release images ship it.
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/skrfs
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/skrfs
 
 ## test: everything CI runs: vet, unit and integration tests with -race,
 ## bounded fuzzing, and the independent Python decryptor on the golden vectors.

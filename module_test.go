@@ -102,3 +102,22 @@ func TestPinnedVersions(t *testing.T) {
 		}
 	}
 }
+
+// TestStaticBuild: the release binary builds without cgo (make build, the
+// Dockerfile), so it runs on distroless/static and in confidential VM
+// images without a C library; the TPM client is pure Go.
+func TestStaticBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := t.TempDir() + "/skrfs"
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/skrfs")
+	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build ./cmd/skrfs: %v\n%s", err, out)
+	}
+	out, err := exec.Command("go", "version", "-m", bin).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("CGO_ENABLED=0")) {
+		t.Fatalf("go version -m: %v\n%s", err, out)
+	}
+}

@@ -508,3 +508,29 @@ func pollUntil(t *testing.T, what string, f func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestManifestRefreshInterval: the refresh loop re-reads the manifest on
+// its interval: a newer epoch is served without SIGHUP, and one refused
+// afterwards (an older epoch put back) keeps the newer view.
+func TestManifestRefreshInterval(t *testing.T) {
+	mw := newManifestWorld(t, true, func(ms *ManifestSpec) { ms.Refresh = 50 * time.Millisecond })
+	if got := readDirNames(t, mw.path("data")); !slices.Equal(got, []string{"big.bin", "dir", "empty", "hello.txt"}) {
+		t.Fatalf("epoch 5: %v", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { mw.root.RunManifestRefresh(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	now := time.Now().UTC().Truncate(time.Second)
+	mw.publish(6, now, "ds-test", "hello.txt")
+	pollUntil(t, "epoch 6 served", func() bool { return mw.root.ManifestEpoch("data") == 6 })
+	pollUntil(t, "listing of epoch 6", func() bool {
+		ents, err := os.ReadDir(mw.path("data"))
+		return err == nil && len(ents) == 1 && ents[0].Name() == "hello.txt"
+	})
+	mw.publish(5, now, "ds-test", listedNames...)
+	time.Sleep(300 * time.Millisecond) // several refreshes
+	if got := mw.root.ManifestEpoch("data"); got != 6 {
+		t.Fatalf("after an older epoch was put back: serving epoch %d, want 6", got)
+	}
+}

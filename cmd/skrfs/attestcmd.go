@@ -75,8 +75,9 @@ HOST_DATA must be its SHA-256. --runtime-data: REPORT_DATA must be the
 SHA-256 of this file's bytes followed by zeros.
 
 --endorsement is a UVM endorsement: the raw COSE_Sign1 or its base64 (an ACI
-security context's reference-info-base64). It must be signed (PS384) by the
-leaf of its x5chain, chain up to the CA that Microsoft's did:x509 issuer
+security context's reference-info-base64). It must be signed by the leaf of
+its x5chain (with the algorithm its protected header names, which must suit
+the leaf's key; Microsoft's are PS384), chain up to the CA that Microsoft's did:x509 issuer
 names, come from the ContainerPlat-AMD-UVM feed, and endorse the report's
 launch measurement; then the claims carry x-ms-compliance-status:
 azure-compliant-uvm, as MAA's do. Repeat the flag for several.
