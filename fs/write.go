@@ -177,17 +177,24 @@ func (r *Root) seal(ctx context.Context, ds *DatasetSpec, name, objName string, 
 		}
 		pw.CloseWithError(err)
 	}()
-	md := sealMetadata(w.HeaderLen(), b)
-	info, err := ds.raw.(blob.Writer).Commit(ctx, objName, io.MultiReader(&hb.buf, pr), md, cond)
+	info, err := r.commitSealed(ctx, ds, objName, io.MultiReader(&hb.buf, pr), w.HeaderLen(), b, cond)
 	pr.CloseWithError(errors.New("commit ended")) // stops the sealer if Commit returned early
+	return info, digest, err
+}
+
+// commitSealed commits a sealed version 2 object, read from body, with its
+// upload metadata.
+func (r *Root) commitSealed(ctx context.Context, ds *DatasetSpec, objName string, body io.Reader, headerLen int, b *crypto.Batch, cond blob.Condition) (blob.Info, error) {
+	md := sealMetadata(headerLen, b)
+	info, err := ds.raw.(blob.Writer).Commit(ctx, objName, body, md, cond)
 	if err != nil {
-		return blob.Info{}, digest, err
+		return blob.Info{}, err
 	}
 	if info.Metadata == nil {
 		info.Metadata = md
 	}
 	r.counters.commits.Add(1)
-	return info, digest, nil
+	return info, nil
 }
 
 // smallSeal: objects up to this size are sealed in memory before the
@@ -229,16 +236,8 @@ func (r *Root) sealSmall(ctx context.Context, ds *DatasetSpec, b *crypto.Batch, 
 		return blob.Info{}, digest, err
 	}
 	digest = crypto.HeaderDigest(out.Bytes()[:w.HeaderLen()])
-	md := sealMetadata(w.HeaderLen(), b)
-	info, err := ds.raw.(blob.Writer).Commit(ctx, objName, bytes.NewReader(out.Bytes()), md, cond)
-	if err != nil {
-		return blob.Info{}, digest, err
-	}
-	if info.Metadata == nil {
-		info.Metadata = md
-	}
-	r.counters.commits.Add(1)
-	return info, digest, nil
+	info, err := r.commitSealed(ctx, ds, objName, bytes.NewReader(out.Bytes()), w.HeaderLen(), b, cond)
+	return info, digest, err
 }
 
 // commit seals the staged content and replaces the stored object with it.

@@ -998,38 +998,14 @@ func rcloneBench(ctx context.Context, az *azurite.Instance, plain, work string, 
 	must(err)
 	_, err = cc.Create(ctx, nil)
 	must(err)
-	qp, err := sas.BlobSignatureValues{Protocol: sas.ProtocolHTTPSandHTTP, ExpiryTime: time.Now().Add(24 * time.Hour),
-		Permissions:   (&sas.ContainerPermissions{Read: true, Add: true, Create: true, Write: true, Delete: true, List: true}).String(),
-		ContainerName: "rclone"}.SignWithSharedKey(az.SharedKey())
-	must(err)
-	obscured := strings.TrimSpace(sh("rclone", "obscure", "bench password"))
-	env := append(os.Environ(), "RCLONE_CONFIG_AZ_TYPE=azureblob", "RCLONE_CONFIG_AZ_SAS_URL="+az.ContainerURL("rclone")+"?"+qp.Encode(),
-		"RCLONE_CONFIG_CR_TYPE=crypt", "RCLONE_CONFIG_CR_REMOTE=az:rclone", "RCLONE_CONFIG_CR_PASSWORD="+obscured)
+	env := rcloneEnv(az, "rclone")
 	cp := exec.Command("rclone", "copy", plain, "cr:")
 	cp.Env = env
 	if out, err := cp.CombinedOutput(); err != nil {
 		must(fmt.Errorf("rclone copy: %v\n%s", err, out))
 	}
 	mount := func(mode string) (string, func()) {
-		mnt := mkdir(filepath.Join(work, "rclone-"+mode))
-		cache := mkdir(filepath.Join(work, "rclone-cache-"+mode+fmt.Sprint(time.Now().UnixNano())))
-		cmd := exec.Command("rclone", "mount", "cr:", mnt, "--vfs-cache-mode", mode, "--cache-dir", cache, "--read-only")
-		cmd.Env = env
-		must(cmd.Start())
-		deadline := time.Now().Add(30 * time.Second)
-		for !isMountpoint(mnt) {
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				must(fmt.Errorf("rclone mount %s not ready", mode))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return mnt, func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			cmd.Wait()
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-			os.RemoveAll(cache)
-		}
+		return rcloneMount(env, filepath.Join(work, "rclone-"+mode), work, mode, "--read-only")
 	}
 	sc := "seq read 1 GiB from Azurite"
 	for _, mode := range []string{"off", "full"} {
@@ -1050,6 +1026,43 @@ func rcloneBench(ctx context.Context, az *azurite.Instance, plain, work string, 
 		record(rsc, "skrfs", "IOPS", samples(*runs, func() float64 { dropCaches(); return fio(filepath.Join(sk.mnt, "cloud", "big.bin"), 1, false) }), "buffered, page cache dropped")
 	})
 	ratio(rsc, "skrfs", "rclone crypt, vfs cache off")
+}
+
+// rcloneEnv configures the remotes az (Azurite's container, by a SAS URL:
+// Debian's rclone 1.60 reaches a non-default port only so) and cr (rclone
+// crypt over it).
+func rcloneEnv(az *azurite.Instance, container string) []string {
+	qp, err := sas.BlobSignatureValues{Protocol: sas.ProtocolHTTPSandHTTP, ExpiryTime: time.Now().Add(24 * time.Hour),
+		Permissions:   (&sas.ContainerPermissions{Read: true, Add: true, Create: true, Write: true, Delete: true, List: true}).String(),
+		ContainerName: container}.SignWithSharedKey(az.SharedKey())
+	must(err)
+	obscured := strings.TrimSpace(sh("rclone", "obscure", "bench password"))
+	return append(os.Environ(), "RCLONE_CONFIG_AZ_TYPE=azureblob", "RCLONE_CONFIG_AZ_SAS_URL="+az.ContainerURL(container)+"?"+qp.Encode(),
+		"RCLONE_CONFIG_CR_TYPE=crypt", "RCLONE_CONFIG_CR_REMOTE=az:"+container, "RCLONE_CONFIG_CR_PASSWORD="+obscured)
+}
+
+// rcloneMount mounts cr: at mnt with a fresh vfs cache in mode; the stop
+// function (idempotent) unmounts and removes the cache.
+func rcloneMount(env []string, mnt, work, mode string, extra ...string) (string, func()) {
+	mkdir(mnt)
+	cache := mkdir(filepath.Join(work, "rclone-cache-"+mode+fmt.Sprint(time.Now().UnixNano())))
+	cmd := exec.Command("rclone", append([]string{"mount", "cr:", mnt, "--vfs-cache-mode", mode, "--cache-dir", cache}, extra...)...)
+	cmd.Env = env
+	must(cmd.Start())
+	deadline := time.Now().Add(30 * time.Second)
+	for !isMountpoint(mnt) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			must(fmt.Errorf("rclone mount %s not ready", mode))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return mnt, sync.OnceFunc(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		syscall.Unmount(mnt, syscall.MNT_DETACH)
+		os.RemoveAll(cache)
+	})
 }
 
 func isMountpoint(dir string) bool {

@@ -8,11 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
 	"github.com/skrfs/skrfs/integration/azurite"
 	"github.com/skrfs/skrfs/internal/devstack"
@@ -192,39 +188,12 @@ func benchWritesAzure(ctx context.Context, bin string, s *devstack.Stack, ref ke
 
 	subjects := []string{"skrfs oct", "skrfs RSA-3072 (public key only)", "skrfs upload (oct)"}
 	dirOf := map[string]string{subjects[0]: filepath.Join(d.mnt, "az-oct"), subjects[1]: filepath.Join(d.mnt, "az-rsa")}
-	var rcloneEnv []string
+	var rcEnv []string
 	if _, err := exec.LookPath("rclone"); err == nil {
-		qp, err := sas.BlobSignatureValues{Protocol: sas.ProtocolHTTPSandHTTP, ExpiryTime: time.Now().Add(24 * time.Hour),
-			Permissions:   (&sas.ContainerPermissions{Read: true, Add: true, Create: true, Write: true, Delete: true, List: true}).String(),
-			ContainerName: "rclone"}.SignWithSharedKey(az.SharedKey())
-		must(err)
-		obscured := strings.TrimSpace(sh("rclone", "obscure", "bench password"))
-		rcloneEnv = append(os.Environ(), "RCLONE_CONFIG_AZ_TYPE=azureblob", "RCLONE_CONFIG_AZ_SAS_URL="+az.ContainerURL("rclone")+"?"+qp.Encode(),
-			"RCLONE_CONFIG_CR_TYPE=crypt", "RCLONE_CONFIG_CR_REMOTE=az:rclone", "RCLONE_CONFIG_CR_PASSWORD="+obscured)
+		rcEnv = rcloneEnv(az, "rclone")
 		subjects = append(subjects, "rclone crypt, vfs cache off", "rclone crypt, vfs cache writes")
 	} else {
 		fmt.Fprintln(os.Stderr, "  rclone not installed: skipping rclone crypt writes")
-	}
-	rcloneMount := func(mode string) (string, func()) {
-		mnt := mkdir(filepath.Join(work, "rclone-w-"+mode))
-		cache := mkdir(filepath.Join(work, fmt.Sprintf("rclone-wcache-%s-%d", mode, time.Now().UnixNano())))
-		cmd := exec.Command("rclone", "mount", "cr:", mnt, "--vfs-cache-mode", mode, "--cache-dir", cache)
-		cmd.Env = rcloneEnv
-		must(cmd.Start())
-		deadline := time.Now().Add(30 * time.Second)
-		for !isMountpoint(mnt) {
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				must(fmt.Errorf("rclone mount %s not ready", mode))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return mnt, sync.OnceFunc(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			cmd.Wait()
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-			os.RemoveAll(cache)
-		})
 	}
 	sc := "seq write 1 GiB to Azurite"
 	run := 0
@@ -241,7 +210,8 @@ func benchWritesAzure(ctx context.Context, bin string, s *devstack.Stack, ref ke
 			}
 			return float64(*size) / (1 << 20) / time.Since(start).Seconds()
 		case strings.HasPrefix(n, "rclone"):
-			mnt, stop := rcloneMount(strings.TrimPrefix(n, "rclone crypt, vfs cache "))
+			mode := strings.TrimPrefix(n, "rclone crypt, vfs cache ")
+			mnt, stop := rcloneMount(rcEnv, filepath.Join(work, "rclone-w-"+mode), work, mode)
 			defer stop()
 			// With a vfs cache, close returns before the upload ends: the
 			// clock stops when the object is in Azurite (unmount waits).
