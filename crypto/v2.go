@@ -348,7 +348,7 @@ type WriterV2 struct {
 
 // NewWriterV2 starts a version 2 object sealed with batch b.
 func NewWriterV2(dst io.Writer, b *Batch, opts SealOptions) (*WriterV2, error) {
-	w, err := newWriterV2(dst, b, opts)
+	w, err := newWriterV2(dst, b, opts, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +359,9 @@ func NewWriterV2(dst io.Writer, b *Batch, opts SealOptions) (*WriterV2, error) {
 	return w, nil
 }
 
-func newWriterV2(dst io.Writer, b *Batch, opts SealOptions) (*WriterV2, error) {
+// newWriterV2 makes a writer whose chunk buffers start at bufCap bytes
+// (-1: a whole chunk); they grow to a chunk when more is written.
+func newWriterV2(dst io.Writer, b *Batch, opts SealOptions, bufCap int) (*WriterV2, error) {
 	rnd := opts.Rand
 	if rnd == nil {
 		rnd = rand.Reader
@@ -395,8 +397,11 @@ func newWriterV2(dst io.Writer, b *Batch, opts SealOptions) (*WriterV2, error) {
 	if err != nil {
 		return nil, err
 	}
+	if bufCap < 0 || bufCap > chunk {
+		bufCap = chunk
+	}
 	w := &WriterV2{dst: dst, rnd: rnd, batch: b, id: id, name: opts.Name, aead: aead, macKey: macKey,
-		wdek: wdek, chunk: chunk, buf: make([]byte, 0, chunk), out: make([]byte, 0, chunk+TagSize)}
+		wdek: wdek, chunk: chunk, buf: make([]byte, 0, bufCap), out: make([]byte, 0, bufCap+TagSize)}
 	return w, nil
 }
 
@@ -421,7 +426,8 @@ func NewWriterV2Sized(dst io.Writer, b *Batch, opts SealOptions, plainSize int64
 	if n > 1<<28 {
 		return nil, fmt.Errorf("plaintext of %d bytes needs %d chunks; use a larger chunk size", plainSize, n)
 	}
-	w, err := newWriterV2(nil, b, opts)
+	// A small object needs buffers of its size, not of a chunk.
+	w, err := newWriterV2(nil, b, opts, int(min(plainSize, int64(chunk))))
 	if err != nil {
 		return nil, err
 	}
@@ -475,7 +481,13 @@ func (w *WriterV2) Write(p []byte) (int, error) {
 				return n, err
 			}
 		}
-		k := copy(w.buf[len(w.buf):w.chunk], p)
+		if cap(w.buf) < w.chunk && len(w.buf)+len(p) > cap(w.buf) {
+			nb := make([]byte, len(w.buf), w.chunk) // more than the size hint
+			copy(nb, w.buf)
+			clear(w.buf)
+			w.buf = nb
+		}
+		k := copy(w.buf[len(w.buf):min(w.chunk, cap(w.buf))], p)
 		w.buf = w.buf[:len(w.buf)+k]
 		p = p[k:]
 		n += k

@@ -32,6 +32,7 @@ const spillSlot = 12 + stageChunk + 16
 // sealed in the spill file at slot.
 type stagedChunk struct {
 	mem  []byte // stageChunk bytes, nil while spilled
+	used int    // mem[used:] is all zeros (what free must wipe is mem[:used])
 	slot int64  // spill slot, -1 if none yet
 	gen  uint64 // the file's sealing count at this chunk's last sealing: bound into its AD
 }
@@ -105,9 +106,10 @@ func (d *dirtyFile) alloc() []byte {
 	return stageBuffers.Get().(*[stageChunk]byte)[:]
 }
 
-// free zeroes buf, a buffer from alloc, and returns it to the pool.
-func (d *dirtyFile) free(buf []byte) {
-	clear(buf)
+// free zeroes buf[:used], a buffer from alloc whose bytes past used are
+// zero, and returns it to the pool (zeroed: alloc's promise).
+func (d *dirtyFile) free(buf []byte, used int) {
+	clear(buf[:used])
 	d.root.staged.Add(-stageChunk)
 	stageBuffers.Put((*[stageChunk]byte)(buf))
 }
@@ -115,8 +117,8 @@ func (d *dirtyFile) free(buf []byte) {
 // drop wipes and frees chunk i, c.
 func (d *dirtyFile) drop(i int64, c *stagedChunk) {
 	if c.mem != nil {
-		d.free(c.mem)
-		c.mem = nil
+		d.free(c.mem, c.used)
+		c.mem, c.used = nil, 0
 		delete(d.inMem, i)
 	}
 	if c.slot >= 0 {
@@ -212,22 +214,24 @@ func (d *dirtyFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 	buf := d.alloc()
 	if c != nil {
 		if err := d.unspill(c, i, buf); err != nil {
-			d.free(buf)
+			d.free(buf, len(buf))
 			return nil, err
 		}
-		c.mem = buf
+		c.mem, c.used = buf, len(buf)
 		d.inMem[i] = true
 		return buf, nil
 	}
 	start := i * stageChunk
+	used := 0
 	if start < d.baseValid {
 		n := min(d.baseValid-start, stageChunk)
 		if err := d.readBase(ctx, buf[:n], start); err != nil {
-			d.free(buf)
+			d.free(buf, len(buf))
 			return nil, err
 		}
+		used = int(n)
 	}
-	d.chunks[i] = &stagedChunk{mem: buf, slot: -1}
+	d.chunks[i] = &stagedChunk{mem: buf, used: used, slot: -1}
 	d.inMem[i] = true
 	return buf, nil
 }
@@ -246,7 +250,11 @@ func (d *dirtyFile) writeAt(ctx context.Context, p []byte, off int64) (int, erro
 		if err := d.enforce(i); err != nil {
 			return n, err
 		}
-		k := copy(buf[off-i*stageChunk:], p)
+		in := int(off - i*stageChunk)
+		k := copy(buf[in:], p)
+		if c := d.chunks[i]; in+k > c.used {
+			c.used = in + k
+		}
 		p, off, n = p[k:], off+int64(k), n+k
 		d.dirty = true
 		if off > d.size {
@@ -430,8 +438,8 @@ func (d *dirtyFile) spillChunk(c *stagedChunk, i int64) error {
 	if _, err := d.spill.WriteAt(out, c.slot*spillSlot); err != nil {
 		return err
 	}
-	d.free(c.mem)
-	c.mem = nil
+	d.free(c.mem, c.used)
+	c.mem, c.used = nil, 0
 	delete(d.inMem, i)
 	d.root.counters.spilled.Add(1)
 	return nil

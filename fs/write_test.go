@@ -1132,3 +1132,44 @@ func TestCommitErr(t *testing.T) {
 		})
 	}
 }
+
+// TestStagingBuffersReturnZeroed: staging buffers go back to the pool
+// wiped, though only the bytes a chunk may have held are cleared (random
+// writes, a truncation, a spill and a commit in between).
+func TestStagingBuffersReturnZeroed(t *testing.T) {
+	w := newWorld(t, writable, func(w *world) {
+		prev := w.tune
+		w.tune = func(o *Options) { prev(o); o.StagingBytes = 2 * stageChunk }
+	})
+	f, err := os.OpenFile(w.path("data/z.bin"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := mrand.New(mrand.NewPCG(1, 2))
+	for range 64 {
+		p := make([]byte, 1+rnd.IntN(9000))
+		for i := range p {
+			p[i] = byte(1 + rnd.IntN(255))
+		}
+		if _, err := f.WriteAt(p, rnd.Int64N(6*stageChunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(3*stageChunk + 77); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var held []*[stageChunk]byte
+	for range 16 {
+		b := stageBuffers.Get().(*[stageChunk]byte)
+		held = append(held, b)
+		if i := bytes.IndexFunc(b[:], func(r rune) bool { return r != 0 }); i >= 0 {
+			t.Fatalf("a pooled staging buffer holds a non-zero byte at %d", i)
+		}
+	}
+	for _, b := range held {
+		stageBuffers.Put(b)
+	}
+}

@@ -60,6 +60,11 @@ type Store struct {
 	// wmu serialises this store's commits and removals; flock on
 	// lockName extends that to other processes (see writer.go).
 	wmu sync.Mutex
+	// wroot is the root for writes, opened at the first (writeRoot).
+	wrootOnce sync.Once
+	wroot     *os.Root
+	wrootErr  error
+	lockFile  *os.File // lockName, opened at the first commit (under wmu)
 }
 
 var (

@@ -1,6 +1,7 @@
 package localdir
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,24 +51,28 @@ var _ blob.Writer = (*Store)(nil)
 // returns its release.
 func (s *Store) lock(root *os.Root) (func(), error) {
 	s.wmu.Lock()
-	f, err := root.OpenFile(lockName, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		s.wmu.Unlock()
-		return nil, mapErr(err)
+	if s.lockFile == nil {
+		f, err := root.OpenFile(lockName, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			s.wmu.Unlock()
+			return nil, mapErr(err)
+		}
+		s.lockFile = f // held open: one flock and one unlock per commit
 	}
+	fd := int(s.lockFile.Fd())
+	var err error
 	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		err = unix.Flock(fd, unix.LOCK_EX)
 		if err != unix.EINTR {
 			break
 		}
 	}
 	if err != nil {
-		f.Close()
 		s.wmu.Unlock()
 		return nil, fmt.Errorf("localdir: lock %s: %w", filepath.Join(s.root, lockName), err)
 	}
 	return func() {
-		f.Close() // releases the flock
+		unix.Flock(fd, unix.LOCK_UN)
 		s.wmu.Unlock()
 	}, nil
 }
@@ -103,11 +109,10 @@ func (s *Store) Commit(ctx context.Context, name string, r io.Reader, md map[str
 	if cond.IfMatch != "" && cond.IfNoneMatch {
 		return blob.Info{}, fmt.Errorf("localdir: commit %s: IfMatch and IfNoneMatch together: %w", name, blob.ErrConditionNotMet)
 	}
-	root, err := os.OpenRoot(s.root)
+	root, err := s.writeRoot()
 	if err != nil {
 		return blob.Info{}, mapErr(err)
 	}
-	defer root.Close()
 	rel := filepath.FromSlash(name)
 	dir := filepath.Dir(rel)
 	tmp, tmpName, err := createTemp(root, dir)
@@ -126,19 +131,22 @@ func (s *Store) Commit(ctx context.Context, name string, r io.Reader, md map[str
 	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return blob.Info{}, fmt.Errorf("localdir: commit %s: lock temporary file: %w", name, err)
 	}
-	if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
+	if err := copyBody(ctx, tmp, r); err != nil {
 		return blob.Info{}, fmt.Errorf("localdir: commit %s: %w", name, err)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return blob.Info{}, mapErr(err)
 	}
+	var stored map[string]string // what Stat reads back
 	if len(md) > 0 {
 		lower := make(map[string]string, len(md))
 		for k, v := range md {
 			lower[strings.ToLower(k)] = v
 		}
 		b, _ := json.Marshal(lower)
-		_ = unix.Fsetxattr(int(tmp.Fd()), xattrName, b, 0) // as Upload: no user xattrs here, no metadata
+		if unix.Fsetxattr(int(tmp.Fd()), xattrName, b, 0) == nil { // as Upload: no user xattrs here, no metadata
+			stored = lower
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		return blob.Info{}, fmt.Errorf("localdir: commit %s: fsync: %w", name, err)
@@ -169,8 +177,34 @@ func (s *Store) Commit(ctx context.Context, name string, r io.Reader, md map[str
 	}
 	return blob.Info{
 		Name: name, Size: st.Size, ETag: etagOf(&st), ModTime: time.Unix(st.Mtim.Unix()),
-		Metadata: readMetadataFD(int(tmp.Fd())),
+		Metadata: stored,
 	}, nil
+}
+
+// writeRoot is the store's root as an os.Root for writes, opened once:
+// names resolve beneath it, and escapes are refused.
+func (s *Store) writeRoot() (*os.Root, error) {
+	s.wrootOnce.Do(func() { s.wroot, s.wrootErr = os.OpenRoot(s.root) })
+	return s.wroot, s.wrootErr
+}
+
+// copyBuffers recycles the buffers of commits whose body is a stream.
+var copyBuffers = sync.Pool{New: func() any { return new([256 << 10]byte) }}
+
+// copyBody writes r into f: an in-memory body in one write, a stream
+// through a pooled buffer, checking ctx between reads.
+func copyBody(ctx context.Context, f *os.File, r io.Reader) error {
+	if br, ok := r.(*bytes.Reader); ok {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, err := br.WriteTo(f)
+		return err
+	}
+	buf := copyBuffers.Get().(*[256 << 10]byte)
+	defer copyBuffers.Put(buf) // ciphertext only
+	_, err := io.CopyBuffer(struct{ io.Writer }{f}, ctxReader{ctx, r}, buf[:])
+	return err
 }
 
 // createTemp creates a new temporary file in dir (creating dir first),
@@ -178,8 +212,10 @@ func (s *Store) Commit(ctx context.Context, name string, r io.Reader, md map[str
 // it is created again.
 func createTemp(root *os.Root, dir string) (*os.File, string, error) {
 	for tries := 0; ; tries++ {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return nil, "", mapErr(err)
+		if tries > 0 { // the directory first: it usually exists
+			if err := root.MkdirAll(dir, 0o755); err != nil {
+				return nil, "", mapErr(err)
+			}
 		}
 		var rnd [8]byte
 		rand.Read(rnd[:])
@@ -217,11 +253,10 @@ func (s *Store) Remove(ctx context.Context, name string, cond blob.Condition) er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	root, err := os.OpenRoot(s.root)
+	root, err := s.writeRoot()
 	if err != nil {
 		return mapErr(err)
 	}
-	defer root.Close()
 	unlock, err := s.lock(root)
 	if err != nil {
 		return err

@@ -50,7 +50,7 @@ var (
 	fioTime = flag.Int("fio-seconds", 3, "seconds per fio run")
 	onlyAz  = flag.Bool("azure-only", false, "measure only the Azurite reads (same as -only azure)")
 	hold    = flag.Bool("hold", false, "set up the data and mounts, print their paths, and wait for SIGINT (for profiling by hand)")
-	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,levers,par,rss,writes,azure,scale (default: all)")
+	only    = flag.String("only", "", "comma-separated groups to run: open,seq,random,small,levers,par,rss,writes,writes-azure,azure,scale (default: all; writes includes writes-azure unless -azure=false)")
 )
 
 // want reports whether a group of scenarios is to run.
@@ -682,7 +682,7 @@ func main() {
 		d.stop()
 	}
 
-	if want("writes") {
+	if want("writes") || want("writes-azure") {
 		benchWrites(ctx, bin, stack, ref, kinds, octBytes, gcfMnt, plain, tmpfs, work)
 	}
 	if want("azure") {
