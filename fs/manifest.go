@@ -202,7 +202,13 @@ const maxManifestRead = crypto.MaxManifestSize
 
 // load reads, verifies and applies the dataset's manifest, and swaps the
 // view when it is accepted. A refused manifest keeps the last good view.
-func (s *manifestState) load(ctx context.Context) (err error) {
+// The kernel's cached names are invalidated before it returns.
+func (s *manifestState) load(ctx context.Context) error { return s.loadWith(ctx, true) }
+
+// loadWith is load; with syncInvalidate false the kernel's cached names
+// are invalidated in the background, as a load inside an unlink or rename
+// needs (the kernel holds the directory that an invalidation locks).
+func (s *manifestState) loadWith(ctx context.Context, syncInvalidate bool) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tried = true
@@ -267,7 +273,11 @@ func (s *manifestState) load(ctx context.Context) (err error) {
 		// nothing: have it look them up again (before the reload returns).
 		// Not during the first load,
 		// which may run inside a lookup.
-		s.invalidate(nv)
+		if syncInvalidate {
+			s.invalidate(nv)
+		} else {
+			go s.invalidate(nv)
+		}
 	}
 	return nil
 }

@@ -153,7 +153,8 @@ func (s *manifestState) publishBatch(changes []manifestChange) (err error) {
 // blob ("" when the dataset has none yet). reload re-reads storage first.
 func (s *manifestState) publishBase(ctx context.Context, reload bool) (*crypto.Manifest, string, error) {
 	if reload || s.view.Load() == nil {
-		err := s.load(ctx)
+		// Inside an unlink or rename: no synchronous invalidation.
+		err := s.loadWith(ctx, false)
 		if err != nil && !errors.Is(err, blob.ErrNotFound) {
 			// A manifest that does not verify is never built on (nor
 			// overwritten): that is for its producer to fix.

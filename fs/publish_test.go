@@ -261,3 +261,34 @@ func TestWritePublishFirstManifest(t *testing.T) {
 		})
 	}
 }
+
+// TestWritePublishConflictInsideUnlink: an unlink whose publish meets
+// another writer's newer manifest re-reads it while the kernel holds the
+// directory; names the newer manifest changed in that directory are
+// invalidated after the unlink returns, not inside it (which deadlocked).
+func TestWritePublishConflictInsideUnlink(t *testing.T) {
+	mw := newPublishingWorld(t)
+	w := mw.world
+	if _, err := os.Stat(w.path("data/big.bin")); err != nil { // cached by the kernel
+		t.Fatal(err)
+	}
+	mw.publish(20, time.Now().UTC().Truncate(time.Second), "ds-test", "dir/sub/nested.txt", "empty", "hello.txt")
+	done := make(chan error, 1)
+	go func() { done <- os.Remove(w.path("data/hello.txt")) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("unlink did not return in 30 s: the publish's re-read invalidated names inside it")
+	}
+	m := mw.storedManifest()
+	if m.Epoch != 21 || !slices.Equal(entryNames(m), []string{"dir/sub/nested.txt", "empty"}) {
+		t.Fatalf("epoch %d %v", m.Epoch, entryNames(m))
+	}
+	pollUntil(t, "big.bin gone from the kernel's cache", func() bool {
+		_, err := os.Stat(w.path("data/big.bin"))
+		return os.IsNotExist(err)
+	})
+}
