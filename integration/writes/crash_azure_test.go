@@ -37,8 +37,10 @@ func TestKillDuringCommitAzure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := exec.Command(py, "-c", bigWriter, filepath.Join(d.dir(), "obj.bin"))
+	app := exec.Command(py, "-c", bigWriter, filepath.Join(d.dir(), "obj.bin"), "64")
 	stdout, _ := app.StdoutPipe()
+	var appErr bytes.Buffer
+	app.Stderr = &appErr
 	if err := app.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +51,8 @@ func TestKillDuringCommitAzure(t *testing.T) {
 		case l = <-lines:
 		case <-deadline:
 			app.Process.Kill()
-			t.Fatal("the writer did not reach its close in 60s")
+			app.Wait()
+			t.Fatalf("the writer did not reach its close in 60s: %s", appErr.String())
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // into the commit: sealing and staging blocks
