@@ -209,12 +209,12 @@ func FromCrypto(v any) (*Key, error) {
 	case *rsa.PublicKey:
 		return &Key{Type: KeyTypeRSA, Public: k}, nil
 	case *ecdsa.PrivateKey:
-		if err := checkCurve(k.Curve); err != nil {
+		if err := checkPoint(&k.PublicKey); err != nil {
 			return nil, err
 		}
 		return &Key{Type: KeyTypeEC, Private: k, Public: &k.PublicKey}, nil
 	case *ecdsa.PublicKey:
-		if err := checkCurve(k.Curve); err != nil {
+		if err := checkPoint(k); err != nil {
 			return nil, err
 		}
 		return &Key{Type: KeyTypeEC, Public: k}, nil
@@ -224,6 +224,22 @@ func FromCrypto(v any) (*Key, error) {
 		return &Key{Type: KeyTypeOct, Oct: k}, nil
 	}
 	return nil, fmt.Errorf("%w: unsupported key type %T", ErrKeyFormat, v)
+}
+
+// checkPoint refuses an EC key on another curve, or whose public point is
+// not on its curve (a coordinate out of range, say: renderers such as jwx
+// panic on those).
+func checkPoint(pub *ecdsa.PublicKey) error {
+	if err := checkCurve(pub.Curve); err != nil {
+		return err
+	}
+	if pub.X == nil || pub.Y == nil {
+		return fmt.Errorf("%w: EC key without a public point", ErrKeyFormat)
+	}
+	if _, err := pub.ECDH(); err != nil {
+		return fmt.Errorf("%w: EC public point: %v", ErrKeyFormat, err)
+	}
+	return nil
 }
 
 func checkCurve(c elliptic.Curve) error {
